@@ -1,0 +1,1 @@
+"""The HTTP gateway: a Flask app that turns requests into RPC calls to the services."""

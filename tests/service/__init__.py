@@ -1,0 +1,1 @@
+"""Tests that run nameko services against the real local RabbitMQ."""
