@@ -1,0 +1,108 @@
+"""The storage port as a nameko dependency: one database per service, opened once.
+
+`MONGO_URI` set means MongoDB through pymongo; unset means the embedded SQLite file
+`var/data/<service>.sqlite3`. Which one is announced in the start-up log. Declared
+indexes are created at start-up, and a background loop deletes expired documents
+(MongoDB's TTL monitor does the same on its side; doing it here too keeps both
+backends behaving alike).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import eventlet
+from nameko.extensions import DependencyProvider
+
+from shared.clock import CLOCK_CONFIG_KEY, SystemClock
+from shared.config import settings_of
+from shared.storage import Database, Index, open_database
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_SECONDS = 60.0
+
+# Collections the platform itself keeps in every service's database.
+PROCESSED_EVENTS = "processed_events"
+PLATFORM_INDEXES: dict[str, list[Index]] = {
+    PROCESSED_EVENTS: [Index.on("expires_at", expire_after_seconds=0)],
+}
+
+
+class Storage(DependencyProvider):
+    """Hands each worker a repository built on the service's own database."""
+
+    def __init__(
+        self,
+        indexes: Mapping[str, list[Index]],
+        repository: Callable[[Database], Any] | None = None,
+    ) -> None:
+        self.indexes = dict(indexes)
+        self.repository = repository
+        self.db: Database | None = None
+        self._running = False
+
+    def setup(self) -> None:
+        settings = settings_of(self.container)
+        self.db = open_database(
+            self.container.service_name,
+            mongo_uri=settings.mongo_uri,
+            data_dir=settings.data_dir,
+        )
+        for name, indexes in {**PLATFORM_INDEXES, **self.indexes}.items():
+            self.db.ensure_indexes(name, indexes)
+        log.info("storage: %s", self.db.describe())
+
+    def start(self) -> None:
+        self._running = True
+        self.container.spawn_managed_thread(self._purge_loop, identifier="storage.purge")
+
+    def stop(self) -> None:
+        self._running = False
+        self._close()
+
+    def kill(self) -> None:
+        self._running = False
+        self._close()
+
+    def get_dependency(self, worker_ctx) -> Any:
+        return self.repository(self.db) if self.repository else self.db
+
+    def _close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+    def _purge_loop(self) -> None:
+        clock = self.container.config.get(CLOCK_CONFIG_KEY) or SystemClock()
+        expiring = [
+            name
+            for name, indexes in {**PLATFORM_INDEXES, **self.indexes}.items()
+            if any(index.expire_after_seconds is not None for index in indexes)
+        ]
+        while self._running:
+            eventlet.sleep(PURGE_INTERVAL_SECONDS)
+            for name in expiring:
+                if not self._running:
+                    return
+                try:
+                    removed = self.db.collection(name).purge_expired(clock.now())
+                except Exception:
+                    log.exception("purging expired documents of %s failed", name)
+                    continue
+                if removed:
+                    log.info("purged %d expired documents from %s", removed, name)
+
+
+def database_of(container) -> Database:
+    """The database of the container's Storage dependency (for other platform parts)."""
+    for provider in container.dependencies:
+        if isinstance(provider, Storage):
+            if provider.db is None:
+                raise RuntimeError("Storage is not set up yet")
+            return provider.db
+    raise RuntimeError(
+        f"service {container.service_name!r} has no Storage dependency; "
+        "event handlers and outboxes need one"
+    )
