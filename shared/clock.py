@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from nameko.extensions import DependencyProvider
-
 CLOCK_CONFIG_KEY = "JICM_CLOCK"
 
 
@@ -49,13 +47,3 @@ class FrozenClock:
     def set(self, moment: datetime) -> None:
         with self._lock:
             self._now = to_utc_ms(moment)
-
-
-class Clock(DependencyProvider):
-    """Gives workers the container's clock (`JICM_CLOCK` in the config, else the system's)."""
-
-    def setup(self) -> None:
-        self.clock = self.container.config.get(CLOCK_CONFIG_KEY) or SystemClock()
-
-    def get_dependency(self, worker_ctx):
-        return self.clock

@@ -117,7 +117,9 @@ class Settings(BaseSettings):
     services: str = Field("accounts", validation_alias=_env("JICM_SERVICES"))
 
     smtp_host: str = Field("127.0.0.1", validation_alias=_env("SMTP_HOST"))
-    smtp_port: Annotated[int, Field(ge=1, le=65535)] = Field(1025, validation_alias=_env("SMTP_PORT"))
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        1025, validation_alias=_env("SMTP_PORT")
+    )
     smtp_tls: SmtpTls = Field(SmtpTls.NONE, validation_alias=_env("SMTP_TLS"))
     smtp_user: str | None = Field(None, validation_alias=_env("SMTP_USER"))
     smtp_password: str | None = Field(None, validation_alias=_env("SMTP_PASSWORD"), repr=False)
@@ -209,7 +211,9 @@ class Settings(BaseSettings):
         raise KeyError(env_name)
 
 
-def load_settings(environ: dict[str, str] | None = None, *, require: tuple[str, ...] = ()) -> Settings:
+def load_settings(
+    environ: dict[str, str] | None = None, *, require: tuple[str, ...] = ()
+) -> Settings:
     """Read and validate settings from `environ` (default: the process environment).
 
     In local and test mode missing secrets come from `var/secrets.env`, generated on
@@ -287,3 +291,14 @@ def _read_env_file(path: Path) -> dict[str, str]:
         key, _, value = line.partition("=")
         values[key.strip()] = value.strip()
     return values
+
+
+SETTINGS_CONFIG_KEY = "JICM_SETTINGS"
+
+
+def settings_of(container) -> Settings:
+    """The validated settings a service container was started with."""
+    settings = container.config.get(SETTINGS_CONFIG_KEY)
+    if settings is None:
+        raise ConfigError([f"{SETTINGS_CONFIG_KEY}: the container config has no settings"])
+    return settings

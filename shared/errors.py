@@ -24,6 +24,9 @@ class ServiceError(Exception):
             self.code = code
         self.details = details or {}
 
+    def __str__(self) -> str:
+        return self.message
+
     def to_dict(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
@@ -104,5 +107,5 @@ def rebuild(exc_type: str, exc_args: list) -> ServiceError | None:
     cls = SERVICE_ERRORS.get(exc_type)
     if cls is None:
         return None
-    message, code, details = (list(exc_args) + [None, None, None])[:3]
+    message, code, details = [*exc_args, None, None, None][:3]
     return cls(str(message or cls.code), code=code, details=details or None)

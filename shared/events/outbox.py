@@ -1,0 +1,203 @@
+"""The transactional outbox, kept inside the very document whose change it announces.
+
+A repository that changes a document and must announce it adds the event to the same
+atomic write: `with_event(update, event, now=...)` pushes the envelope onto the document's
+`outbox` list and marks the document due for relaying. One conditional update does
+both, atomically on MongoDB and on SQLite alike, with no transaction. A crash after
+that write loses nothing: the relay finds the pending event and publishes it.
+
+The relay claims a due document with a lease (several processes of one service may
+relay at once), publishes its pending events with publisher confirms, then removes
+exactly those events. A crash between the confirm and the removal publishes them
+again later, which is why every consumer deduplicates by `event_id`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import eventlet
+from eventlet.event import Event as GreenEvent
+from nameko.amqp.publish import Publisher
+from nameko.extensions import DependencyProvider
+
+from shared.clock import CLOCK_CONFIG_KEY, SystemClock
+from shared.config import settings_of
+from shared.events.topology import EVENTS_EXCHANGE, Topology
+from shared.storage import Collection, Index
+from shared.storage.provider import database_of
+
+log = logging.getLogger(__name__)
+
+OUTBOX = "outbox"
+PENDING = "outbox_pending"
+DUE_AT = "outbox_due_at"
+
+LEASE = timedelta(seconds=30)
+RETRY_AFTER_FAILURE = timedelta(seconds=5)
+SWEEP_INTERVAL_SECONDS = 1.0
+BATCH = 100
+
+# Every collection with an outbox needs this index so the relay finds due documents
+# without scanning the collection.
+OUTBOX_INDEX = Index.on(DUE_AT)
+
+
+def with_event(update: dict[str, Any], event: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+    """Return `update` extended to append `event` to the document's outbox, atomically."""
+    merged = copy.deepcopy(update)
+    merged.setdefault("$push", {})[OUTBOX] = event
+    merged.setdefault("$inc", {})[PENDING] = 1
+    merged.setdefault("$set", {})[DUE_AT] = now
+    return merged
+
+
+def new_document_with_events(doc: dict[str, Any], *events: dict[str, Any], now: datetime) -> dict:
+    """Return a new document (for insert) that already carries `events` in its outbox."""
+    created = dict(doc)
+    created[OUTBOX] = list(events)
+    created[PENDING] = len(events)
+    if events:
+        created[DUE_AT] = now
+    return created
+
+
+def strip_outbox(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The document without the relay's bookkeeping, for callers that show it."""
+    if doc is None:
+        return None
+    return {key: value for key, value in doc.items() if key not in (OUTBOX, PENDING, DUE_AT)}
+
+
+class EventPublisher:
+    """Publishes envelopes to the events exchange: durable, persistent, confirmed."""
+
+    def __init__(self, amqp_uri: str) -> None:
+        self._publisher = Publisher(amqp_uri, use_confirms=True, exchange=EVENTS_EXCHANGE)
+
+    def publish(self, envelope: dict[str, Any]) -> None:
+        headers = {"x-event-id": envelope["event_id"]}
+        if envelope.get("request_id"):
+            headers["nameko.request_id"] = envelope["request_id"]
+        self._publisher.publish(
+            envelope,
+            exchange=EVENTS_EXCHANGE,
+            routing_key=envelope["type"],
+            headers=headers,
+            message_id=envelope["event_id"],
+        )
+
+
+def relay_due(collection: Collection, publisher: EventPublisher, now: datetime) -> int:
+    """Publish the pending events of every due document of `collection`. Returns how many."""
+    published = 0
+    for doc in collection.find({DUE_AT: {"$lte": now}}, sort=[(DUE_AT, 1)], limit=BATCH):
+        claimed = collection.update_one(
+            {"_id": doc["_id"], DUE_AT: doc[DUE_AT]}, {"$set": {DUE_AT: now + LEASE}}
+        )
+        if claimed is None:
+            continue  # another relay took it, or the document changed: next sweep
+        published += _relay_document(collection, publisher, claimed, now)
+    return published
+
+
+def _relay_document(
+    collection: Collection, publisher: EventPublisher, doc: dict[str, Any], now: datetime
+) -> int:
+    sent: list[str] = []
+    failed = False
+    for envelope in doc.get(OUTBOX, []):
+        try:
+            publisher.publish(envelope)
+        except Exception:
+            log.exception("publishing %s %s failed; will retry",
+                          envelope["type"], envelope["event_id"])
+            failed = True
+            break
+        sent.append(envelope["event_id"])
+    _forget(collection, doc["_id"], sent)
+    if failed:
+        collection.update_one(
+            {"_id": doc["_id"], PENDING: {"$gt": 0}},
+            {"$set": {DUE_AT: now + RETRY_AFTER_FAILURE}},
+        )
+    return len(sent)
+
+
+def _forget(collection: Collection, doc_id: str, event_ids: Iterable[str]) -> None:
+    event_ids = list(event_ids)
+    if event_ids:
+        collection.update_one(
+            {"_id": doc_id},
+            {
+                "$pull": {OUTBOX: {"event_id": {"$in": event_ids}}},
+                "$inc": {PENDING: -len(event_ids)},
+            },
+        )
+    # Only an empty outbox stops being due; an event pushed meanwhile keeps it due.
+    collection.update_one({"_id": doc_id, PENDING: 0}, {"$unset": {DUE_AT: ""}})
+
+
+class OutboxRelay(DependencyProvider):
+    """Relays the outboxes of the named collections, right after each worker and every second.
+
+    Workers that write events call nothing: the relay is woken when a worker finishes,
+    so events leave promptly, and a periodic sweep catches everything else (events
+    written just before a crash, or whose publish failed).
+    """
+
+    topology = Topology()
+
+    def __init__(self, *collections: str) -> None:
+        self.collections = collections
+        self._wake = GreenEvent()
+        self._running = False
+
+    def setup(self) -> None:
+        settings = settings_of(self.container)
+        self.publisher = EventPublisher(settings.amqp_uri)
+        self.clock = self.container.config.get(CLOCK_CONFIG_KEY) or SystemClock()
+
+    def start(self) -> None:
+        self._running = True
+        db = database_of(self.container)
+        for name in self.collections:
+            db.ensure_indexes(name, [OUTBOX_INDEX])
+        self.container.spawn_managed_thread(self._loop, identifier="outbox.relay")
+
+    def stop(self) -> None:
+        self._running = False
+        self.wake()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx) -> OutboxRelay:
+        return self
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        if not self._wake.ready():
+            self._wake.send(True)
+
+    def relay_now(self) -> int:
+        """Relay every due outbox once (also used by tests and operator tools)."""
+        db = database_of(self.container)
+        now = self.clock.now()
+        return sum(relay_due(db.collection(name), self.publisher, now) for name in self.collections)
+
+    def _loop(self) -> None:
+        while self._running:
+            try:
+                self.relay_now()
+            except Exception:
+                log.exception("outbox relay sweep failed")
+            with eventlet.Timeout(SWEEP_INTERVAL_SECONDS, False):
+                self._wake.wait()
+            self._wake = GreenEvent()

@@ -1,0 +1,159 @@
+"""One schema per event of the design's table: the `data` part of each envelope.
+
+Producers validate before an event enters an outbox; consumers validate again on
+receipt, so a malformed event is caught at the edge and parked in a dead-letter queue
+with the reason, never half-handled. No event ever carries message content: ids,
+addresses and times only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Stage = Literal["upcoming", "overdue"]
+
+
+class EventData(BaseModel):
+    """Strict by default: a field that nobody declared is a bug on one side or the other."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClientInfo(EventData):
+    """Where a request came from, kept minimal: a truncated IP and the user agent."""
+
+    ip_truncated: str | None = None
+    user_agent: str | None = Field(None, max_length=512)
+
+
+class UserRegistered(EventData):
+    user_id: str
+    email: str
+    policy_version: str
+    client: ClientInfo = ClientInfo()
+
+
+class EmailVerified(EventData):
+    user_id: str
+    email: str
+
+
+class CheckedIn(EventData):
+    user_id: str
+    switch_id: str
+    cycle: int
+    deadline: AwareDatetime
+    method: Literal["api", "link"]
+
+
+class ReminderDue(EventData):
+    user_id: str
+    switch_id: str
+    cycle: int
+    step: int
+    stage: Stage
+    deadline: AwareDatetime
+    email: str
+
+
+class CheckInMissed(EventData):
+    user_id: str
+    switch_id: str
+    cycle: int
+    deadline: AwareDatetime
+    fired_at: AwareDatetime
+
+
+class ReleasedRecipient(EventData):
+    recipient_id: str
+    name: str
+    email: str
+
+
+class MessageReleased(EventData):
+    user_id: str
+    switch_id: str
+    message_id: str
+    sender_name: str
+    recipients: list[ReleasedRecipient]
+    inline: bool = False
+
+
+class DeliveryFailed(EventData):
+    delivery_id: str
+    kind: str
+    reference: str
+    recipient: str
+    reason: str
+    attempts: int
+
+
+class Entitlements(EventData):
+    switches: int
+    messages_per_switch: int
+    recipients_per_message: int
+    body_bytes: int
+
+
+class PlanChanged(EventData):
+    user_id: str
+    plan: str
+    status: str
+    entitlements: Entitlements
+
+
+class MarketingConsent(EventData):
+    email: bool = False
+    postal: bool = False
+    phone: bool = False
+    sms: bool = False
+
+
+class CookieConsent(EventData):
+    analytics: bool = False
+    marketing: bool = False
+
+
+class ConsentChanged(EventData):
+    user_id: str
+    marketing: MarketingConsent
+    cookies: CookieConsent
+    gpc: bool = False
+    source: str
+
+
+class ErasureRequested(EventData):
+    request_id: str
+    user_id: str
+    reason: Literal["user", "child", "retention"]
+    email: str | None = None
+
+
+class ErasureCompleted(EventData):
+    request_id: str
+    user_id: str
+    service: str
+    summary: dict[str, int] = {}
+
+
+EVENT_SCHEMAS: dict[str, type[EventData]] = {
+    cls.__name__: cls
+    for cls in (
+        UserRegistered,
+        EmailVerified,
+        CheckedIn,
+        ReminderDue,
+        CheckInMissed,
+        MessageReleased,
+        DeliveryFailed,
+        PlanChanged,
+        ConsentChanged,
+        ErasureRequested,
+        ErasureCompleted,
+    )
+}
+
+# Bumped when a schema changes incompatibly; consumers refuse versions they don't know.
+EVENT_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_SCHEMAS}

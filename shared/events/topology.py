@@ -1,0 +1,122 @@
+"""The broker topology for events, declared whole by every process at start-up.
+
+nameko publishes events with `mandatory=False`, so an event published before its
+consumer's queue exists vanishes. Here every process declares every consumer queue of
+the table below before it publishes anything, and the events exchange has an
+alternate exchange: an event that no queue takes is parked in `jicm.unrouted`, where an
+operator can see and replay it, instead of being dropped.
+
+Names (stable on purpose: they do not embed handler method names, so renaming a
+handler never orphans a queue):
+- `jicm.events`                   topic exchange, routing key = event type
+- `jicm.<service>.<EventType>`    one durable queue per consumer
+- `jicm.<service>.<EventType>.dead`  its dead-letter queue
+- `jicm.retry.<N>s`               shared delay queues; a message waits N seconds, then
+                                  the broker dead-letters it back to its consumer queue
+- `jicm.unrouted`                 events no consumer was bound for
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from kombu import Connection, Exchange, Queue
+from kombu.common import maybe_declare
+from nameko.extensions import SharedExtension
+
+from shared.config import settings_of
+
+EVENTS_EXCHANGE_NAME = "jicm.events"
+UNROUTED_NAME = "jicm.unrouted"
+UNROUTED_MAX_LENGTH = 100_000
+
+# Back-off between attempts of a failing handler; after the last, the dead-letter queue.
+RETRY_DELAYS_SECONDS: tuple[int, ...] = (1, 5, 30, 120, 600)
+
+# Which service consumes which events (the design's event table, as services arrive).
+CONSUMERS: dict[str, tuple[str, ...]] = {}
+
+EVENTS_EXCHANGE = Exchange(
+    EVENTS_EXCHANGE_NAME,
+    type="topic",
+    durable=True,
+    arguments={"alternate-exchange": UNROUTED_NAME},
+)
+UNROUTED_EXCHANGE = Exchange(UNROUTED_NAME, type="fanout", durable=True)
+UNROUTED_QUEUE = Queue(
+    UNROUTED_NAME,
+    exchange=UNROUTED_EXCHANGE,
+    durable=True,
+    queue_arguments={"x-max-length": UNROUTED_MAX_LENGTH},
+)
+
+
+def consumer_queue_name(service: str, event_type: str) -> str:
+    return f"jicm.{service}.{event_type}"
+
+
+def dead_letter_queue_name(queue_name: str) -> str:
+    return f"{queue_name}.dead"
+
+
+def retry_exchange_name(delay: int) -> str:
+    return f"jicm.retry.{delay}s"
+
+
+def consumer_queue(service: str, event_type: str) -> Queue:
+    """The durable queue where `service` receives `event_type`."""
+    return Queue(
+        consumer_queue_name(service, event_type),
+        exchange=EVENTS_EXCHANGE,
+        routing_key=event_type,
+        durable=True,
+    )
+
+
+def dead_letter_queue(queue_name: str) -> Queue:
+    """A consumer's dead-letter queue, reached through the default exchange."""
+    return Queue(dead_letter_queue_name(queue_name), durable=True)
+
+
+def retry_queue(delay: int) -> Queue:
+    """Messages wait here `delay` seconds, then return to the queue named by their routing key."""
+    return Queue(
+        retry_exchange_name(delay),
+        exchange=Exchange(retry_exchange_name(delay), type="fanout", durable=True),
+        durable=True,
+        queue_arguments={"x-message-ttl": delay * 1000, "x-dead-letter-exchange": ""},
+    )
+
+
+def retry_delay(attempt: int) -> int | None:
+    """Seconds to wait before `attempt` (1-based), or None when retries are exhausted."""
+    if 1 <= attempt <= len(RETRY_DELAYS_SECONDS):
+        return RETRY_DELAYS_SECONDS[attempt - 1]
+    return None
+
+
+def all_entities(consumers: Mapping[str, Iterable[str]]) -> list:
+    """Every exchange and queue of the topology, in declaration order."""
+    entities: list = [UNROUTED_EXCHANGE, UNROUTED_QUEUE, EVENTS_EXCHANGE]
+    entities += [retry_queue(delay) for delay in RETRY_DELAYS_SECONDS]
+    for service, event_types in consumers.items():
+        for event_type in event_types:
+            queue = consumer_queue(service, event_type)
+            entities += [queue, dead_letter_queue(queue.name)]
+    return entities
+
+
+def declare_topology(amqp_uri: str, consumers: Mapping[str, Iterable[str]] | None = None) -> None:
+    """Declare the whole event topology (idempotent; every process calls it at start-up)."""
+    with Connection(amqp_uri, connect_timeout=10) as conn:
+        conn.ensure_connection(max_retries=5)
+        channel = conn.channel()
+        for entity in all_entities(CONSUMERS if consumers is None else consumers):
+            maybe_declare(entity, channel)
+
+
+class Topology(SharedExtension):
+    """Declares the whole topology once per container, before anything consumes or publishes."""
+
+    def setup(self) -> None:
+        declare_topology(settings_of(self.container).amqp_uri)
