@@ -54,8 +54,9 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # kombu and amqp are chatty at INFO about every reconnection attempt.
-    logging.getLogger("amqp").setLevel(logging.WARNING)
+    # amqp and pika narrate every connection at INFO.
+    for chatty in ("amqp", "pika"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @contextmanager

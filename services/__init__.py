@@ -1,0 +1,1 @@
+"""The six nameko services, one package each."""

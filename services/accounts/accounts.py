@@ -1,0 +1,232 @@
+"""The accounts domain: sign-up with the age gate, log-in, sessions, log-out.
+
+Plain code over a repository, a password hasher and a clock; the nameko service only
+wires these together, and unit tests drive this module directly.
+
+Nothing here reveals whether an address is registered: a sign-up with a taken address
+answers exactly like a new one (and stores nothing new), and a log-in with an unknown
+address fails like a wrong password, after the same argon2id work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from services.accounts.passwords import PasswordHasher, check_password_policy
+from services.accounts.schemas import Account, ClientContext, LogIn, Profile, Session, SignUp
+from services.accounts.storage import AccountsRepository, EmailTaken
+from shared.client import truncate_ip
+from shared.errors import AuthenticationFailed, InvalidInput
+from shared.events import new_event
+from shared.throttle import Limit, hashed_key
+
+MINIMUM_AGE = 16
+MAXIMUM_AGE = 130
+TOKEN_BYTES = 32
+
+# Log-in limits. Failures count per account (whether or not it exists, so the limit
+# reveals nothing); every attempt counts per client.
+LOGIN_FAILURES_PER_ACCOUNT = Limit("login-account", count=10, window_seconds=15 * 60)
+LOGIN_ATTEMPTS_PER_CLIENT = Limit("login-client", count=30, window_seconds=15 * 60)
+SIGNUPS_PER_CLIENT = Limit("signup-client", count=20, window_seconds=60 * 60)
+
+BAD_CREDENTIALS = "the email address or password is incorrect"
+
+
+def normalize_email(raw: str) -> tuple[str, str]:
+    """Return (address to write to, identity key). Raises InvalidInput for a bad address."""
+    try:
+        checked = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(
+            f"email: {exc}", code="invalid_email", details={"field": "email"}
+        ) from None
+    return checked.normalized, checked.normalized.casefold()
+
+
+def age_on(birth: date, today: date) -> int:
+    """Whole years between `birth` and `today`."""
+    before_birthday = (today.month, today.day) < (birth.month, birth.day)
+    return today.year - birth.year - before_birthday
+
+
+def token_hash(token: str) -> str:
+    """Sessions are stored under a hash of their token, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Accounts:
+    """Use cases of the accounts service."""
+
+    def __init__(
+        self,
+        repo: AccountsRepository,
+        hasher: PasswordHasher,
+        now: datetime,
+        *,
+        policy_version: str,
+        session_ttl: int,
+        request_id: str | None = None,
+    ) -> None:
+        self.repo = repo
+        self.hasher = hasher
+        self.now = now
+        self.policy_version = policy_version
+        self.session_ttl = timedelta(seconds=session_ttl)
+        self.request_id = request_id
+
+    # Sign-up ------------------------------------------------------------------------
+
+    def sign_up(self, request: SignUp, client: ClientContext) -> Account:
+        """Create an account, or answer as if we had when the address is taken."""
+        # The age gate comes first: an applicant under 16 leaves no trace, not even a counter.
+        self._check_age(request.date_of_birth)
+        if client.ip:
+            self.repo.throttle.consume(SIGNUPS_PER_CLIENT, hashed_key(client.ip), self.now)
+        self._check_policy_version(request.accept_policy_version)
+        email, email_key = normalize_email(request.email)
+        check_password_policy(request.password, email)
+        user = self._new_user(email, email_key, self.hasher.hash(request.password))
+        try:
+            self.repo.add_user(user, self._registered_event(user, client), self.now)
+        except EmailTaken:
+            # Same answer as a fresh sign-up, with an id that belongs to nobody.
+            return Account(id=str(uuid.uuid4()), email=email, email_verified=False)
+        return Account(id=user["_id"], email=email, email_verified=False)
+
+    def _check_age(self, birth: date) -> None:
+        age = age_on(birth, self.now.date())
+        if birth > self.now.date() or age > MAXIMUM_AGE:
+            raise InvalidInput(
+                "date_of_birth is not a plausible date of birth",
+                code="invalid_date_of_birth",
+                details={"field": "date_of_birth"},
+            )
+        if age < MINIMUM_AGE:
+            # Nothing about the applicant is stored or logged past this point.
+            raise InvalidInput(
+                f"you must be at least {MINIMUM_AGE} years old to use Just in Case",
+                code="age_requirement",
+                details={"field": "date_of_birth"},
+            )
+
+    def _check_policy_version(self, version: str) -> None:
+        if not hmac.compare_digest(version.encode(), self.policy_version.encode()):
+            raise InvalidInput(
+                f"accept_policy_version must be the current policy, {self.policy_version}",
+                code="policy_version_mismatch",
+                details={"field": "accept_policy_version", "current": self.policy_version},
+            )
+
+    def _new_user(self, email: str, email_key: str, password_hash: str) -> dict[str, Any]:
+        # The date of birth is not kept: the age check is all it was asked for.
+        return {
+            "_id": str(uuid.uuid4()),
+            "email": email,
+            "email_key": email_key,
+            "password_hash": password_hash,
+            "email_verified": False,
+            "status": "active",
+            "policy_version": self.policy_version,
+            "policy_accepted_at": self.now,
+            "age_confirmed_at": self.now,
+            "created_at": self.now,
+            "password_changed_at": self.now,
+        }
+
+    def _registered_event(self, user: dict[str, Any], client: ClientContext) -> dict:
+        return new_event(
+            "UserRegistered",
+            {
+                "user_id": user["_id"],
+                "email": user["email"],
+                "policy_version": user["policy_version"],
+                "client": {
+                    "ip_truncated": truncate_ip(client.ip),
+                    "user_agent": client.user_agent,
+                },
+            },
+            producer="accounts",
+            now=self.now,
+            request_id=self.request_id,
+        )
+
+    # Log-in and sessions --------------------------------------------------------------
+
+    def log_in(self, request: LogIn, client: ClientContext) -> Session:
+        """Open a session for the right email and password; refuse anything else alike."""
+        account_key = self._account_key(request.email)
+        if client.ip:
+            self.repo.throttle.consume(LOGIN_ATTEMPTS_PER_CLIENT, hashed_key(client.ip), self.now)
+        self.repo.throttle.check(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+        user = self._user_for_login(request.email)
+        password_hash = user["password_hash"] if user else self.hasher.decoy_hash
+        if not self.hasher.verify(password_hash, request.password) or user is None:
+            self.repo.throttle.hit(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+            raise AuthenticationFailed(BAD_CREDENTIALS, code="invalid_credentials")
+        return self._open_session(user, client)
+
+    def _account_key(self, raw_email: str) -> str:
+        return hashed_key(raw_email.strip().casefold())
+
+    def _user_for_login(self, raw_email: str) -> dict[str, Any] | None:
+        try:
+            _, email_key = normalize_email(raw_email)
+        except InvalidInput:
+            return None
+        user = self.repo.user_by_email_key(email_key)
+        if user is None or user.get("status") != "active":
+            return None
+        return user
+
+    def _open_session(self, user: dict[str, Any], client: ClientContext) -> Session:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        expires_at = self.now + self.session_ttl
+        self.repo.add_session(
+            {
+                "_id": token_hash(token),
+                "user_id": user["_id"],
+                "created_at": self.now,
+                "expires_at": expires_at,
+                "ip_truncated": truncate_ip(client.ip),
+                "user_agent": client.user_agent,
+            }
+        )
+        return Session(token=token, expires_at=expires_at)
+
+    def authenticate(self, token: str) -> Profile:
+        """The profile behind a bearer token, or AuthenticationFailed."""
+        session = self.repo.session(token_hash(token)) if token else None
+        if session is None or session["expires_at"] <= self.now:
+            raise AuthenticationFailed("the session token is invalid or has expired",
+                                       code="invalid_token")
+        user = self.repo.user(session["user_id"])
+        if user is None or user.get("status") != "active":
+            raise AuthenticationFailed("the session token is invalid or has expired",
+                                       code="invalid_token")
+        if session["created_at"] < user.get("password_changed_at", session["created_at"]):
+            # Sessions opened before a password change end with it.
+            raise AuthenticationFailed("the session token is invalid or has expired",
+                                       code="invalid_token")
+        return _profile(user)
+
+    def log_out(self, token: str) -> None:
+        """End the session of `token` (idempotent)."""
+        self.repo.delete_session(token_hash(token))
+
+
+def _profile(user: dict[str, Any]) -> Profile:
+    return Profile(
+        id=user["_id"],
+        email=user["email"],
+        email_verified=user["email_verified"],
+        created_at=user["created_at"],
+        policy_version=user["policy_version"],
+    )

@@ -1,0 +1,59 @@
+"""Requests and answers of the accounts API: the gateway validates HTTP bodies with
+these models, the OpenAPI document is generated from them, and the service validates
+its RPC arguments with them again."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+EMAIL_MAX_LENGTH = 254
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused, so a typo is an error rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class SignUp(Strict):
+    email: str = Field(min_length=3, max_length=EMAIL_MAX_LENGTH, examples=["ada@example.org"])
+    password: str = Field(min_length=1, max_length=1024, description="12 to 256 characters")
+    date_of_birth: date = Field(description="YYYY-MM-DD; you must be 16 or older")
+    accept_policy_version: str = Field(
+        min_length=1, max_length=64, description="the privacy policy version you accept"
+    )
+
+
+class Account(BaseModel):
+    id: str
+    email: str
+    email_verified: bool
+
+
+class LogIn(Strict):
+    email: str = Field(min_length=1, max_length=EMAIL_MAX_LENGTH)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Session(BaseModel):
+    token: str = Field(description="send as `Authorization: Bearer <token>`")
+    expires_at: AwareDatetime
+
+
+class Profile(BaseModel):
+    id: str
+    email: str
+    email_verified: bool
+    created_at: AwareDatetime
+    policy_version: str
+
+
+class ClientContext(BaseModel):
+    """What the gateway tells a service about the HTTP client (never trusted for auth)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ip: str | None = None
+    user_agent: str | None = Field(None, max_length=512)

@@ -1,0 +1,98 @@
+"""The accounts service on the real RabbitMQ: called over RPC as the gateway calls it,
+announcing registrations to whoever listens."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.rpc import RemoteError, RpcClientPool
+from services.accounts.service import AccountsService
+from shared.events import event_handler
+from shared.storage.provider import Storage, database_of
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.service
+
+REGISTERED: list = []
+PASSWORD = "correct horse battery staple"
+
+
+class RegistrationListener:
+    name = "listener"
+    store = Storage({})
+
+    @event_handler("UserRegistered")
+    def on_user_registered(self, event) -> None:
+        REGISTERED.append(event)
+
+
+@pytest.fixture(autouse=True)
+def _clear():
+    REGISTERED.clear()
+
+
+@pytest.fixture
+def accounts(container_factory, service_config):
+    container = container_factory(AccountsService, service_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def listener(container_factory, service_config):
+    container = container_factory(RegistrationListener, service_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def rpc(service_config):
+    pool = RpcClientPool(service_config["AMQP_URI"], size=2, timeout=10)
+    yield pool
+    pool.close()
+
+
+def sign_up(rpc, email="ada@example.org", born="1990-01-01"):
+    return rpc.call(
+        "accounts",
+        "sign_up",
+        {"email": email, "password": PASSWORD, "date_of_birth": born,
+         "accept_policy_version": "2024-04-29"},
+        {"ip": "203.0.113.5", "user_agent": "pytest"},
+        context={"request_id": "req-test-123"},
+    )
+
+
+def test_a_sign_up_is_announced_to_listeners_through_the_outbox(accounts, listener, rpc):
+    account = sign_up(rpc)
+    [event] = wait_for(lambda: REGISTERED, what="UserRegistered")
+    assert event.data.user_id == account["id"]
+    assert event.data.email == "ada@example.org"
+    assert event.request_id == "req-test-123"
+    users = database_of(accounts).collection("users")
+    wait_for(lambda: users.get(account["id"])["outbox_pending"] == 0)
+
+
+def test_a_refused_sign_up_arrives_as_a_typed_error_and_announces_nothing(accounts, listener, rpc):
+    with pytest.raises(RemoteError) as refused:
+        sign_up(rpc, born="2020-01-01")
+    assert refused.value.exc_type == "InvalidInput"
+    assert refused.value.exc_args[1] == "age_requirement"
+    sign_up(rpc, email="after@example.org")
+    wait_for(lambda: REGISTERED)
+    assert [event.data.email for event in REGISTERED] == ["after@example.org"]
+
+
+def test_log_in_authenticate_and_log_out_over_rpc(accounts, rpc):
+    account = sign_up(rpc)
+    session = rpc.call("accounts", "log_in", {"email": "ada@example.org", "password": PASSWORD},
+                       {"ip": "203.0.113.5"})
+    assert rpc.call("accounts", "authenticate", session["token"])["id"] == account["id"]
+    rpc.call("accounts", "log_out", session["token"])
+    with pytest.raises(RemoteError) as refused:
+        rpc.call("accounts", "authenticate", session["token"])
+    assert refused.value.exc_type == "AuthenticationFailed"
+
+
+def test_the_service_answers_the_readiness_probe(accounts, rpc):
+    assert rpc.call("accounts", "health")["status"] == "ok"
