@@ -1,0 +1,55 @@
+"""Liveness, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from gateway.api import operation
+from gateway.openapi import build_spec
+from gateway.remote import rpc_pool
+from gateway.rpc import RpcClientPool, RpcError
+from shared.config import SETTINGS_CONFIG_KEY
+
+bp = Blueprint("health", __name__)
+
+READINESS_TIMEOUT = 3.0
+
+
+@operation(bp, "GET", "/healthz", summary="Liveness", tag="operations", auth=False,
+           description="200 while the gateway process serves requests.")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@operation(bp, "GET", "/readyz", summary="Readiness", tag="operations", auth=False,
+           errors=(503,),
+           description="200 when the broker and every configured service answer; "
+                       "503 naming what does not.")
+def readyz() -> Response:
+    rpc = rpc_pool()
+    checks = {"broker": "ok" if rpc.check_broker(READINESS_TIMEOUT) else "unreachable"}
+    services = current_app.config[SETTINGS_CONFIG_KEY].service_names
+    # Asked in parallel, so one silent service costs one timeout, not one per service.
+    with ThreadPoolExecutor(max_workers=max(1, len(services))) as threads:
+        statuses = threads.map(lambda name: _service_status(rpc, name), services)
+        checks.update(zip(services, statuses, strict=True))
+    ready = all(status == "ok" for status in checks.values())
+    response = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response
+
+
+def _service_status(rpc: RpcClientPool, service: str) -> str:
+    try:
+        rpc.call(service, "health", timeout=READINESS_TIMEOUT)
+    except RpcError as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+@operation(bp, "GET", "/api/v1/openapi.json", summary="This API's OpenAPI document",
+           tag="operations", auth=False)
+def openapi() -> dict:
+    return build_spec(current_app.config[SETTINGS_CONFIG_KEY].public_url)
