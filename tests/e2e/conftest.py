@@ -1,0 +1,121 @@
+"""End-to-end fixtures: the system as `make run` starts it, as separate processes.
+
+Each test module gets its own RabbitMQ vhost, data directory, maildir and ports, and
+the very process specs of `make run` (`deploy.local.supervisor.default_specs`), so the
+tests exercise what a newcomer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from deploy.local.smtp_sink import read_mail, wait_for_mail
+from deploy.local.supervisor import Supervisor, default_specs
+
+MANAGEMENT = "http://127.0.0.1:15672/api"
+AUTH = ("guest", "guest")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vhost() -> Iterator[str]:
+    """A fresh RabbitMQ vhost, deleted afterwards; returns its AMQP URI."""
+    name = f"jicm-e2e-{uuid.uuid4().hex[:10]}"
+    requests.put(f"{MANAGEMENT}/vhosts/{name}", auth=AUTH, timeout=10).raise_for_status()
+    requests.put(
+        f"{MANAGEMENT}/permissions/{name}/guest",
+        json={"configure": ".*", "write": ".*", "read": ".*"},
+        auth=AUTH,
+        timeout=10,
+    ).raise_for_status()
+    yield f"amqp://guest:guest@127.0.0.1:5672/{name}"
+    requests.delete(f"{MANAGEMENT}/vhosts/{name}", auth=AUTH, timeout=10)
+
+
+@dataclass
+class System:
+    """The running system and the places a test looks at."""
+
+    supervisor: Supervisor
+    base_url: str
+    maildir: Path
+    data_dir: Path
+    environ: dict[str, str]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def mail(self) -> list:
+        return read_mail(self.maildir)
+
+    def wait_for_mail(self, count: int, timeout: float = 20.0) -> list:
+        return wait_for_mail(self.maildir, count=count, timeout=timeout)
+
+    def query(self, service: str, sql: str, params: tuple = ()) -> list:
+        """Read a service's embedded database directly, as an operator with sqlite3 would."""
+        with sqlite3.connect(f"file:{self.data_dir / service}.sqlite3?mode=ro", uri=True) as db:
+            return db.execute(sql, params).fetchall()
+
+    def execute(self, service: str, sql: str, params: tuple = ()) -> None:
+        with sqlite3.connect(self.data_dir / f"{service}.sqlite3", timeout=10) as db:
+            db.execute(sql, params)
+
+
+def system_environment(tmp: Path, amqp_uri: str, services: str, **extra: str) -> dict[str, str]:
+    gateway_port = free_port()
+    return {
+        **os.environ,
+        "JICM_ENV": "test",
+        "AMQP_URI": amqp_uri,
+        "JICM_DATA_DIR": str(tmp / "data"),
+        "JICM_MAILDIR": str(tmp / "mail"),
+        "JICM_SMTP_SINK_PORT": str(free_port()),
+        "JICM_GATEWAY_BIND": f"127.0.0.1:{gateway_port}",
+        "JICM_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
+        "JICM_PASSWORD_HASH": "min",
+        "JICM_SERVICES": services,
+        "JICM_LOG_FORMAT": "text",
+        "JICM_GATEWAY_WORKERS": "1",
+        "JICM_GATEWAY_THREADS": "8",
+        "JICM_RPC_TIMEOUT": "4",
+        **extra,
+    }
+
+
+def start_system(tmp: Path, environ: dict[str, str]) -> System:
+    specs = default_specs(environ)
+    supervisor = Supervisor(specs, env=environ, log_dir=tmp / "logs")
+    for spec in specs:
+        supervisor.start(spec.name)
+    for spec in specs:
+        supervisor.wait_ready(spec.name)
+    return System(
+        supervisor=supervisor,
+        base_url=f"http://{environ['JICM_GATEWAY_BIND']}",
+        maildir=Path(environ["JICM_MAILDIR"]),
+        data_dir=Path(environ["JICM_DATA_DIR"]),
+        environ=environ,
+    )
+
+
+@pytest.fixture(scope="module")
+def accounts_system(tmp_path_factory, vhost) -> Iterator[System]:
+    """Accounts, the gateway and the SMTP sink."""
+    tmp = tmp_path_factory.mktemp("system")
+    system = start_system(tmp, system_environment(tmp, vhost, "accounts"))
+    yield system
+    system.supervisor.stop_all()
