@@ -1,0 +1,49 @@
+# Just in Case: the two commands a newcomer needs are `make run` and `make test`.
+# Both set up everything they need (virtualenv, dependencies, a local RabbitMQ).
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-fast lint format venv broker dead-letters clean bench
+
+run: venv broker ## Start every service, the gateway on :8000 and the dev SMTP sink
+	$(PY) -m deploy.local.supervisor
+
+test: venv broker lint ## Lint, then the whole test suite (unit, service, end-to-end, fault)
+	$(PY) -m pytest
+
+test-fast: venv ## Only the tests that need no broker and start no process
+	$(PY) -m pytest -m "not service and not e2e and not fault"
+
+lint: venv ## ruff
+	$(VENV)/bin/ruff check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+
+dead-letters: venv ## List dead-letter queues and their depth
+	$(PY) -m shared.events.deadletters list
+
+bench: venv broker ## Measure; figures land in bench/results/*.json
+	$(PY) -m bench
+
+venv: $(STAMP)
+
+$(STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || \
+		{ echo "Python 3.11 is required (nameko 2.14's eventlet does not run on 3.12)."; \
+		  echo "Install it (Debian: apt-get install python3.11 python3.11-venv) or run"; \
+		  echo "make PYTHON=/path/to/python3.11 ..."; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade "pip<27"
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+broker: ## Make sure a RabbitMQ answers on 127.0.0.1:5672 (starting or installing one)
+	@deploy/local/ensure_rabbitmq.sh
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
