@@ -21,3 +21,14 @@ def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
 
 
 socket.getaddrinfo = _getaddrinfo
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per distinct skip reason, instead of one per skipped test."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"skipped {count}: {reason}")

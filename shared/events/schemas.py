@@ -49,6 +49,8 @@ class CheckedIn(EventData):
 
 
 class ReminderDue(EventData):
+    """`checkin_token` is the one-click link's token: signed, bound to switch and cycle."""
+
     user_id: str
     switch_id: str
     cycle: int
@@ -56,6 +58,7 @@ class ReminderDue(EventData):
     stage: Stage
     deadline: AwareDatetime
     email: str
+    checkin_token: str
 
 
 class CheckInMissed(EventData):
@@ -131,6 +134,23 @@ class ErasureRequested(EventData):
     email: str | None = None
 
 
+class MailRequested(EventData):
+    """Another service asks delivery for a transactional mail (verification, reset, receipts).
+
+    Not in the design's table: a mail requested together with the write that needs it
+    must survive a crash between the two, which an event through the outbox gives and a
+    bare RPC does not. `context` holds the template's values (links, names), never
+    message content.
+    """
+
+    kind: str
+    reference: str
+    to: str
+    to_name: str | None = None
+    user_id: str | None = None
+    context: dict[str, str] = {}
+
+
 class ErasureCompleted(EventData):
     request_id: str
     user_id: str
@@ -152,6 +172,7 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
         ConsentChanged,
         ErasureRequested,
         ErasureCompleted,
+        MailRequested,
     )
 }
 
