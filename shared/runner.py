@@ -22,6 +22,7 @@ from shared.logging import configure_logging  # noqa: E402
 
 log = logging.getLogger("shared.runner")
 
+GRACEFUL_STOP_SECONDS = 10.0
 SERVICES = ("accounts", "vault", "scheduler", "delivery", "billing", "privacy")
 
 
@@ -50,6 +51,15 @@ def required_settings(name: str) -> tuple[str, ...]:
     return tuple(getattr(module, "REQUIRED_SETTINGS", ()))
 
 
+def _stop_within(runner: ServiceRunner, seconds: float) -> None:
+    try:
+        with eventlet.Timeout(seconds):
+            runner.stop()
+    except eventlet.Timeout:
+        log.warning("graceful stop took over %ss; killing", seconds)
+        runner.kill()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] not in SERVICES:
         print(f"usage: python -m shared.runner {{{','.join(SERVICES)}}}", file=sys.stderr)
@@ -67,9 +77,17 @@ def main(argv: list[str]) -> int:
     runner = ServiceRunner(nameko_config(settings))
     runner.add_service(service_class(name))
 
+    stopping = []
+
     def shutdown(signum, frame):
-        # Stop from a fresh greenthread: the signal handler must not block the hub.
-        eventlet.spawn_n(runner.stop)
+        # Stop from a fresh greenthread: the signal handler must not block the hub. A
+        # second signal, or a graceful stop that outlasts its deadline (a broker that is
+        # gone, a worker stuck), kills instead: a supervisor's SIGTERM must end us.
+        if stopping:
+            eventlet.spawn_n(runner.kill)
+            return
+        stopping.append(signum)
+        eventlet.spawn_n(_stop_within, runner, GRACEFUL_STOP_SECONDS)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)

@@ -3,6 +3,8 @@ no process behind (gunicorn's workers included)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -50,6 +52,7 @@ def test_ctrl_c_stops_every_part_and_leaves_no_process(tmp_path, vhost):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
+    parts: set[int] = set()
     try:
         wait_for(lambda: any("Just in Case is running at" in line for line in lines),
                  timeout=90, what="the banner")
@@ -65,5 +68,17 @@ def test_ctrl_c_stops_every_part_and_leaves_no_process(tmp_path, vhost):
             time.sleep(0.05)
         assert [pid for pid in parts if alive(pid)] == []
     finally:
-        if proc.poll() is None:
+        cleanup(proc, parts)
+
+
+def cleanup(proc: subprocess.Popen, parts: set[int]) -> None:
+    """Whatever the test's outcome, leave nothing running (a killed supervisor cannot)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
             proc.kill()
+    for pid in parts | descendants(proc.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
