@@ -610,7 +610,8 @@ def child_environment(
         # No Stripe configured: billing talks to the local stand-in.
         env["STRIPE_API_BASE"] = stripe_standin_url(env)
         for key, value in STRIPE_STANDIN_DEFAULTS.items():
-            env.setdefault(key, value)
+            if not env.get(key):  # an empty line copied from .env.example counts as unset
+                env[key] = value
     defaults = {
         "JICM_ENV": "local",
         "SMTP_HOST": "127.0.0.1",

@@ -220,6 +220,7 @@ def test_defaults_never_override_what_is_set(tmp_path: Path):
 
 
 def test_billing_gets_the_local_stripe_stand_in_when_no_stripe_is_configured(tmp_path: Path):
+    (tmp_path / ".env").write_text("STRIPE_API_KEY=\nSTRIPE_API_BASE=\n")  # as .env.example
     parent = {"JICM_STRIPE_STANDIN_PORT": "12999", "JICM_DATA_DIR": "/tmp/jic/data"}
 
     specs = default_specs(parent, repo_root=tmp_path)
