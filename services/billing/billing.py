@@ -29,7 +29,7 @@ from services.billing.schemas import BillingOverview, CheckoutSession, PortalSes
 from services.billing.storage import BillingRepository
 from services.billing.stripe_api import Payments
 from shared.config import Settings
-from shared.errors import Conflict, Gone, InvalidInput, Unavailable
+from shared.errors import BadGateway, Conflict, Gone, InvalidInput, Unavailable
 from shared.plans import (
     ENTITLED_STATUSES,
     PAID_PLANS,
@@ -202,9 +202,15 @@ class Billing:
         }
 
     def _create_session(self, user_id: str, reservation: dict[str, Any]) -> dict[str, Any]:
-        session = self.payments.create_checkout_session(
-            reservation["params"], idempotency_key=reservation["idempotency_key"]
-        )
+        try:
+            session = self.payments.create_checkout_session(
+                reservation["params"], idempotency_key=reservation["idempotency_key"]
+            )
+        except BadGateway:
+            # Stripe refused this request and keeps that answer under its key: the next try
+            # is a new attempt. (After an outage the key is kept: that request may have run.)
+            self.repo.abandon_checkout(user_id, reservation["attempt"])
+            raise
         doc = self.repo.open_checkout(user_id, reservation["attempt"], session)
         if doc is None:
             raise Conflict("another checkout was started for you meanwhile; try again",

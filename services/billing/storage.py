@@ -61,13 +61,14 @@ class BillingRepository:
 
     def ensure_customer(self, user_id: str, email: str, now: datetime) -> dict[str, Any]:
         """The user's document, created on first use; the payment address kept current."""
-        doc = self.customers.update_one(
-            {"_id": user_id},
-            {"$set": {"email": email},
-             "$setOnInsert": {"created_at": now, "version": 0, "subscriptions": {},
-                              "sync_tickets": {}}},
-            upsert=True,
-        )
+        update = {"$set": {"email": email},
+                  "$setOnInsert": {"created_at": now, "version": 0, "subscriptions": {},
+                                   "sync_tickets": {}}}
+        try:
+            doc = self.customers.update_one({"_id": user_id}, update, upsert=True)
+        except DuplicateKeyError:
+            # Two first checkouts raced to insert; the loser updates the winner's document.
+            doc = self.customers.update_one({"_id": user_id}, update)
         return strip_outbox(doc)
 
     def link_stripe_customer(self, user_id: str, stripe_customer_id: str) -> dict | None:
@@ -95,6 +96,13 @@ class BillingRepository:
                       "checkout.url": session["url"]}},
         )
         return strip_outbox(doc)
+
+    def abandon_checkout(self, user_id: str, attempt: int) -> None:
+        """Stripe refused to create this attempt's session: the next try is a new attempt."""
+        self.customers.update_one(
+            {"_id": user_id, "checkout.attempt": attempt, "checkout.state": "creating"},
+            {"$set": {"checkout.state": "abandoned"}},
+        )
 
     def close_checkout(self, user_id: str, session_id: str) -> None:
         """The session was paid (or replaced): the next checkout is a new attempt."""

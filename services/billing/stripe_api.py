@@ -77,7 +77,7 @@ class Payments:
         """Delete the customer; False if Stripe no longer has it."""
         try:
             self._call("delete a customer",
-                       lambda: self.client.v1.customers.delete(customer_id))
+                       lambda: self.client.v1.customers.delete(customer_id), missing_ok=True)
         except StripeMissing:
             return False
         return True
@@ -120,7 +120,8 @@ class Payments:
         """The subscription as Stripe holds it now (canceled ones included), or None."""
         try:
             return self._call("read a subscription",
-                              lambda: self.client.v1.subscriptions.retrieve(subscription_id))
+                              lambda: self.client.v1.subscriptions.retrieve(subscription_id),
+                              missing_ok=True)
         except StripeMissing:
             return None
 
@@ -128,17 +129,20 @@ class Payments:
         """Cancel at once (DELETE, idempotent by nature); None if Stripe no longer has it."""
         try:
             return self._call("cancel a subscription",
-                              lambda: self.client.v1.subscriptions.cancel(subscription_id))
+                              lambda: self.client.v1.subscriptions.cancel(subscription_id),
+                              missing_ok=True)
         except StripeMissing:
             return None
 
     # Errors ------------------------------------------------------------------------------
 
-    def _call(self, what: str, request: Callable[[], Any]) -> dict:
+    def _call(self, what: str, request: Callable[[], Any], missing_ok: bool = False) -> dict:
+        """Run one request; `missing_ok` turns Stripe's `resource_missing` into StripeMissing
+        for the caller to decide about (elsewhere it is a refusal like any other)."""
         try:
             return request().to_dict()
         except stripe.InvalidRequestError as exc:
-            if exc.code == "resource_missing":
+            if missing_ok and exc.code == "resource_missing":
                 raise StripeMissing(f"{what}: {exc.user_message}") from None
             raise _refused(what, exc) from None
         except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as exc:

@@ -192,3 +192,25 @@ def _outage(path: str, **fields):
     from deploy.local.stripe_standin import Fault
 
     return Fault(path=path, **fields)
+
+
+def test_a_customer_deleted_at_stripe_behind_our_back_is_a_502_not_a_crash(world):
+    world.billing().start_checkout(USER, EMAIL, "premium_monthly")
+    customer_id = world.repo.customer(USER)["stripe_customer_id"]
+    world.payments.delete_customer(customer_id)
+    world.clock.advance(seconds=SESSION_LIFETIME.total_seconds() + 1)
+    with pytest.raises(BadGateway) as refused:
+        world.billing().start_checkout(USER, EMAIL, "premium_monthly")
+    assert refused.value.code == "payment_provider_error"
+
+
+def test_a_refused_session_does_not_block_the_next_try_under_the_same_key(world):
+    world.standin.faults.append(_outage("/v1/checkout/sessions", status=400,
+                                        type="invalid_request_error", remaining=1))
+    with pytest.raises(BadGateway):
+        world.billing().start_checkout(USER, EMAIL, "premium_monthly")
+    session = world.billing().start_checkout(USER, EMAIL, "premium_monthly")
+    assert session_id(session.url) in world.standin.state["checkout_sessions"]
+    keys = [r["idempotency_key"] for r in stripe_posts(world.standin, "/v1/checkout/sessions")]
+    assert keys == [f"jicm-checkout-{USER}-premium_monthly-1",
+                    f"jicm-checkout-{USER}-premium_monthly-2"]
