@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[int, Field(ge=0, le=5)] = Field(
         0, validation_alias=_env("JICM_TRUSTED_PROXIES")
     )
-    services: str = Field("accounts", validation_alias=_env("JICM_SERVICES"))
+    services: str = Field("accounts,billing", validation_alias=_env("JICM_SERVICES"))
 
     smtp_host: str = Field("127.0.0.1", validation_alias=_env("SMTP_HOST"))
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = Field(
@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str | None = Field(
         None, validation_alias=_env("STRIPE_WEBHOOK_SECRET"), repr=False
     )
+    stripe_price_monthly: str | None = Field(None, validation_alias=_env("STRIPE_PRICE_MONTHLY"))
+    stripe_price_yearly: str | None = Field(None, validation_alias=_env("STRIPE_PRICE_YEARLY"))
 
     log_level: str = Field("INFO", validation_alias=_env("JICM_LOG_LEVEL"))
     log_format: str = Field("json", validation_alias=_env("JICM_LOG_FORMAT"))
@@ -161,6 +163,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL such as https://example.org")
         return value.rstrip("/")
 
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _stripe_api_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://api.stripe.com")
+        return value.rstrip("/")
+
     @field_validator("log_format")
     @classmethod
     def _log_format(cls, value: str) -> str:
@@ -179,6 +189,9 @@ class Settings(BaseSettings):
     def _production_rules(self) -> Settings:
         if self.env is Mode.PRODUCTION and self.password_hash is PasswordHashStrength.MIN:
             raise ValueError("JICM_PASSWORD_HASH=min is for tests only, not production")
+        if self.env is Mode.PRODUCTION and not self.stripe_api_base.startswith("https://"):
+            # The API key travels in every request's Authorization header.
+            raise ValueError("STRIPE_API_BASE must be https:// in production")
         return self
 
     # Derived values -----------------------------------------------------------------

@@ -42,8 +42,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_SINK_PORT = 1025
 DEFAULT_GATEWAY_BIND = "127.0.0.1:8000"
-DEFAULT_SERVICES = "accounts"
+DEFAULT_SERVICES = "accounts,billing"
 MAILDIR = "var/mail"
+DEFAULT_STRIPE_STANDIN_PORT = 12111
+# Used only with the local Stripe stand-in (STRIPE_API_BASE unset): a test key and the
+# stand-in's prices. Pointing STRIPE_API_BASE at Stripe means giving your own.
+STRIPE_STANDIN_DEFAULTS = {
+    "STRIPE_API_KEY": "sk_test_jicm_local_standin",
+    "STRIPE_PRICE_MONTHLY": "price_jicm_premium_monthly",
+    "STRIPE_PRICE_YEARLY": "price_jicm_premium_yearly",
+}
+STRIPE_STANDIN_PRICES = {"STRIPE_PRICE_MONTHLY": "400:eur:month",
+                         "STRIPE_PRICE_YEARLY": "4000:eur:year"}
 
 POLL = 0.05  # how often waits look again; short enough to feel instant, cheap enough to ignore
 KILL_GRACE = 5.0  # after SIGKILL the kernel needs only a moment; this is a safety net
@@ -596,6 +606,12 @@ def child_environment(
             if value is not None:
                 env.setdefault(key, value)
     sink_port = str(env_port(env, "JICM_SMTP_SINK_PORT", DEFAULT_SINK_PORT))
+    if "billing" in _service_names(env) and not env.get("STRIPE_API_BASE"):
+        # No Stripe configured: billing talks to the local stand-in.
+        env["STRIPE_API_BASE"] = stripe_standin_url(env)
+        for key, value in STRIPE_STANDIN_DEFAULTS.items():
+            if not env.get(key):  # an empty line copied from .env.example counts as unset
+                env[key] = value
     defaults = {
         "JICM_ENV": "local",
         "SMTP_HOST": "127.0.0.1",
@@ -611,6 +627,35 @@ def child_environment(
     for key, value in defaults.items():
         env.setdefault(key, value)
     return env
+
+
+def _service_names(env: Mapping[str, str]) -> list[str]:
+    return [s.strip() for s in env.get("JICM_SERVICES", DEFAULT_SERVICES).split(",") if s.strip()]
+
+
+def stripe_standin_url(env: Mapping[str, str]) -> str:
+    """Where the local Stripe stand-in listens (`JICM_STRIPE_STANDIN_PORT`)."""
+    port = env_port(env, "JICM_STRIPE_STANDIN_PORT", DEFAULT_STRIPE_STANDIN_PORT)
+    return f"http://127.0.0.1:{port}"
+
+
+def stripe_standin_spec(env: Mapping[str, str], overrides: Mapping[str, str]) -> ProcessSpec:
+    """The local Stripe stand-in, delivering signed webhooks to the gateway."""
+    port = env_port(env, "JICM_STRIPE_STANDIN_PORT", DEFAULT_STRIPE_STANDIN_PORT)
+    state = Path(env.get("JICM_DATA_DIR", "var/data")).parent / "stripe-standin.json"
+    argv = [sys.executable, "-m", "deploy.local.stripe_standin", "--host", "127.0.0.1",
+            "--port", str(port), "--api-key", env["STRIPE_API_KEY"],
+            "--webhook-url", gateway_url(env) + "/webhooks/stripe", "--state", str(state)]
+    for key, terms in STRIPE_STANDIN_PRICES.items():
+        argv += ["--price", f"{env[key]}:{terms}"]
+    return ProcessSpec(
+        name="stripe",
+        argv=argv,
+        env_overrides=overrides,
+        ready=port_accepts("127.0.0.1", port),
+        ready_timeout=15.0,
+        ports=(("127.0.0.1", port),),
+    )
 
 
 def default_specs(
@@ -669,7 +714,10 @@ def default_specs(
         ready_timeout=60.0,
         ports=((gw_host, gw_port),),
     )
-    return [smtp, *workers, gateway]
+    # The stand-in runs when billing is pointed at it (the default without a Stripe).
+    standin = "billing" in services and env.get("STRIPE_API_BASE") == stripe_standin_url(env)
+    stripe = [stripe_standin_spec(env, overrides)] if standin else []
+    return [smtp, *stripe, *workers, gateway]
 
 
 def default_banner(environ: Mapping[str, str] | None = None) -> str:

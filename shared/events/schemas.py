@@ -101,10 +101,14 @@ class Entitlements(EventData):
 
 
 class PlanChanged(EventData):
+    """`revision` counts billing's changes of one user's plan: higher is newer, so a
+    consumer that sees events out of order keeps the newest (`shared.entitlements`)."""
+
     user_id: str
     plan: str
     status: str
     entitlements: Entitlements
+    revision: int = 0
 
 
 class MarketingConsent(EventData):

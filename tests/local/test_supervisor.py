@@ -219,6 +219,36 @@ def test_defaults_never_override_what_is_set(tmp_path: Path):
     assert "http://127.0.0.1:9000" in default_banner(parent)
 
 
+def test_billing_gets_the_local_stripe_stand_in_when_no_stripe_is_configured(tmp_path: Path):
+    (tmp_path / ".env").write_text("STRIPE_API_KEY=\nSTRIPE_API_BASE=\n")  # as .env.example
+    parent = {"JICM_STRIPE_STANDIN_PORT": "12999", "JICM_DATA_DIR": "/tmp/jic/data"}
+
+    specs = default_specs(parent, repo_root=tmp_path)
+
+    assert [s.name for s in specs] == ["smtp", "stripe", "accounts", "billing", "gateway"]
+    stripe, billing = specs[1], specs[3]
+    assert stripe.argv[1:3] == ["-m", "deploy.local.stripe_standin"]
+    assert stripe.ports == (("127.0.0.1", 12999),)
+    assert stripe.argv[stripe.argv.index("--webhook-url") + 1] == (
+        "http://127.0.0.1:8000/webhooks/stripe")
+    assert stripe.argv[stripe.argv.index("--state") + 1] == "/tmp/jic/stripe-standin.json"
+    env = {**parent, **billing.env_overrides}
+    assert env["STRIPE_API_BASE"] == "http://127.0.0.1:12999"
+    assert env["STRIPE_API_KEY"] == stripe.argv[stripe.argv.index("--api-key") + 1]
+    prices = [stripe.argv[i + 1] for i, arg in enumerate(stripe.argv) if arg == "--price"]
+    assert prices == [f"{env['STRIPE_PRICE_MONTHLY']}:400:eur:month",
+                      f"{env['STRIPE_PRICE_YEARLY']}:4000:eur:year"]
+
+
+def test_a_configured_stripe_gets_no_stand_in_and_no_invented_keys(tmp_path: Path):
+    parent = {"STRIPE_API_BASE": "https://api.stripe.com"}
+    specs = default_specs(parent, repo_root=tmp_path)
+    assert "stripe" not in [s.name for s in specs]
+    env = child_environment(parent, repo_root=tmp_path)
+    assert env["STRIPE_API_BASE"] == "https://api.stripe.com"
+    assert "STRIPE_API_KEY" not in env
+
+
 def test_bad_port_settings_are_named(tmp_path: Path):
     with pytest.raises(ValueError, match="JICM_SMTP_SINK_PORT must be a TCP port number"):
         default_specs({"JICM_SMTP_SINK_PORT": "smtp"}, repo_root=tmp_path)

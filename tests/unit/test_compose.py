@@ -14,7 +14,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_PARTS = {"accounts", "gateway"}
+APP_PARTS = {"accounts", "billing", "gateway"}
 INFRASTRUCTURE = {"rabbitmq": "/var/lib/rabbitmq", "mongo": "/data/db", "mailpit": "/data"}
 REQUIRED_APP_ENV = {"AMQP_URI", "MONGO_URI", "JICM_SECRET_KEY", "JICM_PUBLIC_URL", "SMTP_HOST"}
 
@@ -80,10 +80,20 @@ def test_the_dockerfile_copies_every_package_and_runs_unprivileged():
 def test_compose_itself_accepts_the_file():
     tool = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
     env = {"RABBITMQ_PASSWORD": "x", "MONGO_PASSWORD": "x", "JICM_SECRET_KEY": "x",
-           "PATH": "/usr/bin:/bin:/usr/local/bin"}
+           "STRIPE_API_KEY": "x", "STRIPE_WEBHOOK_SECRET": "x", "STRIPE_PRICE_MONTHLY": "x",
+           "STRIPE_PRICE_YEARLY": "x", "PATH": "/usr/bin:/bin:/usr/local/bin"}
     probe = subprocess.run([*tool, "version"], capture_output=True, env=env, check=False)
     if probe.returncode != 0:
         pytest.skip("the compose plugin is not installed")
     result = subprocess.run([*tool, "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"],
                             capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_stripe_secrets_are_given_to_billing_alone_and_never_written_here():
+    stripe_keys = {"STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"}
+    for name in APP_PARTS - {"billing"}:
+        assert not stripe_keys & set(SERVICES[name]["environment"]), name
+    billing = SERVICES["billing"]["environment"]
+    for key in stripe_keys | {"STRIPE_PRICE_MONTHLY", "STRIPE_PRICE_YEARLY"}:
+        assert billing[key].startswith(f"${{{key}:?")

@@ -59,3 +59,21 @@ def test_local_mode_keeps_a_secret_given_in_the_environment(tmp_path):
 def test_unrelated_environment_variables_are_ignored():
     settings = load_settings({"HOME": "/root", "PATH": "/bin", "JICM_SERVICES": "accounts, vault"})
     assert settings.service_names == ["accounts", "vault"]
+
+
+def test_production_sends_the_stripe_key_only_over_https():
+    with pytest.raises(ConfigError, match="STRIPE_API_BASE must be https"):
+        load_settings({"STRIPE_API_BASE": "http://stripe.internal"})
+    assert load_settings({}).stripe_api_base == "https://api.stripe.com"
+
+
+def test_billing_cannot_start_in_production_without_stripe_keys_and_prices():
+    with pytest.raises(ConfigError) as refused:
+        load_settings({}, require=("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET",
+                                   "STRIPE_PRICE_MONTHLY", "STRIPE_PRICE_YEARLY"))
+    assert len(refused.value.problems) == 4
+
+
+def test_local_mode_invents_a_webhook_signing_secret(tmp_path):
+    settings = load_settings({"JICM_ENV": "local", "JICM_DATA_DIR": str(tmp_path / "data")})
+    assert settings.stripe_webhook_secret.startswith("whsec_")

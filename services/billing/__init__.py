@@ -1,0 +1,1 @@
+"""Billing: plans and entitlements, Stripe checkout and portal, webhooks, erasure."""

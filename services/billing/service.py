@@ -1,0 +1,85 @@
+"""The billing service: nameko entrypoints only; the rules live in the modules beside it.
+
+RPC methods (all answers are JSON-ready dicts):
+- `entitlements(user_id)`: `{plan, status, entitlements, revision}`; free for a user
+  billing never heard of. What the scheduler and the vault ask (see `shared.entitlements`).
+- `overview(user_id)`: `GET /api/v1/billing`.
+- `start_checkout(user_id, email, request)`: `POST /api/v1/billing/checkout`.
+- `open_portal(user_id)`: `POST /api/v1/billing/portal`.
+- `receive_webhook(payload_b64, signature)`: `POST /webhooks/stripe`, the raw body as
+  base64 so not one byte changes on the way.
+- `erase_customer(user_id)`: the erasure hook for the privacy saga.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from nameko.rpc import rpc
+
+from services.billing.billing import Billing
+from services.billing.erasure import erase_customer
+from services.billing.schemas import StartCheckout
+from services.billing.storage import CUSTOMERS, INDEXES, BillingRepository
+from services.billing.stripe_api import StripePayments
+from services.billing.webhooks import Webhooks
+from shared.dependencies import Clock, Config, LogContext
+from shared.errors import ServiceError
+from shared.events import OutboxRelay
+from shared.health import health_report
+from shared.logging import request_id
+from shared.storage.provider import Storage
+
+# Production refuses to start billing without these.
+REQUIRED_SETTINGS = ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_PRICE_MONTHLY",
+                     "STRIPE_PRICE_YEARLY")
+
+
+class BillingService:
+    name = "billing"
+
+    log_context = LogContext()
+    settings = Config()
+    clock = Clock()
+    store = Storage(INDEXES, repository=BillingRepository)
+    outbox = OutboxRelay(CUSTOMERS)
+    payments = StripePayments()
+
+    def _billing(self) -> Billing:
+        return Billing(self.store, self.payments, self.settings, self.clock.now())
+
+    @rpc
+    def entitlements(self, user_id: str) -> dict:
+        return self._billing().entitlements(user_id).as_dict()
+
+    @rpc
+    def overview(self, user_id: str) -> dict:
+        return self._billing().overview(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def start_checkout(self, user_id: str, email: str, request: dict) -> dict:
+        plan = StartCheckout.model_validate(request).plan
+        return self._billing().start_checkout(user_id, email, plan).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def open_portal(self, user_id: str) -> dict:
+        return self._billing().open_portal(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def receive_webhook(self, payload_b64: str, signature: str | None) -> dict:
+        try:
+            payload = base64.b64decode(payload_b64, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise ServiceError("the body is not a Stripe event", code="malformed_event") from None
+        webhooks = Webhooks(self.store, self.payments, self.settings, self.clock.now(),
+                            request_id=request_id.get())
+        return webhooks.receive(payload, signature).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def erase_customer(self, user_id: str) -> dict:
+        return erase_customer(self.store, self.payments, user_id, self.clock.now())
+
+    @rpc
+    def health(self) -> dict:
+        return health_report(self.name, self.store.customers)
