@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from deploy.local.smtp_sink import read_mail, wait_for_mail
-from deploy.local.supervisor import Supervisor, default_specs
+from deploy.local.supervisor import DEFAULT_SERVICES, Supervisor, default_specs
 
 MANAGEMENT = "http://127.0.0.1:15672/api"
 AUTH = ("guest", "guest")
@@ -117,5 +117,16 @@ def accounts_system(tmp_path_factory, vhost) -> Iterator[System]:
     """Accounts, the gateway and the SMTP sink."""
     tmp = tmp_path_factory.mktemp("system")
     system = start_system(tmp, system_environment(tmp, vhost, "accounts"))
+    yield system
+    system.supervisor.stop_all()
+
+
+@pytest.fixture(scope="module")
+def full_system(tmp_path_factory, vhost) -> Iterator[System]:
+    """Every service `make run` starts, with the Stripe stand-in, the gateway and the sink."""
+    tmp = tmp_path_factory.mktemp("system")
+    environ = system_environment(tmp, vhost, DEFAULT_SERVICES,
+                                 JICM_STRIPE_STANDIN_PORT=str(free_port()))
+    system = start_system(tmp, environ)
     yield system
     system.supervisor.stop_all()

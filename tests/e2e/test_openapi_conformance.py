@@ -25,13 +25,13 @@ def session_token(system) -> str:
     return answer.json()["token"]
 
 
-def test_the_api_keeps_the_promises_of_its_openapi_document(accounts_system, tmp_path):
-    token = session_token(accounts_system)
+def test_the_api_keeps_the_promises_of_its_openapi_document(full_system, tmp_path):
+    token = session_token(full_system)
     # schemathesis runs as its own process: it brings threads and an event loop of its own,
     # which do not mix with the eventlet-patched test process.
     result = subprocess.run(
         [
-            str(SCHEMATHESIS), "run", accounts_system.url("/api/v1/openapi.json"),
+            str(SCHEMATHESIS), "run", full_system.url("/api/v1/openapi.json"),
             "--checks", "all",
             # Schema-valid input may still be refused by business rules (an age under 16, a
             # weak password): that is a 422 by design, not a broken promise.
