@@ -5,14 +5,20 @@ press its button (or a client calls the JSON API with the token)."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from kombu import Connection
 
+from gateway.rpc import RpcClientPool
+from shared.events import new_event
+from shared.events.topology import EVENTS_EXCHANGE_NAME
 from tests.e2e.conftest import System, start_system, system_environment
 from tests.helpers import wait_for
 
@@ -220,3 +226,50 @@ def test_readiness_expects_delivery(mail_system):
     ready = requests.get(mail_system.url("/readyz"), timeout=10)
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"broker": "ok", "accounts": "ok", "delivery": "ok"}
+
+
+
+def publish(system: System, envelope: dict) -> None:
+    with Connection(system.environ["AMQP_URI"]) as conn:
+        conn.Producer().publish(json.dumps(envelope).encode(), exchange=EVENTS_EXCHANGE_NAME,
+                                routing_key=envelope["type"], content_type="application/json",
+                                content_encoding="utf-8", delivery_mode=2)
+
+
+def state_of(system: System, record_id: str) -> str | None:
+    rows = system.query("delivery", "SELECT json_extract(doc, '$.state') FROM deliveries "
+                                    "WHERE id = ?", (record_id,))
+    return rows[0][0] if rows else None
+
+
+def test_marketing_mail_goes_with_consent_and_stops_at_one_click(mail_system):
+    email, user_id = new_email(), f"user-{uuid.uuid4().hex[:8]}"
+    publish(mail_system, new_event(
+        "ConsentChanged", {"user_id": user_id, "marketing": {"email": True}, "cookies": {},
+                           "source": "web"}, producer="privacy", now=datetime.now(UTC)))
+    wait_for(lambda: mail_system.query("delivery", "SELECT count(*) FROM consents WHERE id = ?",
+                                       (user_id,))[0][0] == 1, what="the consent to be known")
+    news = {"headline": "Pausing is here", "body": "Going on holiday? Pause your switch."}
+    rpc = RpcClientPool(mail_system.environ["AMQP_URI"], size=1, timeout=10)
+    try:
+        rpc.call("delivery", "send", "product_news", "news-1", email, news, user_id=user_id)
+        [mail] = mail_to(mail_system, email)
+        link = mail["List-Unsubscribe"].strip("<>")
+        assert link.startswith(mail_system.url("/u/"))
+        assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+        page = requests.get(link, timeout=10)
+        assert page.status_code == 200 and "<button" in page.text
+        clicked = requests.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=10)
+        assert clicked.status_code == 200 and "unsubscribed" in clicked.text
+
+        later = rpc.call("delivery", "send", "product_news", "news-2", email, news,
+                         user_id=user_id)
+        wait_for(lambda: state_of(mail_system, later["id"]) == "suppressed",
+                 what="the next news to be held back")
+    finally:
+        rpc.close()
+    assert len(mail_to(mail_system, email)) == 1
+    forged = requests.get(mail_system.url("/u/" + "A" * 60 + "." + "B" * 43), timeout=10)
+    assert forged.status_code == 404
+    assert "not valid" in forged.text
