@@ -122,10 +122,21 @@ class Pipeline:
         if record["state"] == SENDING:
             log.warning("delivery %s (%s) was interrupted mid-attempt; sending it again with "
                         "the same Message-ID", record["_id"], record["kind"])
+            if claimed["attempts"] > self.policy.max_attempts:
+                # Every attempt so far died before its outcome was recorded: stop here.
+                self._fail(claimed, lease, f"gave up after {claimed['attempts'] - 1} "
+                                           "interrupted attempts")
+                return
         try:
             prepared = self._prepare(claimed)
         except (Unreadable, InvalidInput) as exc:
             self._fail(claimed, lease, f"cannot build the mail: {exc}")
+            return
+        except Exception as exc:
+            # A bug (a template, a library): retry, so a fixed deployment still sends it.
+            log.exception("delivery %s (%s): building the mail failed", record["_id"],
+                          record["kind"])
+            self._settle(claimed, lease, Outcome.temporary(f"cannot build the mail: {exc!r}"))
             return
         if isinstance(prepared, Suppressed):
             self._suppress(claimed, lease)

@@ -141,6 +141,12 @@ class SmtpSession:
             # The connection broke mid-conversation: whatever was said is unknown.
             self._drop()
             return Outcome.temporary(f"sending to {self._where()}: {_describe(exc)}")
+        except Exception as exc:
+            # Anything else (say, an address the server cannot take without SMTPUTF8)
+            # leaves the conversation in an unknown state too; the mail waits and retries.
+            log.exception("unexpected error while sending through %s", self._where())
+            self._drop()
+            return Outcome.temporary(f"sending to {self._where()}: {_describe(exc)}")
         return Outcome(ACCEPTED, "accepted")
 
     def close(self) -> None:

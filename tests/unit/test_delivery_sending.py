@@ -402,3 +402,37 @@ def test_the_newest_consent_wins_and_a_new_opt_in_lifts_an_old_unsubscribe(maile
     news(m, "news-2")
     m.pipeline().send_due()
     assert len(sink.mail()) == 1
+
+
+def test_a_mail_whose_every_attempt_dies_midway_fails_for_good_instead_of_looping(mailer, repo,
+                                                                                  clock):
+    m, sink = mailer(JICM_DELIVERY_MAX_ATTEMPTS="2")
+    delivery = m.request()
+    for n in range(2):  # two senders died, each in the middle of this mail
+        [due] = repo.due(clock.now(), 10)
+        repo.claim(due, now=clock.now(), lease=f"dead-{n}",
+                   lease_until=clock.now() + timedelta(seconds=30))
+        clock.advance(seconds=30)
+    m.pipeline().send_due()
+    stored = repo.get(delivery.id)
+    assert stored["state"] == "failed"
+    assert "interrupted attempts" in stored["last_error"]
+    assert sink.mail() == []
+
+
+def test_a_bug_while_building_a_mail_keeps_it_waiting_for_a_fix(mailer, repo, clock,
+                                                                monkeypatch):
+    m, sink = mailer()
+    delivery = m.request()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr("services.delivery.pipeline.render", broken)
+    m.pipeline().send_due()
+    assert repo.get(delivery.id)["state"] == "retrying"
+    assert "template bug" in repo.get(delivery.id)["last_error"]
+    monkeypatch.undo()
+    clock.advance(seconds=BASE_RETRY)
+    m.pipeline().send_due()
+    assert len(sink.mail()) == 1
