@@ -10,11 +10,13 @@ from __future__ import annotations
 import hmac
 
 from flask import Blueprint, Response, request
+from pydantic import ValidationError
 
 from gateway.api import operation
 from gateway.errors import ApiError
 from gateway.pages import error_page, page, sentence
 from gateway.remote import call
+from services.accounts.schemas import PasswordReset
 from shared.errors import InvalidInput, ServiceError
 
 bp = Blueprint("links", __name__)
@@ -91,7 +93,12 @@ def reset_form() -> Response:
         return page("reset.html", 422, title=title, token=token,
                     problem="The two passwords are not the same; please type them again.")
     try:
-        call("accounts", "reset_password", {"token": token, "password": password[:1024]})
+        body = PasswordReset(token=token, password=password)
+    except ValidationError:
+        return page("reset.html", 422, title=title, token=token,
+                    problem="Please choose a password of 12 to 256 characters.")
+    try:
+        call("accounts", "reset_password", body.model_dump())
     except InvalidInput as exc:
         return page("reset.html", 422, title=title, token=token, problem=sentence(exc.message))
     except (ServiceError, ApiError) as exc:

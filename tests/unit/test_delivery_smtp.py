@@ -101,3 +101,14 @@ def test_a_server_that_offers_no_starttls_is_not_spoken_to_in_clear(tmp_path, si
     assert outcome.result == TEMPORARY
     assert "STARTTLS" in outcome.detail
     assert s.mail() == []
+
+
+def test_a_server_too_slow_to_answer_is_a_temporary_failure_and_keeps_nothing(tmp_path, sink):
+    s = sink("--slow-data", "1.5")
+    outcome = send(transport(tmp_path, s.port, SMTP_TIMEOUT="0.5"))
+    assert outcome.result == TEMPORARY
+    assert "timed out" in outcome.detail
+    # A patient client's mail, sent after, is answered after the first one would have been
+    # stored: by then the abandoned conversation has left nothing behind.
+    assert send(transport(tmp_path, s.port, SMTP_TIMEOUT="5")).result == ACCEPTED
+    assert len(s.mail()) == 1

@@ -72,6 +72,13 @@ def test_two_different_new_passwords_are_sent_back_before_any_service_is_asked(c
     assert f'value="{TOKEN}"' in page
 
 
+def test_an_absurdly_long_password_is_sent_back_before_any_service_is_asked(client):
+    response = client.post("/reset", data={"token": TOKEN, "password": "x" * 5000,
+                                           "confirm": "x" * 5000})
+    assert response.status_code == 422
+    assert "12 to 256 characters" in response.get_data(as_text=True)
+
+
 def test_a_service_outage_becomes_a_page_not_a_stack_trace(client):
     response = client.post("/verify", data={"token": TOKEN})
     assert response.status_code == 503
