@@ -124,9 +124,11 @@ KINDS: dict[str, MailKind] = {
         ),
         MailKind(
             "payment_failed",
+            # Billing also sends `amount`, `plan`, `invoice_number`, `next_attempt_at` when
+            # it knows them; the templates show those that are there.
             _single("payment_failed",
                     "Your Just in Case payment failed (your switch keeps working)",
-                    "manage_link"),
+                    "billing_url"),
             reason="a subscription payment failed",
         ),
         MailKind(
