@@ -102,3 +102,14 @@ def test_bad_json_bodies_are_422_naming_the_field(client, path, body):
 def test_resending_the_verification_needs_a_session(client):
     response = client.post("/api/v1/accounts/verify/resend")
     assert response.status_code == 401
+
+
+def test_the_openapi_document_says_pages_answer_html_and_their_refusals_too():
+    from gateway.openapi import build_spec
+
+    paths = build_spec("https://jic.example")["paths"]
+    verify = paths["/verify"]["post"]["responses"]
+    assert set(verify["200"]["content"]) == {"text/html"}
+    assert set(verify["410"]["content"]) == {"application/json", "text/html"}
+    api = paths["/api/v1/accounts/verify"]["post"]["responses"]
+    assert api["410"] == {"$ref": "#/components/responses/410"}
