@@ -117,8 +117,18 @@ def _responses(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {str(op.status): success}
     extra = (401,) if op.auth else ()
     for code in sorted(set(COMMON_ERRORS + op.errors + extra)):
-        responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
+        responses[str(code)] = _error_for(op, code)
     return responses
+
+
+def _error_for(op: Operation, code: int) -> dict[str, Any]:
+    if op.content_type == "application/json":
+        return {"$ref": f"#/components/responses/{code}"}
+    # A page answers the refusals it decides as a page; the gateway's own (405, 413, 500)
+    # stay JSON. Both are documented, so a client knows what may come back.
+    response = _error_response(code)
+    response["content"][op.content_type] = {"schema": {"type": "string"}}
+    return response
 
 
 def _error_response(status: int) -> dict[str, Any]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
 import os
 import secrets
 import tempfile
+from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,7 +117,13 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[int, Field(ge=0, le=5)] = Field(
         0, validation_alias=_env("JICM_TRUSTED_PROXIES")
     )
-    services: str = Field("accounts,billing", validation_alias=_env("JICM_SERVICES"))
+    services: str = Field("accounts,billing,delivery", validation_alias=_env("JICM_SERVICES"))
+    verify_token_ttl: Annotated[int, Field(ge=60)] = Field(
+        48 * 3600, validation_alias=_env("JICM_VERIFY_TOKEN_TTL")
+    )
+    reset_token_ttl: Annotated[int, Field(ge=60, le=86_400)] = Field(
+        3600, validation_alias=_env("JICM_RESET_TOKEN_TTL")
+    )
 
     smtp_host: str = Field("127.0.0.1", validation_alias=_env("SMTP_HOST"))
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = Field(
@@ -123,8 +132,30 @@ class Settings(BaseSettings):
     smtp_tls: SmtpTls = Field(SmtpTls.NONE, validation_alias=_env("SMTP_TLS"))
     smtp_user: str | None = Field(None, validation_alias=_env("SMTP_USER"))
     smtp_password: str | None = Field(None, validation_alias=_env("SMTP_PASSWORD"), repr=False)
+    smtp_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, validation_alias=_env("SMTP_TIMEOUT")
+    )
+    smtp_ca_file: Path | None = Field(None, validation_alias=_env("SMTP_CA_FILE"))
     mail_from: str = Field(
         "Just in Case <no-reply@justincase.example>", validation_alias=_env("JICM_MAIL_FROM")
+    )
+    delivery_tick: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0, validation_alias=_env("JICM_DELIVERY_TICK")
+    )
+    delivery_lease: Annotated[float, Field(gt=0)] = Field(
+        150.0, validation_alias=_env("JICM_DELIVERY_LEASE")
+    )
+    delivery_retry_base: Annotated[float, Field(gt=0)] = Field(
+        60.0, validation_alias=_env("JICM_DELIVERY_RETRY_BASE")
+    )
+    delivery_retry_cap: Annotated[float, Field(gt=0)] = Field(
+        3600.0, validation_alias=_env("JICM_DELIVERY_RETRY_CAP")
+    )
+    delivery_max_attempts: Annotated[int, Field(ge=1)] = Field(
+        30, validation_alias=_env("JICM_DELIVERY_MAX_ATTEMPTS")
+    )
+    delivery_max_age: Annotated[int, Field(ge=1)] = Field(
+        4 * 86_400, validation_alias=_env("JICM_DELIVERY_MAX_AGE")
     )
 
     stripe_api_key: str | None = Field(None, validation_alias=_env("STRIPE_API_KEY"), repr=False)
@@ -185,6 +216,14 @@ class Settings(BaseSettings):
             decode_key(value, "JICM_SECRET_KEY")
         return value
 
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or not address.rpartition("@")[2]:
+            raise ValueError("must be an address such as Just in Case <no-reply@example.org>")
+        return value
+
     @model_validator(mode="after")
     def _production_rules(self) -> Settings:
         if self.env is Mode.PRODUCTION and self.password_hash is PasswordHashStrength.MIN:
@@ -192,6 +231,19 @@ class Settings(BaseSettings):
         if self.env is Mode.PRODUCTION and not self.stripe_api_base.startswith("https://"):
             # The API key travels in every request's Authorization header.
             raise ValueError("STRIPE_API_BASE must be https:// in production")
+        return self
+
+    @model_validator(mode="after")
+    def _delivery_rules(self) -> Settings:
+        # A claim must outlive the SMTP conversation it covers (connect, greeting, STARTTLS,
+        # AUTH, MAIL, RCPT, DATA: each bounded by SMTP_TIMEOUT), or a slow server would see
+        # a second sender take over the same mail.
+        if self.delivery_lease < 4 * self.smtp_timeout:
+            raise ValueError("JICM_DELIVERY_LEASE must be at least 4 x SMTP_TIMEOUT")
+        if self.delivery_retry_cap < self.delivery_retry_base:
+            raise ValueError("JICM_DELIVERY_RETRY_CAP must not be below JICM_DELIVERY_RETRY_BASE")
+        if (self.smtp_user is None) != (self.smtp_password is None):
+            raise ValueError("SMTP_USER and SMTP_PASSWORD go together")
         return self
 
     # Derived values -----------------------------------------------------------------
@@ -205,6 +257,19 @@ class Settings(BaseSettings):
         if self.secret_key is None:
             raise ConfigError(["JICM_SECRET_KEY: missing"])
         return decode_key(self.secret_key, "JICM_SECRET_KEY")
+
+    @property
+    def mail_from_address(self) -> str:
+        """The bare address of `JICM_MAIL_FROM`: the envelope sender and Message-ID domain."""
+        return parseaddr(self.mail_from)[1]
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose, derived from `JICM_SECRET_KEY` (HMAC-SHA256).
+
+        Each use of the secret (token lookups, unsubscribe links, sealed mail context) gets
+        its own key, so a value made for one purpose is worthless for any other.
+        """
+        return hmac.new(self.secret_key_bytes, f"jicm/{purpose}".encode(), hashlib.sha256).digest()
 
     @property
     def service_names(self) -> list[str]:

@@ -10,7 +10,9 @@ renamed, so a reader never sees half a message, and sorting the names gives arri
 Faults can be injected for tests of the delivery service: temporary failures for the first N
 messages (`--tempfail-first`), per-recipient permanent or temporary refusals
 (`--reject-recipient`, `--tempfail-recipient`), refusing every connection with 421
-(`--refuse-all-temporarily`), and a `--control` JSON file re-read on every connection and command,
+(`--refuse-all-temporarily`), a slow DATA phase (`--slow-data SECONDS`: the sink waits before
+storing, and a client that hangs up meanwhile stores nothing, so a test can kill a sender
+mid-conversation), and a `--control` JSON file re-read on every connection and command,
 so a running test can switch modes without restarting the sink:
 `{"tempfail": true}` answers 451 to MAIL, RCPT and DATA; `{"refuse": true}` answers 421 on connect.
 
@@ -82,6 +84,7 @@ class SinkOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     implicit_tls: bool = False
+    slow_data: float = 0.0
 
 
 def _pattern(text: str) -> re.Pattern[str]:
@@ -130,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer every connection with 421 and close it",
     )
     faults.add_argument(
+        "--slow-data",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait SECONDS after a message's data arrived before storing it and answering; "
+        "a client that hangs up meanwhile stores nothing",
+    )
+    faults.add_argument(
         "--control",
         type=Path,
         metavar="FILE",
@@ -160,6 +171,8 @@ def parse_options(argv: Sequence[str] | None = None) -> SinkOptions:
         parser.error("--implicit-tls needs --tls-cert and --tls-key")
     if a.tempfail_first < 0:
         parser.error("--tempfail-first must not be negative")
+    if a.slow_data < 0:
+        parser.error("--slow-data must not be negative")
     return SinkOptions(
         host=a.host,
         port=a.port,
@@ -174,6 +187,7 @@ def parse_options(argv: Sequence[str] | None = None) -> SinkOptions:
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         implicit_tls=a.implicit_tls,
+        slow_data=a.slow_data,
     )
 
 
@@ -315,6 +329,10 @@ class SinkHandler:
         if self._tempfails_left > 0:
             self._tempfails_left -= 1
             return TEMPFAIL
+        if self.options.slow_data:
+            # aiosmtpd cancels this coroutine if the client hangs up meanwhile: like a server
+            # that had not committed the message yet, the sink then stores nothing.
+            await asyncio.sleep(self.options.slow_data)
         header = _sink_headers(
             envelope.mail_from,
             envelope.rcpt_tos,

@@ -1,13 +1,25 @@
-"""Sign-up, log-in, log-out and the signed-in user's profile."""
+"""Sign-up, email verification, log-in, log-out, password reset and the profile."""
 
 from __future__ import annotations
 
 from flask import Blueprint, g
 
 from gateway.api import operation
+from gateway.auth import current_user_id
 from gateway.clients import client_context
 from gateway.remote import call
-from services.accounts.schemas import Account, LogIn, Profile, Session, SignUp
+from services.accounts.schemas import (
+    Account,
+    LogIn,
+    MailQueued,
+    PasswordChanged,
+    PasswordReset,
+    PasswordResetRequest,
+    Profile,
+    Session,
+    SignUp,
+    VerifyEmail,
+)
 
 bp = Blueprint("accounts", __name__)
 
@@ -35,3 +47,39 @@ def log_out() -> None:
 @operation(bp, "GET", "/api/v1/me", summary="Your profile", tag="accounts", response=Profile)
 def me() -> dict:
     return g.user
+
+
+@operation(bp, "POST", "/api/v1/accounts/verify", summary="Verify your email address",
+           tag="accounts", body=VerifyEmail, response=Account, auth=False, errors=(400, 410),
+           description="Takes the token of the mailed `/verify?token=` link. Works once: "
+                       "a used link answers 410 `token_used`, an expired one 410 "
+                       "`token_expired`, anything else 400 `token_invalid`.")
+def verify_email(body: VerifyEmail) -> dict:
+    return call("accounts", "verify_email", body.model_dump(mode="json"))
+
+
+@operation(bp, "POST", "/api/v1/accounts/verify/resend", summary="Mail a new verification link",
+           tag="accounts", response=MailQueued, status=202, errors=(409, 429),
+           description="409 `already_verified` once the address is verified; at most 3 an "
+                       "hour.")
+def resend_verification() -> dict:
+    return call("accounts", "resend_verification", current_user_id())
+
+
+@operation(bp, "POST", "/api/v1/password-resets", summary="Ask for a password reset link",
+           tag="accounts", body=PasswordResetRequest, response=MailQueued, status=202,
+           auth=False, errors=(429,),
+           description="Answers the same whether or not the address has an account; the "
+                       "link (valid one hour) goes to the address only if it has one.")
+def request_password_reset(body: PasswordResetRequest) -> dict:
+    return call("accounts", "request_password_reset", body.model_dump(mode="json"),
+                client_context())
+
+
+@operation(bp, "POST", "/api/v1/password-resets/confirm", summary="Set a new password",
+           tag="accounts", body=PasswordReset, response=PasswordChanged, auth=False,
+           errors=(400, 410),
+           description="Takes the mailed token and the new password (the password policy "
+                       "applies). Works once, and signs out every session opened before.")
+def reset_password(body: PasswordReset) -> dict:
+    return call("accounts", "reset_password", body.model_dump(mode="json"))

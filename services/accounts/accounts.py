@@ -4,8 +4,12 @@ Plain code over a repository, a password hasher and a clock; the nameko service 
 wires these together, and unit tests drive this module directly.
 
 Nothing here reveals whether an address is registered: a sign-up with a taken address
-answers exactly like a new one (and stores nothing new), and a log-in with an unknown
-address fails like a wrong password, after the same argon2id work.
+answers exactly like a new one (it stores no account, and mails the address's owner
+instead), and a log-in with an unknown address fails like a wrong password, after the
+same argon2id work.
+
+A new account is stored together with its `UserRegistered` event and the request for its
+verification mail (`MailRequested`), in one write: the answer never waits for SMTP.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
+from services.accounts.emails import normalize_email
+from services.accounts.links import EmailLinks
 from services.accounts.passwords import PasswordHasher, check_password_policy
 from services.accounts.schemas import Account, ClientContext, LogIn, Profile, Session, SignUp
 from services.accounts.storage import AccountsRepository, EmailTaken
+from services.accounts.tokens import LinkSettings
 from shared.client import truncate_ip
 from shared.errors import AuthenticationFailed, InvalidInput
 from shared.events import new_event
@@ -38,17 +43,6 @@ LOGIN_ATTEMPTS_PER_CLIENT = Limit("login-client", count=30, window_seconds=15 * 
 SIGNUPS_PER_CLIENT = Limit("signup-client", count=20, window_seconds=60 * 60)
 
 BAD_CREDENTIALS = "the email address or password is incorrect"
-
-
-def normalize_email(raw: str) -> tuple[str, str]:
-    """Return (address to write to, identity key). Raises InvalidInput for a bad address."""
-    try:
-        checked = validate_email(raw.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InvalidInput(
-            f"email: {exc}", code="invalid_email", details={"field": "email"}
-        ) from None
-    return checked.normalized, checked.normalized.casefold()
 
 
 def age_on(birth: date, today: date) -> int:
@@ -73,6 +67,7 @@ class Accounts:
         *,
         policy_version: str,
         session_ttl: int,
+        links: LinkSettings,
         request_id: str | None = None,
     ) -> None:
         self.repo = repo
@@ -81,6 +76,7 @@ class Accounts:
         self.policy_version = policy_version
         self.session_ttl = timedelta(seconds=session_ttl)
         self.request_id = request_id
+        self.links = EmailLinks(repo, links, now, hasher=hasher, request_id=request_id)
 
     # Sign-up ------------------------------------------------------------------------
 
@@ -94,9 +90,14 @@ class Accounts:
         email, email_key = normalize_email(request.email)
         check_password_policy(request.password, email)
         user = self._new_user(email, email_key, self.hasher.hash(request.password))
+        token, verification_mail = self.links.verification_mail(user)
+        self.repo.add_token(token)
         try:
-            self.repo.add_user(user, self._registered_event(user, client), self.now)
+            self.repo.add_user(user, [self._registered_event(user, client), verification_mail],
+                               self.now)
         except EmailTaken:
+            self.repo.delete_token(token["_id"])
+            self.links.tell_owner_about_sign_up(email_key)
             # Same answer as a fresh sign-up, with an id that belongs to nobody.
             return Account(id=str(uuid.uuid4()), email=email, email_verified=False)
         return Account(id=user["_id"], email=email, email_verified=False)

@@ -57,3 +57,26 @@ class ClientContext(BaseModel):
 
     ip: str | None = None
     user_agent: str | None = Field(None, max_length=512)
+
+
+class VerifyEmail(Strict):
+    token: str = Field(min_length=1, max_length=256, description="the token of the mailed link")
+
+
+class MailQueued(BaseModel):
+    status: str = "accepted"
+    message: str
+
+
+class PasswordResetRequest(Strict):
+    email: str = Field(min_length=1, max_length=EMAIL_MAX_LENGTH, examples=["ada@example.org"])
+
+
+class PasswordReset(Strict):
+    token: str = Field(min_length=1, max_length=256, description="the token of the mailed link")
+    password: str = Field(min_length=1, max_length=1024, description="12 to 256 characters")
+
+
+class PasswordChanged(BaseModel):
+    status: str = "password_changed"
+    message: str = "your password was changed; every session opened before is signed out"

@@ -5,15 +5,27 @@ from __future__ import annotations
 from nameko.rpc import rpc
 
 from services.accounts.accounts import Accounts
+from services.accounts.links import EmailLinks
 from services.accounts.passwords import password_hasher
-from services.accounts.schemas import ClientContext, LogIn, SignUp
+from services.accounts.schemas import (
+    ClientContext,
+    LogIn,
+    PasswordReset,
+    PasswordResetRequest,
+    SignUp,
+    VerifyEmail,
+)
 from services.accounts.storage import INDEXES, USERS, AccountsRepository
+from services.accounts.tokens import LinkSettings
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import ServiceError
 from shared.events import OutboxRelay
 from shared.health import health_report
 from shared.logging import request_id
 from shared.storage.provider import Storage
+
+# Links in mail (verification, password reset) are keyed from the secret key.
+REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)
 
 
 class AccountsService:
@@ -32,8 +44,12 @@ class AccountsService:
             self.clock.now(),
             policy_version=self.settings.policy_version,
             session_ttl=self.settings.session_ttl,
+            links=LinkSettings.from_settings(self.settings),
             request_id=request_id.get(),
         )
+
+    def _links(self) -> EmailLinks:
+        return self._accounts().links
 
     @rpc(expected_exceptions=ServiceError)
     def sign_up(self, request: dict, client: dict) -> dict:
@@ -56,6 +72,27 @@ class AccountsService:
     @rpc(expected_exceptions=ServiceError)
     def log_out(self, token: str) -> None:
         self._accounts().log_out(token)
+
+    @rpc(expected_exceptions=ServiceError)
+    def verify_email(self, request: dict) -> dict:
+        account = self._links().verify_email(VerifyEmail.model_validate(request))
+        return account.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def resend_verification(self, user_id: str) -> dict:
+        return self._links().resend_verification(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def request_password_reset(self, request: dict, client: dict) -> dict:
+        queued = self._links().request_password_reset(
+            PasswordResetRequest.model_validate(request), ClientContext.model_validate(client)
+        )
+        return queued.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def reset_password(self, request: dict) -> dict:
+        changed = self._links().reset_password(PasswordReset.model_validate(request))
+        return changed.model_dump(mode="json")
 
     @rpc
     def health(self) -> dict:

@@ -5,19 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.events.outbox import new_document_with_events, strip_outbox
+from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
 USERS = "users"
 SESSIONS = "sessions"
 THROTTLE = "throttle"
+TOKENS = "tokens"
 
 INDEXES: dict[str, list[Index]] = {
     # The case-folded address is the identity: Ada@Example.org and ada@example.org are one.
     USERS: [Index.on("email_key", unique=True)],
     SESSIONS: [Index.on("user_id"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
+    TOKENS: [Index.on("user_id", "purpose"), Index.on("purge_at", expire_after_seconds=0)],
 }
 
 
@@ -32,15 +34,62 @@ class AccountsRepository:
         self.users = db.collection(USERS)
         self.sessions = db.collection(SESSIONS)
         self.throttle = Throttle(db.collection(THROTTLE))
+        self.tokens = db.collection(TOKENS)
 
     # Users --------------------------------------------------------------------------
 
-    def add_user(self, user: dict[str, Any], registered_event: dict, now: datetime) -> None:
-        """Store a new user together with its UserRegistered event, in one write."""
+    def add_user(self, user: dict[str, Any], events: list[dict], now: datetime) -> None:
+        """Store a new user together with its events (UserRegistered...), in one write."""
         try:
-            self.users.insert(new_document_with_events(user, registered_event, now=now))
+            self.users.insert(new_document_with_events(user, *events, now=now))
         except DuplicateKeyError:
             raise EmailTaken() from None
+
+    def announce(self, user_id: str, event: dict, now: datetime) -> bool:
+        """Put `event` (a MailRequested...) in the user's outbox; False if the user is gone."""
+        return self.users.update_one({"_id": user_id}, with_event({}, event, now=now)) is not None
+
+    def mark_verified(self, user: dict[str, Any], event: dict, now: datetime) -> bool:
+        """Verify the user's current address, once, announcing `event` (EmailVerified)."""
+        done = self.users.update_one(
+            {"_id": user["_id"], "email_key": user["email_key"], "email_verified": False},
+            with_event({"$set": {"email_verified": True, "email_verified_at": now}}, event,
+                       now=now),
+        )
+        return done is not None
+
+    def set_password(self, user_id: str, password_hash: str, now: datetime) -> bool:
+        """Replace the password; every session opened before `now` stops working."""
+        done = self.users.update_one(
+            {"_id": user_id, "status": "active"},
+            {"$set": {"password_hash": password_hash, "password_changed_at": now}},
+        )
+        return done is not None
+
+    # Link tokens --------------------------------------------------------------------
+
+    def add_token(self, token: dict[str, Any]) -> None:
+        self.tokens.insert(token)
+
+    def delete_token(self, token_id: str) -> None:
+        self.tokens.delete_one({"_id": token_id})
+
+    def token(self, token_id: str) -> dict[str, Any] | None:
+        return self.tokens.get(token_id)
+
+    def use_token(self, token_id: str, purpose: str, now: datetime) -> dict[str, Any] | None:
+        """Compare-and-set: mark an unused, unexpired token used; None if it was not."""
+        return self.tokens.update_one(
+            {"_id": token_id, "purpose": purpose, "used_at": None, "expires_at": {"$gt": now}},
+            {"$set": {"used_at": now}},
+        )
+
+    def revoke_tokens(self, user_id: str, purpose: str, now: datetime) -> int:
+        """End every unused token of one purpose (after a reset, or once verified)."""
+        return self.tokens.update_many(
+            {"user_id": user_id, "purpose": purpose, "used_at": None},
+            {"$set": {"used_at": now, "revoked": True}},
+        )
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         return strip_outbox(self.users.get(user_id))
@@ -58,3 +107,6 @@ class AccountsRepository:
 
     def delete_session(self, token_hash: str) -> bool:
         return self.sessions.delete_one({"_id": token_hash})
+
+    def delete_sessions(self, user_id: str) -> int:
+        return self.sessions.delete_many({"user_id": user_id})

@@ -194,6 +194,24 @@ def test_refuse_all_temporarily_answers_421_on_connect(start_sink: StartSink):
     assert refused.value.smtp_code == 421
 
 
+def test_slow_data_stores_nothing_for_a_client_that_hangs_up_before_the_answer(
+    start_sink: StartSink,
+):
+    sink = start_sink("--slow-data", "1")
+    with socket.create_connection((HOST, sink.port), timeout=10) as raw, \
+            raw.makefile("rb") as replies:
+        replies.readline()  # greeting
+        for command in (b"HELO test", f"MAIL FROM:<{SENDER}>".encode(),
+                        b"RCPT TO:<alice@example.org>", b"DATA"):
+            raw.sendall(command + b"\r\n")
+            replies.readline()
+        raw.sendall(b"Subject: abandoned\r\n\r\nbody\r\n.\r\n")
+    # Hung up before the answer. A patient client's message comes back only after the
+    # abandoned one would have been stored.
+    send(sink, message(subject="patient"))
+    assert [m["Subject"] for m in read_mail(sink.maildir)] == ["patient"]
+
+
 def test_auth_accepts_only_the_configured_credentials(start_sink: StartSink):
     sink = start_sink("--auth-user", "mailer", "--auth-password", "s3cret")
 

@@ -17,6 +17,7 @@ from services.accounts.passwords import password_hasher
 from services.accounts.schemas import ClientContext, LogIn, SignUp
 from services.accounts.service import AccountsService
 from services.accounts.storage import INDEXES, AccountsRepository
+from services.accounts.tokens import LinkSettings
 from shared.clock import FrozenClock
 from shared.config import PasswordHashStrength, load_settings
 from shared.errors import AuthenticationFailed, InvalidInput, RateLimited
@@ -27,6 +28,8 @@ TODAY = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
 POLICY = "2024-04-29"
 PASSWORD = "correct horse battery staple"
 CLIENT = ClientContext(ip="203.0.113.77", user_agent="pytest")
+LINKS = LinkSettings(key=b"k" * 32, public_url="https://jic.example",
+                     verify_ttl=timedelta(hours=48), reset_ttl=timedelta(hours=1))
 
 
 @pytest.fixture
@@ -52,7 +55,7 @@ def clock():
 def accounts(repo, clock):
     def make() -> Accounts:
         return Accounts(repo, password_hasher(PasswordHashStrength.MIN), clock.now(),
-                        policy_version=POLICY, session_ttl=3600)
+                        policy_version=POLICY, session_ttl=3600, links=LINKS)
 
     return make
 
@@ -78,8 +81,8 @@ def test_it_signs_up_an_adult_and_announces_the_registration(accounts, repo):
     assert account.email_verified is False
     assert stored["password_hash"].startswith("$argon2id$")
     assert PASSWORD not in str(stored)
-    [pending] = stored["outbox"]
-    event = parse_event(pending)
+    registered, _verification_mail = stored["outbox"]
+    event = parse_event(registered)
     assert event.type == "UserRegistered"
     assert event.data.user_id == account.id
     assert event.data.policy_version == POLICY

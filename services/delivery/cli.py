@@ -1,0 +1,103 @@
+"""Operator command for mail that could not be delivered.
+
+    python -m services.delivery.cli failed [--limit N]     # failed mail, oldest first, with why
+    python -m services.delivery.cli resend ID [ID ...]      # send these again
+    python -m services.delivery.cli resend --all            # send every failed mail again
+
+It works on the delivery service's own store (the same MONGO_URI or JICM_DATA_DIR as the
+service), so it works while the service is down too. A resent mail starts afresh (new
+attempts, new maximum age) with the same Message-ID; a running delivery service picks it
+up within a second. Resending is a compare-and-set on `state: failed`, so running it twice,
+or while another operator does, sends each mail once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from services.delivery.storage import INDEXES, DeliveryRepository
+from shared.clock import SystemClock
+from shared.config import ConfigError, load_settings
+from shared.storage import Database, open_database
+
+DEFAULT_LIMIT = 100
+REASON_WIDTH = 100
+
+
+def open_store() -> Database:
+    settings = load_settings()
+    db = open_database("delivery", mongo_uri=settings.mongo_uri, data_dir=settings.data_dir)
+    for name, indexes in INDEXES.items():
+        db.ensure_indexes(name, indexes)
+    return db
+
+
+def list_failed(repo: DeliveryRepository, limit: int) -> int:
+    failed = repo.failed(limit)
+    if not failed:
+        print("no failed mail")
+        return 0
+    print(f"{'id':32}  {'failed at (UTC)':19}  {'kind':26}  attempts  recipient / reason")
+    for record in failed:
+        when = record.get("failed_at") or record["created_at"]
+        print(f"{record['_id']:32}  {when:%Y-%m-%d %H:%M:%S}  {record['kind']:26}  "
+              f"{record['attempts']:>8}  {record['recipient']}")
+        print(f"{'':32}  reference {record['reference']}")
+        print(f"{'':32}  {str(record.get('last_error', ''))[:REASON_WIDTH]}")
+    if len(failed) == limit:
+        print(f"(showing the first {limit}; use --limit to see more)")
+    return 0
+
+
+def resend(repo: DeliveryRepository, ids: Sequence[str], every: bool) -> int:
+    now = SystemClock().now()
+    if every:
+        ids = [record["_id"] for record in repo.failed(limit=1_000_000)]
+    problems = 0
+    for record_id in ids:
+        if repo.requeue_failed(record_id, now) is None:
+            print(f"{record_id}: not resent (no such mail, or it has not failed)",
+                  file=sys.stderr)
+            problems += 1
+        else:
+            print(f"{record_id}: queued again")
+    if every and not ids:
+        print("no failed mail")
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m services.delivery.cli",
+                                     description="List and resend mail that failed for good.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    failed = commands.add_parser("failed", help="list failed mail, oldest first")
+    failed.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
+    again = commands.add_parser("resend", help="queue failed mail again")
+    again.add_argument("ids", nargs="*", metavar="ID")
+    again.add_argument("--all", action="store_true", help="every failed mail")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "resend" and bool(args.ids) == args.all:
+        parser.error("resend takes either IDs or --all")
+    try:
+        db = open_store()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        repo = DeliveryRepository(db)
+        if args.command == "failed":
+            return list_failed(repo, args.limit)
+        return resend(repo, args.ids, args.all)
+    finally:
+        db.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The sending loop's work: claim due mail one record at a time, send it, record the outcome.
+
+Each attempt is bracketed by two writes. Before the SMTP conversation, a compare-and-set
+claims the record (`state: sending`, a lease id, and `next_attempt_at` pushed to the end
+of the lease), so of several delivery processes exactly one sends it. After the
+conversation, a second write, guarded by that lease id, records the outcome. A process
+that dies between the two leaves the record `sending`; when the lease ends, the record is
+due again and the next sender sends it again with the same Message-ID (logged as an
+interrupted attempt). Nothing is held in memory between attempts: the retry schedule is
+the records' `next_attempt_at`, so it survives any restart.
+
+Outcomes: accepted -> `sent`; a temporary failure -> `retrying` after an exponential
+back-off with jitter, until the attempts or the age run out; a permanent failure, or
+giving up -> `failed`, announced as `DeliveryFailed` through the record's outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from services.delivery.deliveries import marketing_allowed
+from services.delivery.kinds import kind_named
+from services.delivery.message import build_message
+from services.delivery.render import render
+from services.delivery.sealing import ContextSeal, Unreadable
+from services.delivery.smtp import ACCEPTED, PERMANENT, Outcome, SmtpSession
+from services.delivery.storage import (
+    FAILED,
+    RETRYING,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    DeliveryRepository,
+)
+from services.delivery.unsubscribe import make_token
+from shared.config import Settings
+from shared.errors import InvalidInput
+from shared.events import new_event
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+_random = random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try again after a temporary failure, and when to stop trying."""
+
+    base: float
+    cap: float
+    max_attempts: int
+    max_age: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.delivery_retry_base, settings.delivery_retry_cap,
+                   settings.delivery_max_attempts, timedelta(seconds=settings.delivery_max_age))
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next attempt after `attempts` tries: base, 2x, 4x... capped,
+        each drawn between half and all of that ("equal jitter"), so mail that failed
+        together does not come back together."""
+        ceiling = min(self.cap, self.base * 2 ** max(attempts - 1, 0))
+        return _random.uniform(ceiling / 2, ceiling)
+
+    def gives_up(self, attempts: int, queued_at: datetime, now: datetime) -> bool:
+        return attempts >= self.max_attempts or now - queued_at >= self.max_age
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """Marketing mail that must not go (no consent, or the address unsubscribed)."""
+
+
+class Pipeline:
+    """Sends due mail. One instance per batch (a worker of the sending loop)."""
+
+    def __init__(
+        self,
+        repo: DeliveryRepository,
+        settings: Settings,
+        seal: ContextSeal,
+        clock: Any,
+        session: Callable[[], SmtpSession],
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.seal = seal
+        self.clock = clock
+        self.session = session
+        self.policy = RetryPolicy.from_settings(settings)
+        self.lease = timedelta(seconds=settings.delivery_lease)
+        self.unsubscribe_key = settings.derived_key("delivery/unsubscribe")
+
+    def send_due(self, keep_going: Callable[[], bool] = lambda: True) -> bool:
+        """Attempt every due record of one batch; True if more may be due right now."""
+        due = self.repo.due(self.clock.now(), BATCH)
+        if not due:
+            return False
+        with self.session() as smtp:
+            for record in due:
+                if not keep_going():
+                    return False
+                self.attempt(record, smtp)
+        return len(due) == BATCH
+
+    def attempt(self, record: dict[str, Any], smtp: SmtpSession) -> None:
+        """Claim one record, send it, record the outcome (nothing if another sender claimed it)."""
+        now = self.clock.now()
+        lease = uuid.uuid4().hex
+        claimed = self.repo.claim(record, now=now, lease=lease, lease_until=now + self.lease)
+        if claimed is None:
+            return  # another sender took it, or it changed: the next batch looks again
+        if record["state"] == SENDING:
+            log.warning("delivery %s (%s) was interrupted mid-attempt; sending it again with "
+                        "the same Message-ID", record["_id"], record["kind"])
+            if claimed["attempts"] > self.policy.max_attempts:
+                # Every attempt so far died before its outcome was recorded: stop here.
+                self._fail(claimed, lease, f"gave up after {claimed['attempts'] - 1} "
+                                           "interrupted attempts")
+                return
+        try:
+            prepared = self._prepare(claimed)
+        except (Unreadable, InvalidInput) as exc:
+            self._fail(claimed, lease, f"cannot build the mail: {exc}")
+            return
+        except Exception as exc:
+            # A bug (a template, a library): retry, so a fixed deployment still sends it.
+            log.exception("delivery %s (%s): building the mail failed", record["_id"],
+                          record["kind"])
+            self._settle(claimed, lease, Outcome.temporary(f"cannot build the mail: {exc!r}"))
+            return
+        if isinstance(prepared, Suppressed):
+            self._suppress(claimed, lease)
+            return
+        outcome = smtp.send(prepared, self.settings.mail_from_address, claimed["recipient"])
+        self._settle(claimed, lease, outcome)
+
+    # Building the message -------------------------------------------------------------
+
+    def _prepare(self, record: dict[str, Any]) -> EmailMessage | Suppressed:
+        kind = kind_named(record["kind"])
+        unsubscribe_link = None
+        if kind.marketing:
+            if not marketing_allowed(self.repo, record):
+                return Suppressed()
+            token = make_token(self.unsubscribe_key, record["recipient"], record.get("user_id"))
+            unsubscribe_link = f"{self.settings.public_url}/u/{token}"
+        context = self.seal.open(record["_id"], record["context_sealed"])
+        rendered = render(kind, context, public_url=self.settings.public_url,
+                          to_name=record.get("to_name"), unsubscribe_link=unsubscribe_link)
+        return build_message(
+            record_id=record["_id"],
+            mail_from=self.settings.mail_from,
+            mail_from_address=self.settings.mail_from_address,
+            to=record["recipient"],
+            to_name=record.get("to_name"),
+            rendered=rendered,
+            created_at=record["created_at"],
+            unsubscribe_link=unsubscribe_link,
+        )
+
+    # Recording the outcome --------------------------------------------------------------
+
+    def _settle(self, record: dict[str, Any], lease: str, outcome: Outcome) -> None:
+        if outcome.result == ACCEPTED:
+            self._sent(record, lease)
+        elif outcome.result == PERMANENT:
+            self._fail(record, lease, outcome.detail)
+        elif self.policy.gives_up(record["attempts"], record["queued_at"], self.clock.now()):
+            self._fail(record, lease, f"gave up after {record['attempts']} attempts; "
+                                      f"last: {outcome.detail}")
+        else:
+            self._retry(record, lease, outcome.detail)
+
+    def _sent(self, record: dict[str, Any], lease: str) -> None:
+        done = self.repo.settle(record["_id"], lease, {
+            "$set": {"state": SENT, "sent_at": self.clock.now()},
+            # The sealed values (links, tokens) are of no use once the mail has left.
+            "$unset": {"next_attempt_at": "", "lease": "", "context_sealed": ""},
+        })
+        self._check_settled(done, record)
+        log.info("delivery %s (%s %s) sent after %d attempt(s)", record["_id"], record["kind"],
+                 record["reference"], record["attempts"])
+
+    def _retry(self, record: dict[str, Any], lease: str, detail: str) -> None:
+        delay = self.policy.delay(record["attempts"])
+        done = self.repo.settle(record["_id"], lease, {
+            "$set": {"state": RETRYING, "last_error": detail,
+                     "next_attempt_at": self.clock.now() + timedelta(seconds=delay)},
+            "$unset": {"lease": ""},
+        })
+        self._check_settled(done, record)
+        log.warning("delivery %s (%s) failed temporarily (attempt %d), retrying in %.0f s: %s",
+                    record["_id"], record["kind"], record["attempts"], delay, detail)
+
+    def _fail(self, record: dict[str, Any], lease: str, reason: str) -> None:
+        now = self.clock.now()
+        event = new_event(
+            "DeliveryFailed",
+            {"delivery_id": record["_id"], "kind": record["kind"],
+             "reference": record["reference"], "recipient": record["recipient"],
+             "reason": reason, "attempts": record["attempts"]},
+            producer="delivery",
+            now=now,
+        )
+        done = self.repo.settle_with_event(record["_id"], lease, {
+            "$set": {"state": FAILED, "failed_at": now, "last_error": reason},
+            "$unset": {"next_attempt_at": "", "lease": ""},
+        }, event, now)
+        self._check_settled(done, record)
+        log.error("delivery %s (%s %s) failed for good: %s", record["_id"], record["kind"],
+                  record["reference"], reason)
+
+    def _suppress(self, record: dict[str, Any], lease: str) -> None:
+        done = self.repo.settle(record["_id"], lease, {
+            "$set": {"state": SUPPRESSED, "suppressed_at": self.clock.now()},
+            "$unset": {"next_attempt_at": "", "lease": "", "context_sealed": ""},
+        })
+        self._check_settled(done, record)
+        log.info("delivery %s (%s) not sent: no marketing consent for this address",
+                 record["_id"], record["kind"])
+
+    def _check_settled(self, done: dict[str, Any] | None, record: dict[str, Any]) -> None:
+        if done is None:
+            # Our lease ran out during the conversation and another sender took over: it
+            # records its own outcome. Only an SMTP server slower than the lease does this.
+            log.warning("delivery %s: the claim expired before the outcome was recorded "
+                        "(SMTP slower than JICM_DELIVERY_LEASE?)", record["_id"])

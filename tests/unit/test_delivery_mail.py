@@ -1,0 +1,190 @@
+"""Delivery's mail itself: every kind renders in text and HTML and says who writes and why;
+requests that no template could render are refused at the door; values are kept sealed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.delivery.kinds import KINDS, kind_named
+from services.delivery.message import build_message
+from services.delivery.render import render
+from services.delivery.sealing import ContextSeal, Unreadable
+from services.delivery.smtp import PERMANENT, TEMPORARY, Outcome
+from services.delivery.unsubscribe import BadToken, address_key, make_token, read_token
+from shared.errors import InvalidInput
+
+PUBLIC = "https://jic.example"
+LINK = f"{PUBLIC}/verify?token=abc"
+
+SAMPLES: dict[tuple[str, str], dict[str, str]] = {
+    ("verification", ""): {"link": LINK, "expires_at": "Friday 3 May 2030 at 10:00 UTC"},
+    ("password_reset", ""): {"link": LINK, "expires_at": "Friday 3 May 2030 at 10:00 UTC"},
+    ("account_exists", ""): {"reset_link": LINK, "expires_at": "Friday 3 May 2030 at 10:00 UTC"},
+    ("reminder", "upcoming"): {"stage": "upcoming", "link": f"{PUBLIC}/c/tok",
+                               "deadline": "Tuesday 3 June 2030 at 14:00 UTC"},
+    ("reminder", "overdue"): {"stage": "overdue", "link": f"{PUBLIC}/c/tok",
+                              "deadline": "Tuesday 3 June 2030 at 14:00 UTC"},
+    ("released_message", "link"): {"variant": "link", "sender_name": "Ada Lovelace",
+                                   "link": f"{PUBLIC}/r/tok"},
+    ("released_message", "inline"): {"variant": "inline", "sender_name": "Ada Lovelace",
+                                     "message_subject": "For Byron",
+                                     "message_body": "The key is under the mat."},
+    ("privacy_export_ready", ""): {"link": f"{PUBLIC}/export", "expires_at": "tomorrow"},
+    ("privacy_erasure_received", ""): {"due_at": "Friday 3 May 2030"},
+    ("privacy_erasure_completed", ""): {},
+    ("payment_failed", ""): {"billing_url": f"{PUBLIC}/billing", "amount": "€4.00",
+                             "plan": "Premium", "invoice_number": "INV-7",
+                             "next_attempt_at": "2030-05-04T10:00:00+00:00"},
+    ("product_news", ""): {"headline": "Pausing is here", "body": "Going on holiday?"},
+}
+
+
+def test_every_kind_and_variant_has_a_sample_here():
+    variants = {(kind.name, key) for kind in KINDS.values() for key in kind.variants}
+    assert variants == set(SAMPLES)
+
+
+@pytest.mark.parametrize("kind, variant", sorted(SAMPLES))
+def test_every_kind_renders_in_text_and_html_saying_who_writes_and_why(kind, variant):
+    context = SAMPLES[(kind, variant)]
+    mail = render(KINDS[kind], context, public_url=PUBLIC, to_name="Bob",
+                  unsubscribe_link=f"{PUBLIC}/u/t" if KINDS[kind].marketing else None)
+    for body in (mail.text, mail.html):
+        assert "Just in Case" in body
+        assert "You receive this mail because" in body
+        assert PUBLIC in body
+        assert "Hello Bob," in body
+        for key, value in context.items():
+            if key not in ("stage", "variant"):
+                assert value in body, f"{key} missing from {kind}/{variant}"
+    assert mail.subject and "\n" not in mail.subject
+    assert mail.html.lstrip().startswith("<!DOCTYPE html>")
+
+
+def test_a_released_message_names_its_sender_and_explains_what_just_in_case_is():
+    mail = render(KINDS["released_message"], SAMPLES[("released_message", "link")],
+                  public_url=PUBLIC)
+    assert mail.subject == "A message for you from Ada Lovelace"
+    assert "Ada Lovelace named you" in mail.text
+    assert "stops checking in" in mail.text
+    assert "You have no account with us" in mail.text
+
+
+def test_the_html_part_escapes_what_people_wrote_and_the_text_part_keeps_it():
+    context = {**SAMPLES[("released_message", "inline")],
+               "sender_name": "<b>Ada</b>", "message_body": "<script>alert(1)</script>"}
+    mail = render(KINDS["released_message"], context, public_url=PUBLIC)
+    assert "<script>" not in mail.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail.html
+    assert "<script>alert(1)</script>" in mail.text
+    assert "&lt;b&gt;Ada&lt;/b&gt;" in mail.html
+
+
+def test_a_subject_cannot_smuggle_a_header():
+    context = {"headline": "News\r\nBcc: everyone@example.org", "body": "x"}
+    mail = render(KINDS["product_news"], context, public_url=PUBLIC, unsubscribe_link=PUBLIC)
+    assert "\n" not in mail.subject and "\r" not in mail.subject
+
+
+def test_a_missing_value_is_refused_naming_it():
+    with pytest.raises(InvalidInput) as refused:
+        render(KINDS["verification"], {"link": LINK}, public_url=PUBLIC)
+    assert refused.value.details["field"] == "context.expires_at"
+
+
+def test_a_variant_that_does_not_exist_is_refused():
+    with pytest.raises(InvalidInput, match="overdue, upcoming"):
+        render(KINDS["reminder"], {"stage": "someday", "link": LINK, "deadline": "x"},
+               public_url=PUBLIC)
+
+
+def test_an_unknown_kind_is_refused_naming_the_known_ones():
+    with pytest.raises(InvalidInput, match="verification") as refused:
+        kind_named("chain_letter")
+    assert refused.value.code == "unknown_mail_kind"
+
+
+@pytest.mark.parametrize("link", ["javascript:alert(1)", "/verify?token=x", "ftp://x.example/"])
+def test_links_must_be_absolute_http_urls(link):
+    with pytest.raises(InvalidInput) as refused:
+        render(KINDS["verification"], {"link": link, "expires_at": "x"}, public_url=PUBLIC)
+    assert refused.value.details["field"] == "context.link"
+
+
+def test_the_message_says_who_sends_it_and_carries_a_stable_message_id():
+    rendered = render(KINDS["verification"], SAMPLES[("verification", "")], public_url=PUBLIC)
+    created = datetime(2030, 5, 1, 10, 0, tzinfo=UTC)
+    msg = build_message(record_id="abc123", mail_from="Just in Case <no-reply@jic.example>",
+                        mail_from_address="no-reply@jic.example", to="bob@example.org",
+                        to_name="Bob\r\nBcc: x@example.org", rendered=rendered,
+                        created_at=created)
+    assert msg["Message-ID"] == "<abc123@jic.example>"
+    assert msg["From"] == "Just in Case <no-reply@jic.example>"
+    assert msg["To"].addresses[0].addr_spec == "bob@example.org"
+    assert "\n" not in str(msg["To"])
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Date"] == "Wed, 01 May 2030 10:00:00 +0000"
+    assert msg["List-Unsubscribe"] is None
+    assert [part.get_content_type() for part in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_marketing_messages_carry_one_click_unsubscribe_headers():
+    rendered = render(KINDS["product_news"], SAMPLES[("product_news", "")], public_url=PUBLIC,
+                      unsubscribe_link=f"{PUBLIC}/u/tok")
+    msg = build_message(record_id="r", mail_from="Just in Case <no-reply@jic.example>",
+                        mail_from_address="no-reply@jic.example", to="bob@example.org",
+                        to_name=None, rendered=rendered, created_at=datetime.now(UTC),
+                        unsubscribe_link=f"{PUBLIC}/u/tok")
+    assert msg["List-Unsubscribe"] == f"<{PUBLIC}/u/tok>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+# Sealed values -------------------------------------------------------------------------------
+
+
+def test_sealed_values_open_only_for_their_own_record_and_key():
+    seal = ContextSeal(b"s" * 32)
+    sealed = seal.seal("record-1", {"link": LINK})
+    assert b"token=abc" not in sealed
+    assert seal.open("record-1", sealed) == {"link": LINK}
+    with pytest.raises(Unreadable):
+        seal.open("record-2", sealed)
+    with pytest.raises(Unreadable):
+        ContextSeal(b"t" * 32).open("record-1", sealed)
+
+
+# Unsubscribe tokens ---------------------------------------------------------------------------
+
+
+def test_an_unsubscribe_token_names_the_address_only_as_a_hash_and_cannot_be_forged():
+    key = b"u" * 32
+    token = make_token(key, "Bob@Example.org", "user-1")
+    assert "bob" not in token.lower()
+    assert read_token(key, token) == (address_key("bob@example.org"), "user-1")
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for bad in (forged, "x" * 60, "", token + "x"):
+        with pytest.raises(BadToken):
+            read_token(key, bad)
+    with pytest.raises(BadToken):
+        read_token(b"v" * 32, token)
+
+
+# SMTP verdicts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, stage, result",
+    [
+        (550, "RCPT", PERMANENT),
+        (554, "DATA", PERMANENT),
+        (553, "MAIL", PERMANENT),
+        (552, "RCPT", TEMPORARY),  # RFC 5321: treat as 452
+        (451, "DATA", TEMPORARY),
+        (421, "RCPT", TEMPORARY),
+        (-1, "DATA", TEMPORARY),
+    ],
+)
+def test_only_a_5xx_verdict_on_the_message_is_permanent(code, stage, result):
+    assert Outcome.from_reply(code, b"reason", stage).result == result
