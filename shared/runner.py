@@ -73,7 +73,13 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    runner.start()
+    try:
+        runner.start()
+    except ConfigError as exc:
+        # A dependency found a setting it cannot use (a key file, say): one clear message.
+        print(f"{name}: {exc}", file=sys.stderr)
+        runner.kill()
+        return 2
     log.info("%s started", name)
     runner.wait()
     log.info("%s stopped", name)
