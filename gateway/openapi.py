@@ -118,7 +118,16 @@ def _responses(op: Operation) -> dict[str, Any]:
     extra = (401,) if op.auth else ()
     for code in sorted(set(COMMON_ERRORS + op.errors + extra)):
         responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
+        if op.content_type != "application/json" and code in op.errors:
+            responses[str(code)] = _page_error_response(code, op.content_type)
     return responses
+
+
+def _page_error_response(status: int, content_type: str) -> dict[str, Any]:
+    """An error a page answers as a page (or as JSON when no route matched at all)."""
+    documented = _error_response(status)
+    documented["content"][content_type] = {"schema": {"type": "string"}}
+    return documented
 
 
 def _error_response(status: int) -> dict[str, Any]:

@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_SINK_PORT = 1025
 DEFAULT_GATEWAY_BIND = "127.0.0.1:8000"
-DEFAULT_SERVICES = "accounts"
+DEFAULT_SERVICES = "accounts,vault"
 MAILDIR = "var/mail"
 
 POLL = 0.05  # how often waits look again; short enough to feel instant, cheap enough to ignore

@@ -136,9 +136,17 @@ class NewMessage(Strict):
         return _check_switch_id(value)
 
 
+def _no_documented_defaults(schema: dict) -> None:
+    # A left-out field keeps its value: there is no default to document.
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+
+
 class MessageChanges(Strict):
     """Any fields of a message to change; those left out keep their value.
     `sender_name: null` goes back to your email address."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_documented_defaults)
 
     # Typed without None on purpose: a field left out keeps its value, but an explicit
     # null (for anything but sender_name) is refused like any other wrong type.
