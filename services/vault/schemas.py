@@ -57,14 +57,16 @@ def normalized_email(value: str) -> str:
 
 
 class Strict(BaseModel):
-    """Unknown fields are refused, so a typo is an error rather than silently ignored."""
+    """Unknown fields are refused, so a typo is an error rather than silently ignored, and
+    values are not coerced: `false` is no number of seconds, `"1"` is no boolean."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecipientIn(Strict):
     name: str = Field(min_length=1, max_length=NAME_MAX, examples=["Grace Hopper"])
-    email: str = Field(min_length=3, max_length=EMAIL_MAX, examples=["grace@example.org"])
+    email: str = Field(min_length=3, max_length=EMAIL_MAX, examples=["grace@example.org"],
+                       json_schema_extra={"format": "email"})
 
     @field_validator("name")
     @classmethod
@@ -146,7 +148,8 @@ class MessageChanges(Strict):
     """Any fields of a message to change; those left out keep their value.
     `sender_name: null` goes back to your email address."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_documented_defaults)
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra=_no_documented_defaults)
 
     # Typed without None on purpose: a field left out keeps its value, but an explicit
     # null (for anything but sender_name) is refused like any other wrong type.
