@@ -168,7 +168,10 @@ class Messages:
         docs = self.repo.messages_of(user_id)
         if not docs:
             return MessageList(messages=[])
-        key = self.keys.get(user_id)
+        try:
+            key = self.keys.get(user_id)
+        except MissingDataKey:
+            return MessageList(messages=[])  # the author is being erased
         return MessageList(messages=[_summary(Sealer.of(key, doc), doc) for doc in docs])
 
     def get(self, user_id: str, message_id: str) -> Message:

@@ -326,6 +326,7 @@ def test_a_crash_right_after_shredding_leaves_nothing_readable(vault):
     vault.keys.shred("ada")  # erasure died before deleting the documents
     with pytest.raises(NotFound):
         vault.messages().get("ada", message_id)
+    assert vault.messages().list("ada").messages == []
 
 
 # KEK rotation -----------------------------------------------------------------------------------
