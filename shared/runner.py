@@ -50,6 +50,15 @@ def required_settings(name: str) -> tuple[str, ...]:
     return tuple(getattr(module, "REQUIRED_SETTINGS", ()))
 
 
+def check_settings(name: str, settings: Settings) -> None:
+    """Deeper checks a service module may declare as `check_settings(settings)` (reading a
+    key file, say); they raise ConfigError before anything starts."""
+    module = importlib.import_module(f"services.{name}.service")
+    check = getattr(module, "check_settings", None)
+    if check is not None:
+        check(settings)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] not in SERVICES:
         print(f"usage: python -m shared.runner {{{','.join(SERVICES)}}}", file=sys.stderr)
@@ -57,6 +66,7 @@ def main(argv: list[str]) -> int:
     name = argv[1]
     try:
         settings = load_settings(require=required_settings(name))
+        check_settings(name, settings)
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2

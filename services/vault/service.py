@@ -7,12 +7,14 @@ from nameko.rpc import RpcProxy, rpc
 
 from services.vault.dependencies import ReleaseDispatcher, VaultKeys
 from services.vault.erasure import erase_user
+from services.vault.keys import keyring_from_settings
 from services.vault.limits import default_limits, record_plan_change
 from services.vault.messages import Messages
 from services.vault.release import Release
 from services.vault.schemas import MessageChanges, NewMessage
 from services.vault.storage import INDEXES, VaultRepository
 from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
+from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import ServiceError
 from shared.events import Event, event_handler
@@ -21,6 +23,11 @@ from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file.
 REQUIRED_SETTINGS = ("JICM_VAULT_KEK|JICM_VAULT_KEK_FILE",)
+
+
+def check_settings(settings: Settings) -> None:
+    """Read the keyring once before starting: a bad key file stops the process cleanly."""
+    keyring_from_settings(settings)
 
 
 class VaultService:

@@ -258,3 +258,15 @@ def test_the_cache_is_bounded_and_forgets_old_entries(monkeypatch):
     clock = iter([10_000.0])
     monkeypatch.setattr("services.vault.keys.time.monotonic", lambda: next(clock))
     assert cache.get("user-2") is None
+
+
+def test_the_vault_process_stops_at_once_naming_an_unreadable_key_file(
+    tmp_path, monkeypatch, capsys
+):
+    from shared import runner
+
+    for name, value in {"JICM_ENV": "test", "JICM_DATA_DIR": str(tmp_path / "data"),
+                        "JICM_VAULT_KEK_FILE": str(tmp_path / "missing")}.items():
+        monkeypatch.setenv(name, value)
+    assert runner.main(["runner", "vault"]) == 2
+    assert "JICM_VAULT_KEK_FILE" in capsys.readouterr().err
