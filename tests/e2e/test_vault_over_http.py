@@ -283,9 +283,10 @@ def test_a_released_message_is_read_on_its_page_by_each_recipient(vault_system, 
     assert ada.request("DELETE", f"/api/v1/messages/{message_id}").status_code == 409
     assert ada.request("GET", f"/api/v1/messages/{message_id}").json()["state"] == "released"
 
-    log = (Path(vault_system.environ["JICM_DATA_DIR"]).parent / "logs" / "gateway.log")
-    logged = log.read_text()
-    assert "/r/[redacted]" in logged
+    log = Path(vault_system.environ["JICM_DATA_DIR"]).parent / "logs" / "gateway.log"
+    # gunicorn writes the access line just after the answer: wait for it.
+    logged = wait_for(lambda: (text := log.read_text()).count("/r/[redacted]") >= 2 and text,
+                      timeout=10, what="the access log lines of both reads")
     assert alan["read_token"] not in logged and grace["read_token"] not in logged
 
 
