@@ -22,5 +22,7 @@ limit_request_field_size = 8190
 control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
+# Read links, check-in links and mailed tokens never reach the access log.
+logger_class = "gateway.redact.RedactingLogger"
 # No client address: the access log need not hold personal data.
 access_log_format = '"%(r)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'

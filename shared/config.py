@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import tempfile
 from email.utils import parseaddr
@@ -81,6 +82,35 @@ def decode_key(value: str, name: str) -> bytes:
     return raw
 
 
+KEK_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,32}")
+KEK_BYTES = 32
+
+
+def decode_kek(value: str, name: str) -> bytes:
+    """A key-encryption key: base64 of exactly 32 bytes (XChaCha20-Poly1305's key size)."""
+    raw = decode_key(value, name)
+    if len(raw) != KEK_BYTES:
+        raise ValueError(f"{name} must decode to exactly {KEK_BYTES} bytes")
+    return raw
+
+
+def parse_keks(text: str, name: str) -> list[tuple[str | None, bytes]]:
+    """Key-encryption keys written one per line as `id:base64` (or bare `base64`: id unknown).
+
+    Blank lines and `#` comments are skipped. Raises ValueError naming the bad line.
+    """
+    keys: list[tuple[str | None, bytes]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kek_id, sep, encoded = line.rpartition(":")
+        if sep and not KEK_ID_PATTERN.fullmatch(kek_id):
+            raise ValueError(f"{name}, entry {number}: the key id {kek_id!r} is not valid")
+        keys.append((kek_id if sep else None, decode_kek(encoded, f"{name}, entry {number}")))
+    return keys
+
+
 class Settings(BaseSettings):
     """Every setting of every process. Names are the environment variables'."""
 
@@ -97,11 +127,25 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(None, validation_alias=_env("JICM_SECRET_KEY"), repr=False)
     vault_kek: str | None = Field(None, validation_alias=_env("JICM_VAULT_KEK"), repr=False)
     vault_kek_file: Path | None = Field(None, validation_alias=_env("JICM_VAULT_KEK_FILE"))
+    vault_kek_id: str = Field("1", validation_alias=_env("JICM_VAULT_KEK_ID"))
+    vault_old_keks: str | None = Field(
+        None, validation_alias=_env("JICM_VAULT_OLD_KEKS"), repr=False
+    )
 
     min_interval: Annotated[int, Field(ge=1)] = Field(
         86_400, validation_alias=_env("JICM_MIN_INTERVAL")
     )
     policy_version: str = Field("2024-04-29", validation_alias=_env("JICM_POLICY_VERSION"))
+    # The free plan's limits; billing's PlanChanged overrides them per user.
+    max_messages_per_switch: Annotated[int, Field(ge=1)] = Field(
+        3, validation_alias=_env("JICM_MAX_MESSAGES_PER_SWITCH")
+    )
+    max_recipients_per_message: Annotated[int, Field(ge=1)] = Field(
+        3, validation_alias=_env("JICM_MAX_RECIPIENTS_PER_MESSAGE")
+    )
+    max_body_bytes_per_message: Annotated[int, Field(ge=1)] = Field(
+        10_240, validation_alias=_env("JICM_MAX_BODY_BYTES_PER_MESSAGE")
+    )
     password_hash: PasswordHashStrength = Field(
         PasswordHashStrength.INTERACTIVE, validation_alias=_env("JICM_PASSWORD_HASH")
     )
@@ -117,7 +161,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[int, Field(ge=0, le=5)] = Field(
         0, validation_alias=_env("JICM_TRUSTED_PROXIES")
     )
-    services: str = Field("accounts,billing,delivery", validation_alias=_env("JICM_SERVICES"))
+    services: str = Field("accounts,billing,delivery,vault", validation_alias=_env("JICM_SERVICES"))
     verify_token_ttl: Annotated[int, Field(ge=60)] = Field(
         48 * 3600, validation_alias=_env("JICM_VERIFY_TOKEN_TTL")
     )
@@ -224,6 +268,30 @@ class Settings(BaseSettings):
             raise ValueError("must be an address such as Just in Case <no-reply@example.org>")
         return value
 
+
+    @field_validator("vault_kek")
+    @classmethod
+    def _vault_kek(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_kek(value, "JICM_VAULT_KEK")
+        return value
+
+    @field_validator("vault_kek_id")
+    @classmethod
+    def _vault_kek_id(cls, value: str) -> str:
+        if not KEK_ID_PATTERN.fullmatch(value):
+            raise ValueError("must be 1 to 32 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("vault_old_keks")
+    @classmethod
+    def _vault_old_keks(cls, value: str | None) -> str | None:
+        if value:
+            keys = parse_keks(value.replace(",", "\n"), "JICM_VAULT_OLD_KEKS")
+            if any(kek_id is None for kek_id, _ in keys):
+                raise ValueError("each entry must be id:base64")
+        return value or None
+
     @model_validator(mode="after")
     def _production_rules(self) -> Settings:
         if self.env is Mode.PRODUCTION and self.password_hash is PasswordHashStrength.MIN:
@@ -276,10 +344,18 @@ class Settings(BaseSettings):
         return [name.strip() for name in self.services.split(",") if name.strip()]
 
     def require(self, *names: str) -> None:
-        """Fail unless every named environment variable has a value."""
-        missing = [name for name in names if not self._value_of(name)]
+        """Fail unless every named environment variable has a value.
+
+        `"A|B"` asks for either of two variables (a key given inline or as a file).
+        """
+        missing = [
+            name for name in names if not any(self._value_of(one) for one in name.split("|"))
+        ]
         if missing:
-            raise ConfigError([f"{name}: missing (required by this process)" for name in missing])
+            raise ConfigError([
+                f"{name.replace('|', ' or ')}: missing (required by this process)"
+                for name in missing
+            ])
 
     def _value_of(self, env_name: str) -> Any:
         for field_name, info in type(self).model_fields.items():

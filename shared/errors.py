@@ -8,6 +8,7 @@ escapes a service is a bug and becomes a 500 without details.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -18,7 +19,9 @@ class ServiceError(Exception):
     code = "bad_request"
 
     def __init__(self, message: str, code: str | None = None, details: dict | None = None):
-        super().__init__(message, code or self.code, details or {})
+        # nameko turns every number inside exception arguments into a string on the way to
+        # the caller; as JSON text, details arrive with their types (see `rebuild`).
+        super().__init__(message, code or self.code, json.dumps(details or {}))
         self.message = message
         if code:
             self.code = code
@@ -108,4 +111,11 @@ def rebuild(exc_type: str, exc_args: list) -> ServiceError | None:
     if cls is None:
         return None
     message, code, details = [*exc_args, None, None, None][:3]
-    return cls(str(message or cls.code), code=code, details=details or None)
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except ValueError:
+            details = None
+    if not isinstance(details, dict):
+        details = None
+    return cls(str(message or cls.code), code=code, details=details)

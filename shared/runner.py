@@ -60,6 +60,15 @@ def _stop_within(runner: ServiceRunner, seconds: float) -> None:
         runner.kill()
 
 
+def check_settings(name: str, settings: Settings) -> None:
+    """Deeper checks a service module may declare as `check_settings(settings)` (reading a
+    key file, say); they raise ConfigError before anything starts."""
+    module = importlib.import_module(f"services.{name}.service")
+    check = getattr(module, "check_settings", None)
+    if check is not None:
+        check(settings)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] not in SERVICES:
         print(f"usage: python -m shared.runner {{{','.join(SERVICES)}}}", file=sys.stderr)
@@ -67,6 +76,7 @@ def main(argv: list[str]) -> int:
     name = argv[1]
     try:
         settings = load_settings(require=required_settings(name))
+        check_settings(name, settings)
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
@@ -91,7 +101,13 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    runner.start()
+    try:
+        runner.start()
+    except ConfigError as exc:
+        # A dependency found a setting it cannot use (a key file, say): one clear message.
+        print(f"{name}: {exc}", file=sys.stderr)
+        runner.kill()
+        return 2
     log.info("%s started", name)
     runner.wait()
     log.info("%s stopped", name)

@@ -70,9 +70,12 @@ class CheckInMissed(EventData):
 
 
 class ReleasedRecipient(EventData):
+    """`read_token` opens this message for this recipient at `/r/<token>`, nothing else."""
+
     recipient_id: str
     name: str
     email: str
+    read_token: str
 
 
 class MessageReleased(EventData):

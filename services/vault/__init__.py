@@ -1,0 +1,1 @@
+"""The vault: messages encrypted at rest, and their release when a switch fires."""

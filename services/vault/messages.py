@@ -1,0 +1,241 @@
+"""The author's side of the vault: write, list, read, change and delete messages.
+
+Plain code over the repository, the data keys, the scheduler's switch directory and a
+moment in time; the nameko service only wires these together. Another user's message is
+answered exactly like a message that does not exist (404). A released message can no
+longer be changed or deleted (409): it is on its way to its recipients.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from services.vault.keys import DataKeys, MissingDataKey
+from services.vault.limits import (
+    Limits,
+    Size,
+    body_bytes,
+    check_new_message,
+    check_size,
+    limits_for,
+    message_limit_reached,
+)
+from services.vault.schemas import (
+    Message,
+    MessageChanges,
+    MessageCreated,
+    MessageList,
+    MessageSummary,
+    NewMessage,
+    Recipient,
+    normalized_email,
+)
+from services.vault.sealing import Content, Sealer, new_recipients
+from services.vault.storage import SEALED, VaultRepository
+from services.vault.switches import SwitchDirectory, resolve_switch
+from shared.errors import Conflict, InvalidInput, NotFound
+
+# An edit that loses a race with another edit is re-read and retried this many times.
+EDIT_ATTEMPTS = 3
+
+
+def _not_found(message_id: str) -> NotFound:
+    return NotFound(f"you have no message {message_id}", code="message_not_found")
+
+
+def _released(message_id: str, action: str) -> Conflict:
+    return Conflict(f"message {message_id} was released and can no longer be {action}",
+                    code="message_released")
+
+
+def size_of(content: Content) -> Size:
+    return Size(recipients=len(content.recipients), body_bytes=body_bytes(content.body))
+
+
+class Messages:
+    """Use cases of a message's author."""
+
+    def __init__(
+        self,
+        repo: VaultRepository,
+        keys: DataKeys,
+        switches: SwitchDirectory,
+        default_limits: Limits,
+        now: datetime,
+    ) -> None:
+        self.repo = repo
+        self.keys = keys
+        self.switches = switches
+        self.default_limits = default_limits
+        self.now = now
+
+    def _limits(self, user_id: str) -> Limits:
+        return limits_for(self.repo.entitlements, user_id, self.default_limits)
+
+    # Writing ------------------------------------------------------------------------
+
+    def create(self, user_id: str, sender_email: str, draft: NewMessage) -> MessageCreated:
+        """Seal and store a new message in one of the author's switches."""
+        switch_id = resolve_switch(self.switches, user_id, draft.switch_id)
+        content = Content(
+            subject=draft.subject,
+            body=draft.body,
+            sender_email=_sender_email(sender_email),
+            sender_name=draft.sender_name,
+            recipients=new_recipients([(r.name, r.email) for r in draft.recipients]),
+        )
+        limits = self._limits(user_id)
+        check_new_message(limits, size_of(content), self.repo.count_in_switch(switch_id))
+        key = self.keys.get_or_create(user_id, self.now)
+        message_id = str(uuid.uuid4())
+        self.repo.add_message({
+            "_id": message_id,
+            "user_id": user_id,
+            "switch_id": switch_id,
+            "state": SEALED,
+            "rev": 0,
+            **Sealer(key, user_id, message_id, 0).seal_content(content),
+            "inline": draft.inline,
+            "release_delay_seconds": draft.release_delay_seconds,
+            "created_at": self.now,
+            "updated_at": self.now,
+        })
+        if self.repo.count_in_switch(switch_id) > limits.messages_per_switch:
+            # Two writes raced past the check above: take this one back rather than
+            # exceed the plan (both racers may back off; a retry then succeeds).
+            self.repo.delete_sealed(user_id, message_id)
+            raise message_limit_reached(limits)
+        return MessageCreated(id=message_id)
+
+    def update(
+        self, user_id: str, sender_email: str, message_id: str, changes: MessageChanges
+    ) -> Message:
+        """Change a sealed message. Every field is sealed again under the next revision."""
+        for _ in range(EDIT_ATTEMPTS):
+            doc = self._sealed_message(user_id, message_id, "changed")
+            key = self.keys.get(user_id)
+            before = Sealer.of(key, doc).open_content(doc)
+            after = _changed(before, changes, _sender_email(sender_email))
+            switch_id = self._new_switch(user_id, doc, changes)
+            check_size(self._limits(user_id), size_of(after), before=size_of(before))
+            rev = doc["rev"] + 1
+            updated = self.repo.replace_sealed(doc, {
+                **Sealer(key, user_id, message_id, rev).seal_content(after),
+                "switch_id": switch_id,
+                "inline": changes.inline if changes.given("inline") else doc["inline"],
+                "release_delay_seconds": (
+                    changes.release_delay_seconds if changes.given("release_delay_seconds")
+                    else doc["release_delay_seconds"]
+                ),
+                "updated_at": self.now,
+            })
+            if updated is not None:
+                return _message(Sealer.of(key, updated), updated)
+        raise Conflict("the message changed while it was being edited; try again",
+                       code="edit_conflict")
+
+    def _sealed_message(self, user_id: str, message_id: str, action: str) -> dict[str, Any]:
+        doc = self.repo.message_of(user_id, message_id)
+        if doc is None:
+            raise _not_found(message_id)
+        if doc["state"] != SEALED:
+            raise _released(message_id, action)
+        return doc
+
+    def _new_switch(self, user_id: str, doc: dict[str, Any], changes: MessageChanges) -> str:
+        if not changes.given("switch_id") or changes.switch_id == doc["switch_id"]:
+            return doc["switch_id"]
+        switch_id = resolve_switch(self.switches, user_id, changes.switch_id)
+        limits = self._limits(user_id)
+        if self.repo.count_in_switch(switch_id) >= limits.messages_per_switch:
+            raise message_limit_reached(limits)
+        return switch_id
+
+    def delete(self, user_id: str, message_id: str) -> None:
+        """Delete a sealed message for good."""
+        if self.repo.delete_sealed(user_id, message_id):
+            return
+        if self.repo.message_of(user_id, message_id) is None:
+            raise _not_found(message_id)
+        raise _released(message_id, "deleted")
+
+    # Reading ------------------------------------------------------------------------
+
+    def list(self, user_id: str) -> MessageList:
+        """The author's messages with their subjects (bodies stay sealed)."""
+        docs = self.repo.messages_of(user_id)
+        if not docs:
+            return MessageList(messages=[])
+        try:
+            key = self.keys.get(user_id)
+        except MissingDataKey:
+            return MessageList(messages=[])  # the author is being erased
+        return MessageList(messages=[_summary(Sealer.of(key, doc), doc) for doc in docs])
+
+    def get(self, user_id: str, message_id: str) -> Message:
+        """One of the author's messages, opened."""
+        doc = self.repo.message_of(user_id, message_id)
+        if doc is None:
+            raise _not_found(message_id)
+        try:
+            key = self.keys.get(user_id)
+        except MissingDataKey:
+            raise _not_found(message_id) from None  # the author is being erased
+        return _message(Sealer.of(key, doc), doc)
+
+
+def _sender_email(raw: str) -> str:
+    try:
+        return normalized_email(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"the sender's address is not valid: {exc}",
+                           code="invalid_sender") from None
+
+
+def _changed(before: Content, changes: MessageChanges, sender_email: str) -> Content:
+    recipients = before.recipients
+    if changes.given("recipients"):
+        entered = [(r.name, r.email) for r in changes.recipients]
+        recipients = new_recipients(entered, before.recipients)
+    return before.with_changes(
+        subject=changes.subject if changes.given("subject") else before.subject,
+        body=changes.body if changes.given("body") else before.body,
+        sender_name=changes.sender_name if changes.given("sender_name") else before.sender_name,
+        sender_email=sender_email,
+        recipients=recipients,
+    )
+
+
+def _message(sealer: Sealer, doc: dict[str, Any]) -> Message:
+    content = sealer.open_content(doc)
+    return Message(
+        id=doc["_id"],
+        switch_id=doc["switch_id"],
+        subject=content.subject,
+        body=content.body,
+        recipients=[Recipient(id=r.id, name=r.name, email=r.email) for r in content.recipients],
+        sender_name=content.sender_name,
+        inline=doc["inline"],
+        release_delay_seconds=doc["release_delay_seconds"],
+        state=doc["state"],
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        released_at=doc.get("released_at"),
+    )
+
+
+def _summary(sealer: Sealer, doc: dict[str, Any]) -> MessageSummary:
+    return MessageSummary(
+        id=doc["_id"],
+        switch_id=doc["switch_id"],
+        subject=sealer.open_subject(doc),
+        recipient_count=len(doc["recipients"]),
+        inline=doc["inline"],
+        release_delay_seconds=doc["release_delay_seconds"],
+        state=doc["state"],
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        released_at=doc.get("released_at"),
+    )

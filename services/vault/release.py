@@ -1,0 +1,250 @@
+"""The release: when a switch fires, its messages go to their recipients, exactly once.
+
+Two steps, each a compare-and-set, so that any crash in between is recovered by a retry
+and nothing is ever sent twice:
+
+1. **Mark** (on `CheckInMissed`): each sealed message of the switch becomes `released` in
+   one conditional update `{_id, switch_id, state: sealed, rev}` -> `released`, which also
+   mints one read token per recipient (its SHA-256 for the lookup, the token itself sealed
+   with the author's data key) and sets `dispatch_due_at`: the fire time, or later for a
+   farewell letter (`release_delay_seconds`). A redelivered `CheckInMissed` finds nothing
+   sealed and does nothing; a crash half-way leaves some messages released and the rest
+   sealed, and the retry releases the rest.
+2. **Dispatch** (a loop, see `dispatcher.py`): a message whose `dispatch_due_at` has come is
+   claimed with a lease (compare-and-set on that field), its recipients' addresses and
+   tokens are opened, `MessageReleased` is published with publisher confirms, and the
+   message is marked `dispatched_at`. Its event id is derived from the message and the
+   cycle, so a crash between the publish and the mark publishes the very same event
+   again, which consumers recognise and skip.
+
+Why not the document's outbox: an outbox entry is the event in clear, addresses and read
+tokens included, resting in the database until it is relayed. Here the event is built
+from sealed fields at the moment it leaves, so nothing readable ever rests in the store.
+
+The switch has been handed to delivery entirely once none of its messages is sealed
+and every released one has `dispatched_at` (`release_status`).
+
+Reading a released message (delivery's question, or a recipient's read link) opens it
+only once it is released and its release time has come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from services.vault.crypto import DecryptionFailed
+from services.vault.keys import DataKeys, MissingDataKey, UnknownKek
+from services.vault.schemas import ReleasedContent
+from services.vault.sealing import Sealer
+from services.vault.storage import RELEASED, VaultRepository
+from shared.errors import Forbidden, NotFound
+from shared.events import new_event
+from shared.events.schemas import CheckInMissed
+from shared.throttle import Limit, hashed_key
+
+log = logging.getLogger(__name__)
+
+READ_TOKEN_BYTES = 32
+RELEASE_BATCH = 100
+DISPATCH_BATCH = 50
+DISPATCH_LEASE = timedelta(seconds=30)
+RETRY_AFTER_PUBLISH_FAILURE = timedelta(seconds=5)
+# A message that cannot be opened (a KEK missing from the configuration, say) is a
+# problem for an operator; looking again every few minutes keeps the log readable.
+RETRY_AFTER_UNREADABLE = timedelta(minutes=5)
+
+# A read link is the recipient's to keep and reopen; this only stops guessing and scraping.
+READS_PER_CLIENT = Limit("read-released-client", count=60, window_seconds=10 * 60)
+
+# Event ids of MessageReleased are uuid5 in this namespace, over message id and cycle.
+RELEASE_EVENT_NAMESPACE = uuid.UUID("6f0e5c1e-8d3f-4b8e-9a55-3c1c2b7a9d10")
+
+
+class Publisher(Protocol):
+    def publish(self, envelope: dict[str, Any]) -> None: ...
+
+
+def token_hash(token: str) -> str:
+    """Read tokens are looked up, and kept, only as their SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def release_event_id(message_id: str, cycle: int) -> str:
+    """The one event id a message's release ever has."""
+    return str(uuid.uuid5(RELEASE_EVENT_NAMESPACE, f"MessageReleased|{message_id}|{cycle}"))
+
+
+def _token_field(recipient_id: str) -> str:
+    return f"recipient.{recipient_id}.read_token"
+
+
+class Release:
+    """The release of messages, and reading them once released."""
+
+    def __init__(self, repo: VaultRepository, keys: DataKeys, now: datetime) -> None:
+        self.repo = repo
+        self.keys = keys
+        self.now = now
+
+    # 1. Marking a fired switch's messages released -------------------------------------
+
+    def release_switch(self, missed: CheckInMissed) -> int:
+        """Mark every sealed message of the fired switch released. Returns how many."""
+        released = 0
+        while True:
+            docs = self.repo.sealed_in_switch(missed.user_id, missed.switch_id, RELEASE_BATCH)
+            if not docs:
+                return released
+            for doc in docs:
+                released += self._release_one(doc, missed)
+
+    def _release_one(self, doc: dict[str, Any], missed: CheckInMissed) -> int:
+        sealer = Sealer.of(self.keys.get(doc["user_id"]), doc)
+        tokens = {stored["id"]: secrets.token_urlsafe(READ_TOKEN_BYTES)
+                  for stored in doc["recipients"]}
+        hashes = {recipient_id: token_hash(token) for recipient_id, token in tokens.items()}
+        # The lookups go first: a crash before the mark leaves lookups that match no
+        # released message (they never open anything) and the message still sealed.
+        self.repo.add_read_tokens([
+            {"_id": hashes[recipient_id], "message_id": doc["_id"], "user_id": doc["user_id"],
+             "recipient_id": recipient_id, "created_at": self.now}
+            for recipient_id in tokens
+        ])
+        release_at = max(
+            self.now, missed.fired_at + timedelta(seconds=doc["release_delay_seconds"])
+        )
+        marked = self.repo.mark_released(doc, {
+            "released_at": self.now,
+            "fired_at": missed.fired_at,
+            "release_cycle": missed.cycle,
+            "release_at": release_at,
+            "dispatch_due_at": release_at,
+            "read_tokens": {
+                recipient_id: {"hash": hashes[recipient_id],
+                               "token": sealer.seal(_token_field(recipient_id), token)}
+                for recipient_id, token in tokens.items()
+            },
+        })
+        if marked is None:
+            # Edited, deleted or released by someone else meanwhile: the caller looks again.
+            self.repo.drop_read_tokens(list(hashes.values()))
+            return 0
+        self.repo.drop_stale_read_tokens(doc["_id"], keep=list(hashes.values()))
+        log.info("released message %s of switch %s (cycle %s), due %s",
+                 doc["_id"], doc["switch_id"], missed.cycle, release_at.isoformat())
+        return 1
+
+    # 2. Handing released messages to delivery -------------------------------------------
+
+    def dispatch_due(self, publisher: Publisher, batch: int = DISPATCH_BATCH) -> int:
+        """Publish MessageReleased for each message whose release time has come."""
+        dispatched = 0
+        for doc in self.repo.due_dispatches(self.now, batch):
+            claimed = self.repo.claim_dispatch(doc, self.now + DISPATCH_LEASE)
+            if claimed is None:
+                continue  # another dispatcher has it
+            dispatched += self._dispatch(publisher, claimed)
+        return dispatched
+
+    def _dispatch(self, publisher: Publisher, doc: dict[str, Any]) -> int:
+        try:
+            envelope = self.released_event(doc)
+        except (MissingDataKey, UnknownKek, DecryptionFailed) as exc:
+            log.error("message %s cannot be opened for its release (%s); looking again in %s",
+                      doc["_id"], exc, RETRY_AFTER_UNREADABLE)
+            self.repo.postpone_dispatch(doc, self.now + RETRY_AFTER_UNREADABLE)
+            return 0
+        try:
+            publisher.publish(envelope)
+        except Exception:
+            log.exception("publishing the release of message %s failed; retrying", doc["_id"])
+            self.repo.postpone_dispatch(doc, self.now + RETRY_AFTER_PUBLISH_FAILURE)
+            return 0
+        self.repo.finish_dispatch(doc, self.now)
+        log.info("handed message %s to delivery (%d recipients)",
+                 doc["_id"], len(doc["recipients"]))
+        return 1
+
+    def released_event(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The MessageReleased envelope of a released message: ids, names, addresses, tokens."""
+        sealer = Sealer.of(self.keys.get(doc["user_id"]), doc)
+        recipients = []
+        for stored in doc["recipients"]:
+            recipient = sealer.open_recipient(stored)
+            token = sealer.open(_token_field(recipient.id),
+                                doc["read_tokens"][recipient.id]["token"])
+            recipients.append({"recipient_id": recipient.id, "name": recipient.name,
+                               "email": recipient.email, "read_token": token})
+        envelope = new_event(
+            "MessageReleased",
+            {
+                "user_id": doc["user_id"],
+                "switch_id": doc["switch_id"],
+                "message_id": doc["_id"],
+                "sender_name": sealer.open_sender(doc),
+                "recipients": recipients,
+                "inline": doc["inline"],
+            },
+            producer="vault",
+            now=self.now,
+        )
+        return {**envelope, "event_id": release_event_id(doc["_id"], doc["release_cycle"])}
+
+    def release_status(self, switch_id: str) -> dict[str, Any]:
+        """How far the switch's release has got; `complete` once all was handed to delivery."""
+        counts = self.repo.switch_counts(switch_id)
+        complete = counts["sealed"] == 0 and counts["waiting"] == 0
+        return {"switch_id": switch_id, **counts, "complete": complete}
+
+    # Reading released messages ---------------------------------------------------------
+
+    def released_content(self, message_id: str, recipient_id: str) -> ReleasedContent:
+        """A released message as `recipient_id` reads it (delivery's question)."""
+        doc = self.repo.message(message_id)
+        if doc is None or not any(r["id"] == recipient_id for r in doc["recipients"]):
+            raise NotFound(f"no message {message_id} for recipient {recipient_id}",
+                           code="message_not_found")
+        if not self._readable(doc):
+            raise Forbidden(f"message {message_id} has not been released",
+                            code="message_not_released")
+        return self._content(doc, recipient_id)
+
+    def read_released(self, token: str, client_ip: str | None) -> ReleasedContent:
+        """The released message a read link opens; the same 404 for anything else."""
+        if client_ip:
+            self.repo.throttle.consume(READS_PER_CLIENT, hashed_key(client_ip), self.now)
+        lookup = self.repo.read_token(token_hash(token))
+        doc = self.repo.message(lookup["message_id"]) if lookup else None
+        if lookup is None or doc is None or not self._readable(doc):
+            raise _unknown_link()
+        minted = doc.get("read_tokens", {}).get(lookup["recipient_id"], {})
+        if not hmac.compare_digest(str(minted.get("hash", "")), lookup["_id"]):
+            raise _unknown_link()  # a lookup left by a crashed release: never valid
+        return self._content(doc, lookup["recipient_id"])
+
+    def _readable(self, doc: dict[str, Any]) -> bool:
+        return doc["state"] == RELEASED and doc["release_at"] <= self.now
+
+    def _content(self, doc: dict[str, Any], recipient_id: str) -> ReleasedContent:
+        sealer = Sealer.of(self.keys.get(doc["user_id"]), doc)
+        stored = next(r for r in doc["recipients"] if r["id"] == recipient_id)
+        return ReleasedContent(
+            message_id=doc["_id"],
+            recipient_id=recipient_id,
+            recipient_name=sealer.open_recipient(stored).name,
+            sender_name=sealer.open_sender(doc),
+            subject=sealer.open("subject", doc["subject"]),
+            body=sealer.open("body", doc["body"]),
+            inline=doc["inline"],
+            released_at=doc["release_at"],
+        )
+
+
+def _unknown_link() -> NotFound:
+    return NotFound("this link does not open any message", code="unknown_read_link")

@@ -1,0 +1,120 @@
+"""The vault service: nameko entrypoints only; the rules live in `messages.py`,
+`release.py`, `limits.py` and `erasure.py`."""
+
+from __future__ import annotations
+
+from nameko.rpc import RpcProxy, rpc
+
+from services.vault.dependencies import ReleaseDispatcher, VaultKeys
+from services.vault.erasure import erase_user
+from services.vault.keys import keyring_from_settings
+from services.vault.limits import default_limits, record_plan_change
+from services.vault.messages import Messages
+from services.vault.release import Release
+from services.vault.schemas import MessageChanges, NewMessage
+from services.vault.storage import INDEXES, VaultRepository
+from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
+from shared.config import Settings
+from shared.dependencies import Clock, Config, LogContext
+from shared.errors import ServiceError
+from shared.events import Event, event_handler
+from shared.health import health_report
+from shared.storage.provider import Storage
+
+# The key-encryption key, inline or as a key file.
+REQUIRED_SETTINGS = ("JICM_VAULT_KEK|JICM_VAULT_KEK_FILE",)
+
+
+def check_settings(settings: Settings) -> None:
+    """Read the keyring once before starting: a bad key file stops the process cleanly."""
+    keyring_from_settings(settings)
+
+
+class VaultService:
+    name = "vault"
+
+    log_context = LogContext()
+    settings = Config()
+    clock = Clock()
+    store = Storage(INDEXES, repository=VaultRepository)
+    keys = VaultKeys()
+    dispatcher = ReleaseDispatcher()
+    # Requests expire in the queue: a scheduler that comes back late never runs stale ones.
+    scheduler = RpcProxy("scheduler", expiration=SCHEDULER_TIMEOUT_SECONDS)
+
+    def _data_keys(self):
+        return self.keys.data_keys(self.store)
+
+    def _messages(self) -> Messages:
+        return Messages(
+            self.store,
+            self._data_keys(),
+            SchedulerSwitches(self.scheduler),
+            default_limits(self.settings),
+            self.clock.now(),
+        )
+
+    def _release(self) -> Release:
+        return Release(self.store, self._data_keys(), self.clock.now())
+
+    # The author's messages ---------------------------------------------------------------
+
+    @rpc(expected_exceptions=ServiceError)
+    def create_message(self, user_id: str, sender_email: str, request: dict) -> dict:
+        created = self._messages().create(user_id, sender_email, NewMessage.model_validate(request))
+        return created.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def list_messages(self, user_id: str) -> dict:
+        return self._messages().list(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def get_message(self, user_id: str, message_id: str) -> dict:
+        return self._messages().get(user_id, message_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def update_message(self, user_id: str, sender_email: str, message_id: str,
+                       changes: dict) -> dict:
+        message = self._messages().update(
+            user_id, sender_email, message_id, MessageChanges.model_validate(changes)
+        )
+        return message.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def delete_message(self, user_id: str, message_id: str) -> None:
+        self._messages().delete(user_id, message_id)
+
+    # The release ---------------------------------------------------------------------------
+
+    @event_handler("CheckInMissed")
+    def on_check_in_missed(self, event: Event) -> None:
+        if self._release().release_switch(event.data):
+            self.dispatcher.wake()
+
+    @rpc(expected_exceptions=ServiceError)
+    def release_status(self, switch_id: str) -> dict:
+        return self._release().release_status(switch_id)
+
+    @rpc(expected_exceptions=ServiceError)
+    def released_content(self, message_id: str, recipient_id: str) -> dict:
+        return self._release().released_content(message_id, recipient_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def read_released(self, token: str, client: dict) -> dict:
+        content = self._release().read_released(token, client.get("ip"))
+        return content.model_dump(mode="json")
+
+    # Plans and erasure -----------------------------------------------------------------------
+
+    @event_handler("PlanChanged")
+    def on_plan_changed(self, event: Event) -> None:
+        record_plan_change(self.store.entitlements, event.data.user_id, event.data,
+                           event.occurred_at)
+
+    @rpc(expected_exceptions=ServiceError)
+    def erase_user(self, user_id: str) -> dict:
+        return erase_user(self.store, self._data_keys(), user_id)
+
+    @rpc
+    def health(self) -> dict:
+        return health_report(self.name, self.store.messages)

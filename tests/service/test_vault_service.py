@@ -1,0 +1,395 @@
+"""The vault on the real RabbitMQ: written to over RPC as the gateway does, releasing on
+CheckInMissed exactly once through crashes and redeliveries, rotating its KEK while
+messages are being written, and keeping nothing readable at rest.
+
+The scheduler is not merged yet: a stand-in (`tests/standins/scheduler.py`) answers the
+vault's two questions about switches."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import eventlet
+import pytest
+from nameko.testing.utils import get_extension
+
+from gateway.rpc import RemoteError, RpcClientPool
+from services.vault.dependencies import ReleaseDispatcher
+from services.vault.keys import DataKeyCache, DataKeys, keyring_from_settings
+from services.vault.limits import default_limits
+from services.vault.messages import Messages
+from services.vault.release import Release, release_event_id
+from services.vault.schemas import NewMessage
+from services.vault.service import VaultService
+from services.vault.storage import INDEXES, VaultRepository
+from shared.clock import SystemClock
+from shared.config import SETTINGS_CONFIG_KEY, load_settings
+from shared.errors import rebuild
+from shared.events import event_handler, new_event
+from shared.events.schemas import CheckInMissed
+from shared.storage import open_database
+from shared.storage.provider import Storage, database_of
+from tests.helpers import wait_for
+from tests.service.vault_helpers import EventTap, check_in_missed, publish, stored_bytes
+from tests.standins.scheduler import StandInScheduler
+from tests.unit.vault_fixtures import Switches
+
+pytestmark = pytest.mark.service
+
+REPO = Path(__file__).resolve().parents[2]
+HEARD: list = []
+
+
+class ReleaseListener:
+    """A consumer of MessageReleased like delivery will be: it deduplicates by event id."""
+
+    name = "release_listener"
+    store = Storage({})
+
+    @event_handler("MessageReleased")
+    def on_message_released(self, event) -> None:
+        HEARD.append(event.data.message_id)
+
+
+@pytest.fixture(autouse=True)
+def _clear():
+    HEARD.clear()
+
+
+@pytest.fixture
+def scheduler(container_factory, service_config):
+    container = container_factory(StandInScheduler, service_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def vault(container_factory, service_config, scheduler):
+    container = container_factory(VaultService, service_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def rpc(service_config):
+    pool = RpcClientPool(service_config["AMQP_URI"], size=4, timeout=15)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def tap(service_config):
+    tap = EventTap(service_config["AMQP_URI"], "MessageReleased")
+    yield tap
+    tap.close()
+
+
+def time_now():
+    return SystemClock().now()
+
+
+def draft(subject="For the family", body="The code of the safe is 4921.",
+          recipients=(("Grace Hopper", "grace@example.org"),), **more) -> dict:
+    return {"subject": subject, "body": body,
+            "recipients": [{"name": n, "email": e} for n, e in recipients], **more}
+
+
+def write(rpc, user_id="ada", **fields) -> str:
+    return rpc.call("vault", "create_message", user_id, f"{user_id}@example.org",
+                    draft(**fields))["id"]
+
+
+def released_of(tap: EventTap, count: int) -> list[dict]:
+    return wait_for(lambda: (events := tap.drain()) and len(events) >= count and events,
+                    timeout=20, what=f"{count} MessageReleased")
+
+
+def settle(vault_container) -> None:
+    """Run the dispatcher once more by hand: whatever was due has now left."""
+    get_extension(vault_container, ReleaseDispatcher).dispatch_now()
+
+
+# Nothing readable at rest ---------------------------------------------------------------
+
+SECRETS = {
+    "subject": "Unter dem Apfelbaum 🍎",
+    "body": "The key is taped under the third drawer; PIN 80417.",
+    "names": ("Wilhelmina Quartermaine", "Bartholomew Oyelaran-Fitz"),
+    "addresses": ("wilhelmina.q@example.org", "b.oyelaran@example.net"),
+    "sender": "Ada Byron King",
+}
+
+
+def test_a_dump_of_the_vault_holds_no_plaintext_and_no_address(vault, rpc, tap, settings):
+    recipients = tuple(zip(SECRETS["names"], SECRETS["addresses"], strict=True))
+    for user in ("ada", "eve"):
+        write(rpc, user, subject=SECRETS["subject"], body=SECRETS["body"],
+              recipients=recipients, sender_name=SECRETS["sender"])
+    message_id = write(rpc, "ada", subject="Second", body=SECRETS["body"] + " (copy)",
+                       recipients=recipients[:1], switch_id="extra-ada-1")
+    rpc.call("vault", "update_message", "ada", "ada@example.org", message_id,
+             {"body": SECRETS["body"] + " (edited)"})
+    publish(settings.amqp_uri, check_in_missed("ada", "default-ada"))
+    tokens = [r["read_token"] for e in released_of(tap, 1) for r in e["data"]["recipients"]]
+    readable = [SECRETS["subject"], SECRETS["body"], "PIN 80417", SECRETS["sender"],
+                *SECRETS["names"], *SECRETS["addresses"], "ada@example.org",
+                "eve@example.org", *tokens]
+
+    raw = stored_bytes(settings.data_dir)
+    with sqlite3.connect(settings.data_dir / "vault.sqlite3") as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master "
+                                               "WHERE type = 'table'")]
+        rows = "\n".join(str(db.execute(f"SELECT * FROM {table}").fetchall())  # noqa: S608
+                         for table in tables)
+    assert {"messages", "data_keys", "read_tokens"} <= set(tables)
+    for text in readable:
+        assert text.encode() not in raw, f"{text!r} rests readable in the file"
+        assert text not in rows, f"{text!r} rests readable in a row"
+    # ...while the author can still read everything back.
+    listed = rpc.call("vault", "list_messages", "ada")["messages"]
+    assert {m["subject"] for m in listed} == {SECRETS["subject"], "Second"}
+
+
+# The release ------------------------------------------------------------------------------
+
+
+def test_check_in_missed_releases_one_event_per_message_with_addresses_and_tokens_only(
+    vault, rpc, tap, settings
+):
+    three = (("Grace", "grace@example.org"), ("Alan", "alan@example.org"),
+             ("Kurt", "kurt@example.org"))
+    first = write(rpc, recipients=three)
+    second = write(rpc, recipients=three[:2], subject="Another", body="Another text",
+                   inline=True)
+    untouched = write(rpc, switch_id="extra-ada-9")
+    publish(settings.amqp_uri, check_in_missed("ada", "default-ada", cycle=7))
+
+    events = released_of(tap, 2)
+    assert sorted(e["data"]["message_id"] for e in events) == sorted([first, second])
+    by_message = {e["data"]["message_id"]: e for e in events}
+    assert by_message[first]["event_id"] == release_event_id(first, 7)
+    assert [r["email"] for r in by_message[first]["data"]["recipients"]] == [
+        "grace@example.org", "alan@example.org", "kurt@example.org"]
+    assert by_message[second]["data"]["inline"] is True
+    for raw in tap.raw:
+        for text in (b"4921", b"For the family", b"Another text"):
+            assert text not in raw, "no message content travels on the broker"
+
+    token = by_message[first]["data"]["recipients"][1]["read_token"]
+    read = rpc.call("vault", "read_released", token, {"ip": "203.0.113.5"})
+    assert (read["recipient_name"], read["body"]) == ("Alan", "The code of the safe is 4921.")
+    recipient_id = by_message[second]["data"]["recipients"][0]["recipient_id"]
+    content = rpc.call("vault", "released_content", second, recipient_id)
+    assert content["subject"] == "Another"
+    assert rpc.call("vault", "get_message", "ada", untouched)["state"] == "sealed"
+    status = rpc.call("vault", "release_status", "default-ada")
+    assert status == {"switch_id": "default-ada", "sealed": 0, "released": 2, "waiting": 0,
+                      "complete": True}
+
+
+def test_check_in_missed_delivered_twice_releases_nothing_more(vault, rpc, tap, settings):
+    write(rpc)
+    write(rpc)
+    missed = check_in_missed("ada", "default-ada")
+    publish(settings.amqp_uri, missed)
+    released_of(tap, 2)
+    publish(settings.amqp_uri, missed)  # the same event again
+    resent = {**check_in_missed("ada", "default-ada"), "data": missed["data"]}
+    publish(settings.amqp_uri, resent)  # and the same fact under a new event id
+    records = database_of(vault).collection("processed_events")
+    wait_for(lambda: records.count({"event_id": resent["event_id"], "state": "done"}) == 1,
+             timeout=20, what="the second CheckInMissed to be handled")
+    settle(vault)
+    assert len(tap.drain()) == 2
+
+
+def test_a_sealed_message_is_not_given_to_anyone(vault, rpc):
+    message_id = write(rpc)
+    recipient = rpc.call("vault", "get_message", "ada", message_id)["recipients"][0]
+    with pytest.raises(RemoteError) as refused:
+        rpc.call("vault", "released_content", message_id, recipient["id"])
+    assert refused.value.exc_type == "Forbidden"
+    with pytest.raises(RemoteError) as unknown:
+        rpc.call("vault", "read_released", "a-token-nobody-was-ever-given", {})
+    assert unknown.value.exc_type == "NotFound"
+
+
+def seed_half_released(settings, amqp_uri) -> tuple[str, str]:
+    """The state a vault leaves when it dies in the middle of a release: the first message
+    released and its event published but not yet marked as handed over, the second sealed."""
+    db = open_database("vault", mongo_uri=None, data_dir=settings.data_dir)
+    for name, indexes in INDEXES.items():
+        db.ensure_indexes(name, indexes)
+    repo = VaultRepository(db)
+    keys = DataKeys(repo.data_keys, keyring_from_settings(settings), DataKeyCache())
+    now = time_now()
+    messages = Messages(repo, keys, Switches(), default_limits(settings), now)
+    first = messages.create("ada", "ada@example.org", NewMessage.model_validate(draft())).id
+    second = messages.create("ada", "ada@example.org", NewMessage.model_validate(draft())).id
+    release = Release(repo, keys, now)
+    fired = CheckInMissed(user_id="ada", switch_id="default-ada", cycle=3, deadline=now,
+                          fired_at=now)
+    release._release_one(repo.message(first), fired)
+    publish(amqp_uri, release.released_event(repo.message(first)))  # then the process died
+    db.close()
+    return first, second
+
+
+def test_a_release_interrupted_by_a_crash_is_finished_exactly_once(
+    container_factory, service_config, scheduler, settings, tap
+):
+    listener = container_factory(ReleaseListener, service_config)
+    listener.start()
+    first, second = seed_half_released(settings, settings.amqp_uri)
+    vault = container_factory(VaultService, service_config)
+    vault.start()  # the vault comes back, and CheckInMissed is redelivered
+    publish(settings.amqp_uri, check_in_missed("ada", "default-ada", cycle=3))
+
+    events = released_of(tap, 3)
+    ids = {}
+    for event in events:
+        ids.setdefault(event["data"]["message_id"], set()).add(event["event_id"])
+    assert ids == {first: {release_event_id(first, 3)}, second: {release_event_id(second, 3)}}
+    wait_for(lambda: sorted(HEARD) == sorted([first, second]), timeout=20)
+    settle(vault)
+    assert sorted(HEARD) == sorted([first, second]), "each message handled once downstream"
+
+
+# Plans, erasure, the scheduler ----------------------------------------------------------------
+
+
+def test_a_plan_change_sets_the_limits_the_vault_applies(vault, rpc, settings):
+    entitlements = {"switches": 1, "messages_per_switch": 1, "recipients_per_message": 3,
+                    "body_bytes": 10_240}
+    publish(settings.amqp_uri, new_event(
+        "PlanChanged", {"user_id": "ada", "plan": "free", "status": "canceled",
+                        "entitlements": entitlements},
+        producer="billing", now=time_now()))
+    kept = database_of(vault).collection("entitlements")
+    wait_for(lambda: kept.get("ada") is not None, timeout=20, what="the plan to be recorded")
+    write(rpc)
+    with pytest.raises(RemoteError) as refused:
+        write(rpc)
+    error = rebuild(refused.value.exc_type, refused.value.exc_args)
+    assert (error.status, error.code) == (402, "plan_limit_reached")
+    assert error.details == {"limit": "messages_per_switch", "value": 1}
+
+
+def test_erasing_a_user_shreds_the_key_and_deletes_the_messages(vault, rpc):
+    message_id = write(rpc)
+    write(rpc, "eve")
+    summary = rpc.call("vault", "erase_user", "ada")
+    assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "entitlements": 0}
+    with pytest.raises(RemoteError) as gone:
+        rpc.call("vault", "get_message", "ada", message_id)
+    assert gone.value.exc_type == "NotFound"
+    assert database_of(vault).collection("data_keys").get("ada") is None
+    assert rpc.call("vault", "erase_user", "ada")["messages"] == 0
+    assert len(rpc.call("vault", "list_messages", "eve")["messages"]) == 1
+
+
+def test_without_a_scheduler_writing_fails_at_once_with_a_503(container_factory, service_config,
+                                                              rpc):
+    container_factory(VaultService, service_config).start()
+    with pytest.raises(RemoteError) as refused:
+        write(rpc)
+    assert refused.value.exc_type == "Unavailable"
+    assert refused.value.exc_args[1] == "scheduler_unavailable"
+
+
+def test_a_scheduler_that_stopped_answering_makes_writing_fail_within_its_deadline(
+    vault, scheduler, rpc
+):
+    write(rpc)
+    scheduler.stop()  # its queue stays: requests wait there, and expire
+    started = time.monotonic()
+    with pytest.raises(RemoteError) as refused:
+        write(rpc)
+    assert refused.value.exc_type == "Unavailable"
+    assert time.monotonic() - started < 6
+
+
+def test_the_vault_answers_the_readiness_probe(vault, rpc):
+    assert rpc.call("vault", "health")["status"] == "ok"
+
+
+# KEK rotation while the vault runs --------------------------------------------------------------
+
+
+def kek() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def vault_settings(base, **keys):
+    environ = {"JICM_ENV": "test", "AMQP_URI": base.amqp_uri, "JICM_DATA_DIR": str(base.data_dir),
+               **keys}
+    return environ, load_settings(environ)
+
+
+def test_rotating_the_kek_while_messages_are_written_loses_nothing(
+    container_factory, service_config, scheduler, settings, rpc
+):
+    old, new = kek(), kek()
+    _, first = vault_settings(settings, JICM_VAULT_KEK=old, JICM_VAULT_KEK_ID="1")
+    rotation_env, second = vault_settings(settings, JICM_VAULT_KEK=new, JICM_VAULT_KEK_ID="2",
+                                          JICM_VAULT_OLD_KEKS=f"1:{old}")
+    _, third = vault_settings(settings, JICM_VAULT_KEK=new, JICM_VAULT_KEK_ID="2")
+
+    # Under the old KEK: messages, and many more users' keys, so the rotation takes a while.
+    before = container_factory(VaultService, {**service_config, SETTINGS_CONFIG_KEY: first})
+    before.start()
+    written = {write(rpc, f"user-{n}", body=f"message {n}"): f"user-{n}" for n in range(5)}
+    keys = DataKeys(database_of(before).collection("data_keys"), keyring_from_settings(first),
+                    DataKeyCache())
+    for n in range(300):
+        keys.get_or_create(f"quiet-{n}", time_now())
+    before.stop()
+
+    # The new KEK is current, the old one kept: old keys still open.
+    during = container_factory(VaultService, {**service_config, SETTINGS_CONFIG_KEY: second})
+    during.start()
+    for message_id, user in written.items():
+        assert rpc.call("vault", "get_message", user, message_id)["body"].startswith("message")
+
+    stop = []
+
+    def writer(number: int) -> None:
+        round_ = 0
+        while not stop:
+            user = f"user-{round_ % 5}" if number % 2 else f"new-{number}-{round_}"
+            body = f"written during rotation {number}/{round_}"
+            written[write(rpc, user, body=body, switch_id=f"extra-{user}-{round_}")] = user
+            round_ += 1
+
+    writers = [eventlet.spawn(writer, n) for n in range(4)]
+    rotation = subprocess.Popen(
+        [sys.executable, "-m", "services.vault.rotate", "--quiet", "--batch", "25"],
+        cwd=REPO, env={**os.environ, **rotation_env}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    while rotation.poll() is None:
+        eventlet.sleep(0.05)
+    stop.append(True)
+    for greenlet in writers:
+        greenlet.wait()
+    output = rotation.stdout.read()
+    assert rotation.returncode == 0, output
+    assert "re-wrapped" in output
+    assert len(written) > 5, "messages were written while the rotation ran"
+    during.stop()
+
+    # The old KEK removed: every message, old and new, still opens.
+    after = container_factory(VaultService, {**service_config, SETTINGS_CONFIG_KEY: third})
+    after.start()
+    assert database_of(after).collection("data_keys").count({"kek_id": {"$ne": "2"}}) == 0
+    for message_id, user in written.items():
+        assert rpc.call("vault", "get_message", user, message_id)["body"]
+    check = subprocess.run([sys.executable, "-m", "services.vault.rotate", "--check"], cwd=REPO,
+                           env={**os.environ, **rotation_env}, capture_output=True, text=True,
+                           check=False)
+    assert check.returncode == 0, check.stderr

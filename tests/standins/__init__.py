@@ -1,0 +1,1 @@
+"""Stand-ins for services that other branches are building, used only by tests."""

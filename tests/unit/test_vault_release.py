@@ -1,0 +1,404 @@
+"""The release, step by step on a real store: marking a fired switch's messages released,
+handing them to delivery exactly once, reading them back, crypto-shredding, and the
+KEK rotation."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+
+from services.vault.crypto import DecryptionFailed
+from services.vault.erasure import erase_user
+from services.vault.keys import Kek, Keyring, MissingDataKey
+from services.vault.release import release_event_id
+from services.vault.rotate import describe, keys_to_rotate, rotate
+from services.vault.schemas import MessageChanges
+from shared.errors import Forbidden, NotFound, RateLimited
+from shared.events import parse_event
+from shared.events.schemas import CheckInMissed
+from tests.unit.vault_fixtures import START, Vault, default_switch
+
+TWO = [{"name": "Grace", "email": "grace@example.org"}, {"name": "Alan", "email": "alan@ex.org"}]
+
+
+@pytest.fixture
+def vault(tmp_path):
+    vault = Vault(tmp_path)
+    yield vault
+    vault.close()
+
+
+def missed(vault: Vault, user_id: str = "ada", cycle: int = 4) -> CheckInMissed:
+    return CheckInMissed(user_id=user_id, switch_id=default_switch(user_id), cycle=cycle,
+                         deadline=START, fired_at=vault.clock.now())
+
+
+def released_events(vault: Vault) -> list:
+    return [parse_event(envelope) for envelope in vault.published.envelopes]
+
+
+# Marking -------------------------------------------------------------------------------
+
+
+def test_a_fired_switch_releases_its_messages_and_only_its_own(vault):
+    mine = [vault.write(), vault.write(recipients=TWO)]
+    other_switch = vault.write(switch_id="extra-ada-2")
+    someone_else = vault.write("eve")
+    assert vault.release().release_switch(missed(vault)) == 2
+    states = {doc["_id"]: doc["state"] for doc in vault.repo.messages.find({})}
+    assert [states[m] for m in mine] == ["released", "released"]
+    assert states[other_switch] == states[someone_else] == "sealed"
+
+
+def test_a_switch_id_of_another_user_releases_nothing(vault):
+    vault.write("ada")
+    forged = CheckInMissed(user_id="eve", switch_id="default-ada", cycle=1, deadline=START,
+                           fired_at=START)
+    assert vault.release().release_switch(forged) == 0
+    assert vault.repo.switch_counts("default-ada")["sealed"] == 1
+
+
+def test_check_in_missed_twice_releases_once(vault):
+    vault.write()
+    assert vault.release().release_switch(missed(vault)) == 1
+    assert vault.release().release_switch(missed(vault)) == 0
+    vault.release().dispatch_due(vault.published)
+    vault.release().release_switch(missed(vault))
+    assert vault.release().dispatch_due(vault.published) == 0
+    assert len(vault.published.envelopes) == 1
+
+
+def test_two_workers_releasing_the_same_switch_at_once_release_each_message_once(vault):
+    vault.write()
+    real_mark = vault.repo.mark_released
+    other_worker = []
+
+    def the_other_worker_gets_there_first(doc, release):
+        if not other_worker:
+            other_worker.append("running")
+            vault.repo.mark_released = real_mark
+            other_worker.append(vault.release().release_switch(missed(vault)))
+        return real_mark(doc, release)  # our read is stale now: this must not match
+
+    vault.repo.mark_released = the_other_worker_gets_there_first
+    assert vault.release().release_switch(missed(vault)) == 0
+    assert other_worker == ["running", 1]
+    vault.release().dispatch_due(vault.published)
+    [event] = released_events(vault)
+    token = event.data.recipients[0].read_token
+    assert vault.release().read_released(token, None).subject == "For the family"
+    assert vault.repo.read_tokens.count({}) == 1
+
+
+def test_a_crash_between_two_messages_is_finished_by_the_retry_exactly_once(vault):
+    first, second = vault.write(), vault.write()
+    real_mark = vault.repo.mark_released
+    crashed = []
+
+    def crash_before_the_second(doc, release):
+        if doc["_id"] == second and not crashed:
+            crashed.append(True)
+            raise RuntimeError("the process died here")
+        return real_mark(doc, release)
+
+    vault.repo.mark_released = crash_before_the_second
+    with pytest.raises(RuntimeError):
+        vault.release().release_switch(missed(vault))
+    assert vault.repo.switch_counts("default-ada") == {"sealed": 1, "released": 1, "waiting": 1}
+    vault.release().dispatch_due(vault.published)  # the first leaves meanwhile
+    assert vault.release().release_switch(missed(vault)) == 1  # the retry
+    vault.release().dispatch_due(vault.published)
+    assert sorted(e.data.message_id for e in released_events(vault)) == sorted([first, second])
+
+
+def test_a_crash_after_minting_tokens_leaves_none_that_open_anything(vault):
+    message_id = vault.write()
+    real_mark = vault.repo.mark_released
+
+    def die_before_marking(doc, release):
+        raise RuntimeError("the process died here")
+
+    vault.repo.mark_released = die_before_marking
+    with pytest.raises(RuntimeError):
+        vault.release().release_switch(missed(vault))
+    [orphan] = vault.repo.read_tokens.find({})
+    vault.repo.mark_released = real_mark
+    vault.release().release_switch(missed(vault))
+    assert vault.repo.read_token(orphan["_id"]) is None, "the retry cleans up after the crash"
+    assert vault.repo.read_tokens.count({"message_id": message_id}) == 1
+
+
+def test_an_edit_racing_the_release_is_released_at_its_new_revision(vault):
+    message_id = vault.write()
+    real_mark = vault.repo.mark_released
+    raced = []
+
+    def edit_lands_first(doc, release):
+        if not raced:
+            raced.append(True)
+            vault.messages().update("ada", "ada@example.org", message_id,
+                                    MessageChanges(body="the last word"))
+        return real_mark(doc, release)
+
+    vault.repo.mark_released = edit_lands_first
+    assert vault.release().release_switch(missed(vault)) == 1
+    vault.release().dispatch_due(vault.published)
+    [event] = released_events(vault)
+    token = event.data.recipients[0].read_token
+    assert vault.release().read_released(token, None).body == "the last word"
+
+
+# Dispatching -----------------------------------------------------------------------------
+
+
+def test_each_released_message_becomes_one_event_with_addresses_and_tokens_but_no_text(vault):
+    message_id = vault.write(recipients=TWO, sender_name="Ada Lovelace", inline=True)
+    vault.release().release_switch(missed(vault, cycle=4))
+    assert vault.release().dispatch_due(vault.published) == 1
+    [envelope] = vault.published.envelopes
+    event = parse_event(envelope)
+    assert event.event_id == release_event_id(message_id, 4)
+    assert event.data.message_id == message_id
+    assert event.data.switch_id == "default-ada"
+    assert event.data.sender_name == "Ada Lovelace (ada@example.org)"
+    assert event.data.inline is True
+    assert [(r.name, r.email) for r in event.data.recipients] == [
+        ("Grace", "grace@example.org"), ("Alan", "alan@ex.org")]
+    tokens = [r.read_token for r in event.data.recipients]
+    assert len(set(tokens)) == 2 and all(len(t) >= 40 for t in tokens)
+    assert "4921" not in str(envelope) and "For the family" not in str(envelope)
+    stored = str(vault.repo.messages.find({})) + str(vault.repo.read_tokens.find({}))
+    assert not any(token in stored for token in tokens), "tokens rest only as hashes"
+
+
+def test_a_crash_between_publishing_and_marking_publishes_the_same_event_again(vault):
+    vault.write()
+    vault.release().release_switch(missed(vault))
+    vault.repo.finish_dispatch = lambda doc, now: None  # the process died after the publish
+    vault.release().dispatch_due(vault.published)
+    vault.clock.advance(31)  # its claim expires
+    del vault.repo.finish_dispatch
+    vault.release().dispatch_due(vault.published)
+    first, again = released_events(vault)
+    assert first.event_id == again.event_id, "consumers will recognise and skip the copy"
+    assert first.data.recipients == again.data.recipients, "the same links, too"
+    vault.clock.advance(60)
+    assert vault.release().dispatch_due(vault.published) == 0
+
+
+def test_a_failed_publish_is_retried_until_the_broker_takes_it(vault):
+    vault.write()
+    vault.release().release_switch(missed(vault))
+    vault.published.fail = 1
+    assert vault.release().dispatch_due(vault.published) == 0
+    assert vault.release().dispatch_due(vault.published) == 0, "not before its retry time"
+    vault.clock.advance(5)
+    assert vault.release().dispatch_due(vault.published) == 1
+
+
+def test_a_farewell_letter_waits_for_its_delay_after_the_fire(vault):
+    at_once = vault.write()
+    later = vault.write(release_delay_seconds=3600)
+    vault.release().release_switch(missed(vault))
+    vault.release().dispatch_due(vault.published)
+    assert [e.data.message_id for e in released_events(vault)] == [at_once]
+    status = vault.release().release_status("default-ada")
+    assert status == {"switch_id": "default-ada", "sealed": 0, "released": 2, "waiting": 1,
+                      "complete": False}
+    vault.clock.advance(3599)
+    assert vault.release().dispatch_due(vault.published) == 0
+    vault.clock.advance(1)
+    assert vault.release().dispatch_due(vault.published) == 1
+    assert released_events(vault)[-1].data.message_id == later
+    assert vault.release().release_status("default-ada")["complete"] is True
+
+
+def test_the_delay_counts_from_the_fire_not_from_when_the_vault_heard_of_it(vault):
+    vault.write(release_delay_seconds=600)
+    fired = missed(vault)
+    vault.clock.advance(900)  # the vault was down for a quarter of an hour
+    vault.release().release_switch(fired)
+    assert vault.release().dispatch_due(vault.published) == 1
+
+
+def test_a_switch_without_messages_is_complete_at_once(vault):
+    vault.release().release_switch(missed(vault))
+    assert vault.release().release_status("default-ada")["complete"] is True
+
+
+def test_two_dispatchers_hand_each_message_over_once(vault, tmp_path):
+    for _ in range(3):
+        vault.write()
+    vault.release().release_switch(missed(vault))
+    other = Vault(tmp_path)  # a second vault process on the same file
+    other.keyring, other.clock = vault.keyring, vault.clock
+    docs = vault.repo.due_dispatches(vault.clock.now(), 10)
+    for doc in docs:  # both saw the same due messages; each claims only what it wins
+        vault.repo.claim_dispatch(doc, vault.clock.now() + timedelta(seconds=30))
+        assert other.repo.claim_dispatch(doc, vault.clock.now()) is None
+    other.close()
+
+
+# Reading released messages -------------------------------------------------------------------
+
+
+def test_a_read_link_opens_its_message_for_its_recipient_again_and_again(vault):
+    message_id = vault.write(recipients=TWO, subject="Für euch")
+    vault.release().release_switch(missed(vault))
+    vault.release().dispatch_due(vault.published)
+    [event] = released_events(vault)
+    alan = event.data.recipients[1]
+    for _ in range(3):
+        content = vault.release().read_released(alan.read_token, "203.0.113.9")
+        assert (content.message_id, content.recipient_name) == (message_id, "Alan")
+        assert (content.subject, content.body) == ("Für euch", "The code of the safe is 4921.")
+        assert content.sender_name == "ada@example.org"
+
+
+@pytest.mark.parametrize("token", ["made-up-token-that-is-long-enough", ""])
+def test_an_unknown_read_link_is_a_404(vault, token):
+    with pytest.raises(NotFound) as refused:
+        vault.release().read_released(token, None)
+    assert refused.value.code == "unknown_read_link"
+
+
+def test_reading_is_rate_limited_per_client(vault):
+    for _ in range(60):
+        with pytest.raises(NotFound):
+            vault.release().read_released("guess-guess-guess-guess", "198.51.100.7")
+    with pytest.raises(RateLimited):
+        vault.release().read_released("guess-guess-guess-guess", "198.51.100.7")
+    with pytest.raises(NotFound):
+        vault.release().read_released("guess-guess-guess-guess", "198.51.100.8")
+
+
+def test_delivery_gets_content_only_of_a_released_message(vault):
+    message_id = vault.write(recipients=TWO)
+    grace = vault.messages().get("ada", message_id).recipients[0]
+    with pytest.raises(Forbidden) as refused:
+        vault.release().released_content(message_id, grace.id)
+    assert refused.value.code == "message_not_released"
+    with pytest.raises(NotFound):
+        vault.release().released_content(message_id, "someone-else")
+    vault.release().release_switch(missed(vault))
+    content = vault.release().released_content(message_id, grace.id)
+    assert (content.recipient_name, content.body) == ("Grace", "The code of the safe is 4921.")
+
+
+def test_a_farewell_letter_stays_closed_until_its_time(vault):
+    message_id = vault.write(release_delay_seconds=60)
+    recipient = vault.messages().get("ada", message_id).recipients[0]
+    vault.release().release_switch(missed(vault))
+    with pytest.raises(Forbidden):
+        vault.release().released_content(message_id, recipient.id)
+    vault.clock.advance(60)
+    assert vault.release().released_content(message_id, recipient.id).subject
+
+
+# Erasure -------------------------------------------------------------------------------------
+
+
+def test_erasure_shreds_the_data_key_first_then_deletes_everything(vault):
+    message_id = vault.write()
+    vault.write("eve")
+    backup = vault.repo.message(message_id)
+    order = []
+    real_shred, real_delete = vault.keys.shred, vault.repo.delete_everything_of
+    keys = vault.keys
+    keys.shred = lambda user_id: order.append("key") or real_shred(user_id)
+    vault.repo.delete_everything_of = lambda user_id: order.append("docs") or real_delete(user_id)
+    summary = erase_user(vault.repo, keys, "ada")
+    assert order == ["key", "docs"]
+    assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "entitlements": 0}
+    assert vault.repo.messages.count({"user_id": "ada"}) == 0
+    assert vault.repo.messages.count({"user_id": "eve"}) == 1
+    with pytest.raises(MissingDataKey):
+        vault.keys.get("ada")  # a backup of the message can no longer be opened
+    assert backup["body"] not in (None, b"")
+    assert erase_user(vault.repo, vault.keys, "ada") == {
+        "data_keys": 0, "messages": 0, "read_tokens": 0, "entitlements": 0}
+
+
+def test_a_crash_right_after_shredding_leaves_nothing_readable(vault):
+    message_id = vault.write()
+    vault.keys.shred("ada")  # erasure died before deleting the documents
+    with pytest.raises(NotFound):
+        vault.messages().get("ada", message_id)
+    assert vault.messages().list("ada").messages == []
+
+
+# KEK rotation -----------------------------------------------------------------------------------
+
+
+def rotated_keyring(vault: Vault) -> Keyring:
+    return Keyring(Kek("2", os.urandom(32)), [vault.keyring.current])
+
+
+def test_rotation_rewraps_every_key_and_the_old_kek_can_then_go(vault):
+    ids = {user: vault.write(user) for user in ("ada", "eve", "kurt")}
+    vault.keyring = rotated_keyring(vault)
+    vault.cache.forget("ada")
+    assert vault.messages().get("ada", ids["ada"]).body, "old-version keys still open"
+    report = rotate(vault.repo.data_keys, vault.keyring)
+    assert report.rewrapped == 3 and report.complete
+    assert vault.repo.data_keys.count({"kek_id": "2"}) == 3
+    vault.keyring = Keyring(vault.keyring.current)  # the old KEK removed
+    vault.cache = type(vault.cache)()
+    for user, message_id in ids.items():
+        assert vault.messages().get(user, message_id).body == "The code of the safe is 4921."
+
+
+def test_an_interrupted_rotation_resumes_where_it_stopped(vault):
+    for user in ("u1", "u2", "u3", "u4", "u5"):
+        vault.write(user)
+    vault.keyring = rotated_keyring(vault)
+    seen = []
+
+    def interrupt_after_two():
+        seen.append(1)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rotate(vault.repo.data_keys, vault.keyring, batch=2, on_key=interrupt_after_two)
+    assert keys_to_rotate(vault.repo.data_keys, vault.keyring) == 3
+    report = rotate(vault.repo.data_keys, vault.keyring)
+    assert report.rewrapped == 3
+    assert keys_to_rotate(vault.repo.data_keys, vault.keyring) == 0
+
+
+def test_keys_under_an_unconfigured_kek_are_reported_not_lost(vault):
+    vault.write("ada")
+    vault.keyring = Keyring(Kek("3", os.urandom(32)))  # the operator forgot the old KEK
+    report = rotate(vault.repo.data_keys, vault.keyring)
+    assert not report.complete
+    assert "wrapped by KEK '1', which is not configured" in "\n".join(describe(report,
+                                                                              vault.keyring))
+    assert vault.repo.data_keys.count({"kek_id": "1"}) == 1
+
+
+def test_a_key_erased_during_the_rotation_is_left_alone(vault):
+    vault.write("ada")
+    vault.keyring = rotated_keyring(vault)
+    real_update = vault.repo.data_keys.update_one
+
+    def erased_meanwhile(filter, update, **kwargs):
+        vault.repo.data_keys.delete_one({"_id": filter["_id"]})
+        return real_update(filter, update, **kwargs)
+
+    vault.repo.data_keys.update_one = erased_meanwhile
+    report = rotate(vault.repo.data_keys, vault.keyring)
+    assert (report.rewrapped, report.changed_meanwhile) == (0, 1)
+    assert vault.repo.data_keys.count({}) == 0
+
+
+@pytest.mark.parametrize("owner", ["eve", "ada"])
+def test_a_ciphertext_copied_into_another_message_fails_to_open(vault, owner):
+    source, target = vault.write("ada"), vault.write(owner, body="my own words")
+    stolen = vault.repo.message(source)["body"]
+    vault.repo.messages.update_one({"_id": target}, {"$set": {"body": stolen}})
+    with pytest.raises(DecryptionFailed):
+        vault.messages().get(owner, target)
+    assert vault.messages().get("ada", source).body == "The code of the safe is 4921."

@@ -1,0 +1,89 @@
+"""Shared set-up of the vault's unit tests: a real embedded store, a keyring, a frozen
+clock, a switch directory that answers like the scheduler would, a publisher that keeps
+what it was given."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from services.vault.keys import DataKeyCache, DataKeys, Kek, Keyring
+from services.vault.limits import Limits
+from services.vault.messages import Messages
+from services.vault.release import Release
+from services.vault.schemas import NewMessage
+from services.vault.storage import INDEXES, VaultRepository
+from shared.clock import FrozenClock
+from shared.storage import open_database
+
+START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+FREE = Limits(messages_per_switch=3, recipients_per_message=3, body_bytes=10_240)
+
+
+def default_switch(user_id: str) -> str:
+    return f"default-{user_id}"
+
+
+class Switches:
+    """The scheduler's answers: a default switch per user, plus `extra-<user>-*` ones."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple] = []
+
+    def default_switch_id(self, user_id: str) -> str:
+        self.asked.append(("default_switch_id", user_id))
+        return default_switch(user_id)
+
+    def owns_switch(self, user_id: str, switch_id: str) -> bool:
+        self.asked.append(("owns_switch", user_id, switch_id))
+        return switch_id == default_switch(user_id) or switch_id.startswith(f"extra-{user_id}-")
+
+
+class Published:
+    """A publisher that keeps every envelope; `fail` makes the next publishes raise."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict] = []
+        self.fail = 0
+
+    def publish(self, envelope: dict) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("the broker went away")
+        self.envelopes.append(envelope)
+
+
+class Vault:
+    """The vault's domain on a real store, as a test drives it."""
+
+    def __init__(self, data_dir, limits: Limits = FREE) -> None:
+        self.db = open_database("vault", mongo_uri=None, data_dir=data_dir)
+        for name, indexes in INDEXES.items():
+            self.db.ensure_indexes(name, indexes)
+        self.repo = VaultRepository(self.db)
+        self.keyring = Keyring(Kek("1", os.urandom(32)))
+        self.cache = DataKeyCache()
+        self.clock = FrozenClock(START)
+        self.switches = Switches()
+        self.limits = limits
+        self.published = Published()
+
+    @property
+    def keys(self) -> DataKeys:
+        return DataKeys(self.repo.data_keys, self.keyring, self.cache)
+
+    def messages(self) -> Messages:
+        return Messages(self.repo, self.keys, self.switches, self.limits, self.clock.now())
+
+    def release(self) -> Release:
+        return Release(self.repo, self.keys, self.clock.now())
+
+    def write(self, user_id: str = "ada", **fields) -> str:
+        draft = {"subject": "For the family", "body": "The code of the safe is 4921.",
+                 "recipients": [{"name": "Grace", "email": "grace@example.org"}], **fields}
+        created = self.messages().create(user_id, f"{user_id}@example.org",
+                                         NewMessage.model_validate(draft))
+        return created.id
+
+    def close(self) -> None:
+        self.db.close()
