@@ -98,6 +98,21 @@ class Settings(BaseSettings):
     min_interval: Annotated[int, Field(ge=1)] = Field(
         86_400, validation_alias=_env("JICM_MIN_INTERVAL")
     )
+    scheduler_tick: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0, validation_alias=_env("JICM_SCHEDULER_TICK")
+    )
+    scheduler_batch: Annotated[int, Field(ge=1, le=1000)] = Field(
+        100, validation_alias=_env("JICM_SCHEDULER_BATCH")
+    )
+    scheduler_lease: Annotated[int, Field(ge=2, le=3600)] = Field(
+        30, validation_alias=_env("JICM_SCHEDULER_LEASE")
+    )
+    scheduler_recheck: Annotated[int, Field(ge=1, le=3600)] = Field(
+        15, validation_alias=_env("JICM_SCHEDULER_RECHECK")
+    )
+    scheduler_stale_after: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, validation_alias=_env("JICM_SCHEDULER_STALE_AFTER")
+    )
     policy_version: str = Field("2024-04-29", validation_alias=_env("JICM_POLICY_VERSION"))
     password_hash: PasswordHashStrength = Field(
         PasswordHashStrength.INTERACTIVE, validation_alias=_env("JICM_PASSWORD_HASH")

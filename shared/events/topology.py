@@ -34,7 +34,9 @@ UNROUTED_MAX_LENGTH = 100_000
 RETRY_DELAYS_SECONDS: tuple[int, ...] = (1, 5, 30, 120, 600)
 
 # Which service consumes which events (the design's event table, as services arrive).
-CONSUMERS: dict[str, tuple[str, ...]] = {}
+CONSUMERS: dict[str, tuple[str, ...]] = {
+    "scheduler": ("UserRegistered", "EmailVerified", "PlanChanged"),
+}
 
 EVENTS_EXCHANGE = Exchange(
     EVENTS_EXCHANGE_NAME,
