@@ -53,7 +53,7 @@ def build_spec(public_url: str) -> dict[str, Any]:
     )
     spec.components.schema("Error", ERROR_SCHEMA)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    for response_code in (*COMMON_ERRORS, 401, 402, 409, 410):
+    for response_code in (*COMMON_ERRORS, 401, 402, 403, 409, 410):
         spec.components.response(str(response_code), _error_response(response_code))
     registered: set[str] = set()
     for path, operations in _paths().items():
@@ -118,6 +118,12 @@ def _responses(op: Operation) -> dict[str, Any]:
     extra = (401,) if op.auth else ()
     for code in sorted(set(COMMON_ERRORS + op.errors + extra)):
         responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
+        if op.content_type == "text/html":
+            # Pages for people answer their errors as pages too.
+            responses[str(code)] = {
+                "description": _error_response(code)["description"],
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
     return responses
 
 

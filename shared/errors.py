@@ -8,6 +8,7 @@ escapes a service is a bug and becomes a 500 without details.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -17,12 +18,16 @@ class ServiceError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, code: str | None = None, details: dict | None = None):
-        super().__init__(message, code or self.code, details or {})
+    def __init__(self, message: str, code: str | None = None,
+                 details: dict | str | None = None):
+        details = _details(details)
+        # Details travel as JSON text: nameko turns every non-string value inside exception
+        # arguments into a string, so numbers and nulls would not survive as themselves.
+        super().__init__(message, code or self.code, json.dumps(details, default=str))
         self.message = message
         if code:
             self.code = code
-        self.details = details or {}
+        self.details = details
 
     def __str__(self) -> str:
         return self.message
@@ -100,6 +105,15 @@ SERVICE_ERRORS: dict[str, type[ServiceError]] = {
         BadGateway,
     )
 }
+
+
+def _details(value: dict | str | None) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def rebuild(exc_type: str, exc_args: list) -> ServiceError | None:

@@ -15,6 +15,11 @@ SWITCH_ID_MAX_LENGTH = 64
 State = Literal[STATES]  # type: ignore[valid-type]
 
 
+def _not_given(schema: dict) -> None:
+    # The field is optional but may not be null: "not given" has no JSON value to show.
+    schema.pop("default", None)
+
+
 class Strict(BaseModel):
     """Unknown fields are refused, so a typo is an error rather than silently ignored."""
 
@@ -29,16 +34,17 @@ class SwitchSettings(Strict):
 
     # Typed without None: the default is "not given", an explicit null is refused.
     interval_seconds: StrictInt = Field(
-        None, ge=1, description="how often you must check in, in seconds", examples=[2_592_000]
+        None, ge=1, description="how often you must check in, in seconds", examples=[2_592_000],
+        json_schema_extra=_not_given,
     )
     grace_seconds: StrictInt = Field(
         None, ge=1, description="how long after a missed deadline before release, in seconds",
-        examples=[604_800],
+        examples=[604_800], json_schema_extra=_not_given,
     )
     reminders_seconds: list[StrictInt] = Field(
         None, max_length=MAX_REMINDERS,
         description="when to remind you, in seconds before the deadline",
-        examples=[[259_200, 86_400, 3_600]],
+        examples=[[259_200, 86_400, 3_600]], json_schema_extra=_not_given,
     )
     paused_until: AwareDatetime | None = Field(
         None, description="pause the switch until this time (at most 90 days); null resumes"
