@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[int, Field(ge=0, le=5)] = Field(
         0, validation_alias=_env("JICM_TRUSTED_PROXIES")
     )
-    services: str = Field("accounts", validation_alias=_env("JICM_SERVICES"))
+    services: str = Field("accounts,scheduler", validation_alias=_env("JICM_SERVICES"))
 
     smtp_host: str = Field("127.0.0.1", validation_alias=_env("SMTP_HOST"))
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = Field(

@@ -243,6 +243,21 @@ def test_two_instances_never_claim_the_same_switch(world, tmp_path):
     other_db.close()
 
 
+def test_an_instance_that_read_a_switch_just_before_another_claimed_it_cannot_claim_it(
+    world, tmp_path, monkeypatch
+):
+    many_overdue(world, 3)
+    other_db = open_database("scheduler", mongo_uri=None, data_dir=tmp_path)
+    other = SchedulerRepository(other_db)
+    # Both instances read the same due switches at the same moment...
+    stale = other.switches.find({"due_at": {"$lte": world.now}})
+    monkeypatch.setattr(other.switches, "find", lambda *args, **kwargs: stale)
+    # ...one claims them first; the other's compare-and-set then finds nothing to take.
+    assert len(world.repo.claim_due(world.now, "a", 10, timedelta(seconds=30))) == 3
+    assert other.claim_due(world.now, "b", 10, timedelta(seconds=30)) == []
+    other_db.close()
+
+
 def test_a_dead_instances_claims_are_taken_over_when_its_lease_ends(world):
     ids = many_overdue(world, 6)
     dead = world.repo.claim_due(world.now, "dead", 4, timedelta(seconds=30))
