@@ -216,6 +216,10 @@ class Scheduler:
 
     def create(self, user_id: str, settings: SwitchSettings) -> SwitchView:
         """Another switch, within the plan's limit; armed at once if the address is verified."""
+        # Bad settings are a 422 whatever the plan.
+        validated_schedule(settings.changes(), default_schedule(self.min_interval),
+                           min_interval=self.min_interval)
+        validated_pause(settings.changes().get("paused_until"), self.now)
         existing = self.repo.switches_of(user_id)
         limit = switch_limit(self.repo.plan_of(user_id))
         verified = any(doc.get("email_verified") for doc in existing)

@@ -4,9 +4,17 @@ arguments with them again. Durations are whole seconds, times UTC ISO-8601."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 
 from services.scheduler.switches import MAX_REMINDERS, STATES
 
@@ -18,6 +26,13 @@ State = Literal[STATES]  # type: ignore[valid-type]
 def _not_given(schema: dict) -> None:
     # The field is optional but may not be null: "not given" has no JSON value to show.
     schema.pop("default", None)
+
+
+def _no_number(value: object) -> object:
+    # pydantic would read 0 or 1.7e9 as seconds since 1970; a time here is ISO-8601 text.
+    if isinstance(value, int | float):
+        raise ValueError("must be a date and time such as 2030-01-31T18:00:00Z")
+    return value
 
 
 class Strict(BaseModel):
@@ -46,8 +61,8 @@ class SwitchSettings(Strict):
         description="when to remind you, in seconds before the deadline",
         examples=[[259_200, 86_400, 3_600]], json_schema_extra=_not_given,
     )
-    paused_until: AwareDatetime | None = Field(
-        None, description="pause the switch until this time (at most 90 days); null resumes"
+    paused_until: Annotated[AwareDatetime | None, BeforeValidator(_no_number)] = Field(
+        None, description="pause the switch until this time (at most 90 days); null resumes",
     )
 
     def changes(self) -> dict:

@@ -321,6 +321,7 @@ def test_the_owner_reads_changes_and_checks_in_their_switch_over_http(http, rpc,
     ({"reminders_seconds": [7200]}, "reminders_seconds", "shorter than the interval"),
     ({"paused_until": "2020-01-01T00:00:00Z"}, "paused_until", "future"),
     ({"paused_until": "2031-01-01T00:00:00"}, "paused_until", "timezone"),
+    ({"paused_until": 0}, "paused_until", "date and time"),
     ({"interval": 3600}, "interval", "not a known field"),
     ({}, "body", "at least one"),
 ])

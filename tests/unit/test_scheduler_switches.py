@@ -269,6 +269,13 @@ def test_the_free_plan_allows_one_switch_and_a_second_is_a_402_naming_the_limit(
     assert len(world.scheduler().list(user_id).switches) == 1
 
 
+def test_bad_settings_for_a_new_switch_are_refused_before_the_plan_is_considered(world):
+    user_id, _ = world.verified_user()
+    with pytest.raises(InvalidInput) as refused:
+        world.create(user_id, grace_seconds=1)
+    assert refused.value.details["field"] == "grace_seconds"
+
+
 def test_a_paid_plan_allows_more_switches_armed_at_once_for_a_verified_owner(world):
     user_id, _ = world.verified_user()
     world.scheduler().on_plan_changed(user_id, "pro", "active", 3, world.now)
