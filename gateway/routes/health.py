@@ -51,7 +51,7 @@ def _scheduler_loop(rpc: RpcClientPool, checks: dict[str, str]) -> dict:
     checks["scheduler_loop"] = loop_status(figures, stale_after)
     if figures is None:
         return {}
-    keys = ("heartbeat_age_seconds", "lag_seconds", "due_switches")
+    keys = ("heartbeat_age_seconds", "lag_seconds", "due_switches", "held_back_switches")
     return {"scheduler": {key: figures[key] for key in keys}}
 
 

@@ -46,6 +46,9 @@ def _scheduler_metrics(registry: CollectorRegistry) -> None:
           registry=registry).set(figures["lag_seconds"])
     Gauge("jicm_scheduler_due_switches", "switches due now and not yet handled",
           registry=registry).set(figures["due_switches"])
+    Gauge("jicm_scheduler_held_back_switches",
+          "switches past their grace whose firing waits for a reminder to leave",
+          registry=registry).set(figures["held_back_switches"])
     switches = Gauge("jicm_switches", "switches by state", ["state"], registry=registry)
     for state, count in figures["switches"].items():
         switches.labels(state=state).set(count)

@@ -208,5 +208,6 @@ def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
         "instance": beat["_id"] if beat else None,
         "lag_seconds": (now - oldest_due).total_seconds() if oldest_due else 0.0,
         "due_switches": repo.due_count(now),
+        "held_back_switches": repo.held_back_count(now),
         "switches": repo.count_by_state(),
     }

@@ -219,6 +219,10 @@ class SchedulerRepository:
     def due_count(self, now: datetime) -> int:
         return self.switches.count({"due_at": {"$lte": now}})
 
+    def held_back_count(self, now: datetime) -> int:
+        """Overdue switches past their grace: firing waits for a reminder to leave."""
+        return self.switches.count({"state": OVERDUE, "grace_ends_at": {"$lte": now}})
+
     def count_by_state(self) -> dict[str, int]:
         """How many switches are in each state: one indexed count per state, no scan."""
         return {state: self.switches.count({"state": state}) for state in STATES}

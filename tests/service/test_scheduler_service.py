@@ -218,6 +218,7 @@ def test_it_does_not_fire_while_delivery_says_a_reminder_has_not_left(scheduler,
     ticks_pass(rpc, clock, 5)
     assert len(MAIL["questions"]) >= 3
     assert state_of(rpc, user_id) == "overdue"
+    assert rpc.call("scheduler", "liveness")["held_back_switches"] == 1
     assert SEEN["CheckInMissed"] == []
     MAIL["default"] = "sent"
     clock.advance(1)
@@ -419,3 +420,4 @@ def test_metrics_and_readiness_report_the_loop(http, rpc, rabbit_config):
     assert re.search(r"^jicm_scheduler_heartbeat_age_seconds \d", text, re.M)
     assert re.search(r"^jicm_scheduler_lag_seconds 0\.0$", text, re.M)
     assert "jicm_scheduler_up 1.0" in text
+    assert re.search(r"^jicm_scheduler_held_back_switches 0\.0$", text, re.M)

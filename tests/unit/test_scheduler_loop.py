@@ -123,6 +123,7 @@ def test_it_does_not_fire_while_a_reminder_is_still_waiting_to_leave(world, stat
     assert world.switch(switch_id)["state"] == OVERDUE
     assert missed(world) == []
     assert [upcoming, reminder_reference(switch_id, doc["cycle"], 1)] in world.mail_questions
+    assert liveness(world.repo, world.now)["held_back_switches"] == 1
     # Delivery recovers and the reminder leaves: the switch fires at the next look.
     world.mail_error = None
     world.mail[upcoming] = "sent"
@@ -355,6 +356,7 @@ def test_the_loop_records_a_heartbeat_and_its_lag_is_the_oldest_due_switch(world
     assert figures["instance"] == "i-1"
     assert figures["lag_seconds"] == 42
     assert figures["due_switches"] == 1
+    assert figures["held_back_switches"] == 0
     assert figures["switches"]["armed"] == 1
     world.tick(instance="i-2")
     figures = liveness(world.repo, world.now)
