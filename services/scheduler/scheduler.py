@@ -216,16 +216,17 @@ class Scheduler:
 
     def create(self, user_id: str, settings: SwitchSettings) -> SwitchView:
         """Another switch, within the plan's limit; armed at once if the address is verified."""
+        changes = settings.changes()
         # Bad settings are a 422 whatever the plan.
-        validated_schedule(settings.changes(), default_schedule(self.min_interval),
-                           min_interval=self.min_interval)
-        validated_pause(settings.changes().get("paused_until"), self.now)
+        self._new_switch(user_id, DEFAULT_SLOT, "", changes)
         existing = self.repo.switches_of(user_id)
         limit = switch_limit(self.repo.plan_of(user_id))
         verified = any(doc.get("email_verified") for doc in existing)
         email = existing[0]["email"] if existing else ""
+        # Slots make the limit hold against racing requests: a taken slot's id is a
+        # duplicate key, and the next slot is tried instead.
         for slot in range(len(existing), limit):
-            doc = self._new_switch(user_id, slot, email, settings.changes())
+            doc = self._new_switch(user_id, slot, email, changes)
             if verified:
                 switch = Switch.from_doc(doc)
                 doc.update(email_verified=True, cycle=1,
