@@ -27,11 +27,13 @@ from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.events import event_handler, new_event
 from shared.events.topology import EVENTS_EXCHANGE_NAME
 from shared.storage.provider import Storage, database_of
-from tests.helpers import wait_for
+from tests.helpers import wait_for as _wait_for
 
 pytestmark = pytest.mark.service
 
 PASSWORD = "correct horse battery staple"
+# Several suites share this 2-core machine: deadlines are generous, polls are quick.
+PATIENCE = 30.0
 SEEN: dict[str, list] = {"ReminderDue": [], "CheckInMissed": [], "CheckedIn": []}
 MAIL: dict[str, Any] = {"default": "sent", "statuses": {}, "delay": 0.0, "questions": []}
 
@@ -117,6 +119,10 @@ def rpc(rabbit_config):
     pool = RpcClientPool(rabbit_config["AMQP_URI"], size=2, timeout=10)
     yield pool
     pool.close()
+
+
+def wait_for(condition, timeout: float = PATIENCE, what: str = ""):
+    return _wait_for(condition, timeout=timeout, what=what)
 
 
 def publish(amqp_uri: str, event_type: str, data: dict) -> None:
@@ -247,7 +253,7 @@ def test_a_silent_delivery_holds_back_the_firing_but_not_the_loop(scheduler, sta
     assert state_of(rpc, user_id) == "overdue"
     MAIL["delay"] = 0.0
     clock.advance(1)
-    wait_for(lambda: SEEN["CheckInMissed"], timeout=20, what="the switch to fire")
+    wait_for(lambda: SEEN["CheckInMissed"], what="the switch to fire")
 
 
 def test_a_lapsed_payment_never_stops_a_release(scheduler, start, rpc, clock, rabbit_config):
