@@ -42,7 +42,7 @@ from services.scheduler.switches import (
     validated_pause,
     validated_schedule,
 )
-from shared.errors import Conflict, Gone, NotFound, PaymentRequired, ServiceError
+from shared.errors import Conflict, Gone, NotFound, PaymentRequired
 from shared.events import new_event
 from shared.throttle import Limit, hashed_key
 
@@ -334,8 +334,8 @@ class Scheduler:
             written = write(doc)
             if written is not None:
                 return written
-        raise ServiceError("the switch changed too often while we tried; try again",
-                           code="busy")
+        raise Conflict("the switch changed too often while we tried; try again",
+                       code="busy")
 
     # The one-click link ------------------------------------------------------------------
 
@@ -353,8 +353,8 @@ class Scheduler:
             moved = self._start_checked_in_cycle(doc, "link")
             if moved is not None:
                 return LinkCheckIn(status="checked_in", deadline=moved["deadline"])
-        raise ServiceError("the switch changed too often while we tried; try again",
-                           code="busy")
+        raise Conflict("the switch changed too often while we tried; try again",
+                       code="busy")
 
     def _throttle_link(self, client: ClientContext) -> None:
         if client.ip:

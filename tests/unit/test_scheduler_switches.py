@@ -114,6 +114,26 @@ def test_a_check_in_while_overdue_returns_the_switch_to_armed(world):
     assert moved.deadline == world.now + timedelta(minutes=10)
 
 
+def test_a_check_in_that_raced_the_overdue_notice_reads_again_and_lands(world, monkeypatch):
+    user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
+    world.advance(10 * MINUTE)
+    stale = world.switch(switch_id)  # the owner's request read the switch still armed...
+    world.tick()  # ...then the loop made it overdue
+    reads = []
+    real_read = world.repo.switch
+
+    def read(i):
+        reads.append(i)
+        return stale if len(reads) == 1 else real_read(i)
+
+    monkeypatch.setattr(world.repo, "switch", read)
+    [moved] = world.check_in(user_id).switches
+    assert len(reads) == 2  # the first write missed; the second read saw the overdue switch
+    assert moved.state == ARMED
+    assert moved.cycle == stale["cycle"] + 1
+    assert world.events("CheckInMissed") == []
+
+
 def test_a_check_in_after_firing_is_a_409_naming_the_state(world):
     user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
     fire(world, user_id, switch_id)
