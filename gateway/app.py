@@ -15,13 +15,24 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.errors import register_error_handlers
-from gateway.routes import accounts, billing, health, links, messages, released
+from gateway.routes import (
+    accounts,
+    billing,
+    checkin_link,
+    health,
+    links,
+    messages,
+    metrics,
+    released,
+    switches,
+)
 from gateway.rpc import RpcClientPool
 from shared import logging as jicm_logging
 from shared.config import SETTINGS_CONFIG_KEY, ConfigError, Settings, load_settings
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{8,64}")
-BLUEPRINTS = (health.bp, accounts.bp, billing.bp, links.bp, messages.bp, released.bp)
+BLUEPRINTS = (health.bp, accounts.bp, billing.bp, links.bp, messages.bp, released.bp,
+              switches.bp, checkin_link.bp, metrics.bp)
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 

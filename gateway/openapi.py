@@ -53,7 +53,7 @@ def build_spec(public_url: str) -> dict[str, Any]:
     )
     spec.components.schema("Error", ERROR_SCHEMA)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    for response_code in (*COMMON_ERRORS, 401, 402, 409, 410, 502):
+    for response_code in (*COMMON_ERRORS, 401, 402, 403, 409, 410, 502):
         spec.components.response(str(response_code), _error_response(response_code))
     registered: set[str] = set()
     for path, operations in _paths().items():

@@ -135,6 +135,21 @@ class Settings(BaseSettings):
     min_interval: Annotated[int, Field(ge=1)] = Field(
         86_400, validation_alias=_env("JICM_MIN_INTERVAL")
     )
+    scheduler_tick: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0, validation_alias=_env("JICM_SCHEDULER_TICK")
+    )
+    scheduler_batch: Annotated[int, Field(ge=1, le=1000)] = Field(
+        100, validation_alias=_env("JICM_SCHEDULER_BATCH")
+    )
+    scheduler_lease: Annotated[int, Field(ge=2, le=3600)] = Field(
+        30, validation_alias=_env("JICM_SCHEDULER_LEASE")
+    )
+    scheduler_recheck: Annotated[int, Field(ge=1, le=3600)] = Field(
+        15, validation_alias=_env("JICM_SCHEDULER_RECHECK")
+    )
+    scheduler_stale_after: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, validation_alias=_env("JICM_SCHEDULER_STALE_AFTER")
+    )
     policy_version: str = Field("2024-04-29", validation_alias=_env("JICM_POLICY_VERSION"))
     # The free plan's limits; billing's PlanChanged overrides them per user.
     max_messages_per_switch: Annotated[int, Field(ge=1)] = Field(
@@ -161,7 +176,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[int, Field(ge=0, le=5)] = Field(
         0, validation_alias=_env("JICM_TRUSTED_PROXIES")
     )
-    services: str = Field("accounts,billing,delivery,vault", validation_alias=_env("JICM_SERVICES"))
+    services: str = Field("accounts,billing,delivery,scheduler,vault", validation_alias=_env("JICM_SERVICES"))
     verify_token_ttl: Annotated[int, Field(ge=60)] = Field(
         48 * 3600, validation_alias=_env("JICM_VERIFY_TOKEN_TTL")
     )

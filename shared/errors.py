@@ -18,14 +18,16 @@ class ServiceError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, code: str | None = None, details: dict | None = None):
-        # nameko turns every number inside exception arguments into a string on the way to
-        # the caller; as JSON text, details arrive with their types (see `rebuild`).
-        super().__init__(message, code or self.code, json.dumps(details or {}))
+    def __init__(self, message: str, code: str | None = None,
+                 details: dict | str | None = None):
+        details = _details(details)
+        # Details travel as JSON text: nameko turns every non-string value inside exception
+        # arguments into a string, so numbers and nulls would not survive as themselves.
+        super().__init__(message, code or self.code, json.dumps(details, default=str))
         self.message = message
         if code:
             self.code = code
-        self.details = details or {}
+        self.details = details
 
     def __str__(self) -> str:
         return self.message
@@ -105,17 +107,19 @@ SERVICE_ERRORS: dict[str, type[ServiceError]] = {
 }
 
 
+def _details(value: dict | str | None) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def rebuild(exc_type: str, exc_args: list) -> ServiceError | None:
     """Turn a remote error's class name and arguments back into a ServiceError."""
     cls = SERVICE_ERRORS.get(exc_type)
     if cls is None:
         return None
     message, code, details = [*exc_args, None, None, None][:3]
-    if isinstance(details, str):
-        try:
-            details = json.loads(details)
-        except ValueError:
-            details = None
-    if not isinstance(details, dict):
-        details = None
-    return cls(str(message or cls.code), code=code, details=details)
+    return cls(str(message or cls.code), code=code, details=details)  # details: JSON text

@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_SINK_PORT = 1025
 DEFAULT_GATEWAY_BIND = "127.0.0.1:8000"
-DEFAULT_SERVICES = "accounts,billing,delivery,vault"
+DEFAULT_SERVICES = "accounts,billing,delivery,scheduler,vault"
 MAILDIR = "var/mail"
 DEFAULT_STRIPE_STANDIN_PORT = 12111
 # Used only with the local Stripe stand-in (STRIPE_API_BASE unset): a test key and the
@@ -622,6 +622,8 @@ def child_environment(
         "JICM_SERVICES": DEFAULT_SERVICES,
         "JICM_MAILDIR": MAILDIR,
         "JICM_LOG_FORMAT": "text",
+        # Short enough to try a switch by hand (production's minimum is a day).
+        "JICM_MIN_INTERVAL": "60",
         "PYTHONUNBUFFERED": "1",
     }
     for key, value in defaults.items():

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Blueprint, Response, current_app, jsonify
 
 from gateway.api import operation
+from gateway.liveness import loop_status, scheduler_liveness
 from gateway.openapi import build_spec
 from gateway.remote import rpc_pool
 from gateway.rpc import RpcClientPool, RpcError
@@ -25,8 +26,8 @@ def healthz() -> dict:
 
 @operation(bp, "GET", "/readyz", summary="Readiness", tag="operations", auth=False,
            errors=(503,),
-           description="200 when the broker and every configured service answer; "
-                       "503 naming what does not.")
+           description="200 when the broker and every configured service answer, and the "
+                       "scheduler's loop has ticked recently; 503 naming what does not.")
 def readyz() -> Response:
     rpc = rpc_pool()
     checks = {"broker": "ok" if rpc.check_broker(READINESS_TIMEOUT) else "unreachable"}
@@ -35,10 +36,23 @@ def readyz() -> Response:
     with ThreadPoolExecutor(max_workers=max(1, len(services))) as threads:
         statuses = threads.map(lambda name: _service_status(rpc, name), services)
         checks.update(zip(services, statuses, strict=True))
+    details = _scheduler_loop(rpc, checks) if "scheduler" in services else {}
     ready = all(status == "ok" for status in checks.values())
-    response = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
+    response = jsonify({"status": "ready" if ready else "not ready", "checks": checks,
+                        **details})
     response.status_code = 200 if ready else 503
     return response
+
+
+def _scheduler_loop(rpc: RpcClientPool, checks: dict[str, str]) -> dict:
+    """Answering RPC is not enough: the loop that moves switches must be ticking."""
+    figures = scheduler_liveness(rpc)
+    stale_after = current_app.config[SETTINGS_CONFIG_KEY].scheduler_stale_after
+    checks["scheduler_loop"] = loop_status(figures, stale_after)
+    if figures is None:
+        return {}
+    keys = ("heartbeat_age_seconds", "lag_seconds", "due_switches", "held_back_switches")
+    return {"scheduler": {key: figures[key] for key in keys}}
 
 
 def _service_status(rpc: RpcClientPool, service: str) -> str:

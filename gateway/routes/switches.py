@@ -1,0 +1,72 @@
+"""Switches and check-ins: the signed-in owner's schedule, grace, reminders and pauses."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from gateway.api import operation
+from gateway.auth import current_user_id
+from gateway.clients import client_context
+from gateway.errors import ApiError
+from gateway.remote import call
+from services.scheduler.schemas import (
+    SWITCH_ID_MAX_LENGTH,
+    CheckInRequest,
+    CheckInResult,
+    SwitchList,
+    SwitchSettings,
+    SwitchUpdate,
+    SwitchView,
+)
+
+bp = Blueprint("switches", __name__)
+
+
+def _switch_id(switch_id: str) -> str:
+    # An id that cannot exist is not worth a round trip to the scheduler.
+    if not switch_id or len(switch_id) > SWITCH_ID_MAX_LENGTH:
+        raise ApiError(404, "switch_not_found", "there is no such switch")
+    return switch_id
+
+
+@operation(bp, "GET", "/api/v1/switches", summary="Your switches", tag="switches",
+           response=SwitchList)
+def list_switches() -> dict:
+    return call("scheduler", "list_switches", current_user_id())
+
+
+@operation(bp, "POST", "/api/v1/switches", summary="Add a switch", tag="switches",
+           body=SwitchSettings, response=SwitchView, status=201, errors=(402,),
+           description="Creates another switch (402 when your plan's limit is reached). "
+                       "Omitted settings take the defaults: 30 days, 7 days of grace, "
+                       "reminders 3 days, 1 day and 1 hour before the deadline.")
+def create_switch(body: SwitchSettings) -> dict:
+    return call("scheduler", "create_switch", current_user_id(),
+                body.model_dump(mode="json", exclude_unset=True))
+
+
+@operation(bp, "GET", "/api/v1/switches/<switch_id>", summary="One switch", tag="switches",
+           response=SwitchView)
+def get_switch(switch_id: str) -> dict:
+    return call("scheduler", "get_switch", current_user_id(), _switch_id(switch_id))
+
+
+@operation(bp, "PUT", "/api/v1/switches/<switch_id>", summary="Change a switch's settings",
+           tag="switches", body=SwitchUpdate, response=SwitchView, errors=(409,),
+           description="Any of interval_seconds, grace_seconds, reminders_seconds and "
+                       "paused_until. Changing a running switch counts as a check-in: its "
+                       "deadline moves to now plus the interval. A pause stops the clock "
+                       "(at most 90 days); paused_until: null resumes at once.")
+def update_switch(body: SwitchUpdate, switch_id: str) -> dict:
+    return call("scheduler", "update_switch", current_user_id(), _switch_id(switch_id),
+                body.model_dump(mode="json", exclude_unset=True))
+
+
+@operation(bp, "POST", "/api/v1/checkins", summary="Check in", tag="switches",
+           body=CheckInRequest, response=CheckInResult, errors=(409,),
+           description="Send {} to check in every switch, or {\"switch_id\": ...} for one. "
+                       "Answers with the switches it moved. A switch that has fired "
+                       "answers 409 with its state: a check-in cannot undo a release.")
+def check_in(body: CheckInRequest) -> dict:
+    return call("scheduler", "check_in", current_user_id(),
+                body.model_dump(mode="json", exclude_unset=True), client_context())

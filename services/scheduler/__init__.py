@@ -1,0 +1,1 @@
+"""The scheduler service: switches, check-ins, reminders, and firing."""

@@ -1,0 +1,129 @@
+"""The scheduler service: nameko entrypoints only; the rules live in `switches.py`, the
+owner's use cases in `scheduler.py`, and the loop in `loop.py`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from nameko.rpc import rpc
+
+from services.scheduler.dependencies import DeliveryStatus, InstanceId, tick
+from services.scheduler.loop import REMINDER_KIND, DueSwitches, LoopSettings, liveness
+from services.scheduler.scheduler import Scheduler
+from services.scheduler.schemas import CheckInRequest, ClientContext, SwitchSettings, SwitchUpdate
+from services.scheduler.storage import INDEXES, SWITCHES, SchedulerRepository
+from services.scheduler.tokens import link_key
+from shared.dependencies import Clock, Config, LogContext
+from shared.errors import ServiceError
+from shared.events import OutboxRelay, event_handler
+from shared.health import health_report
+from shared.logging import request_id
+from shared.storage.provider import Storage
+
+REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)
+
+
+class SchedulerService:
+    name = "scheduler"
+
+    log_context = LogContext()
+    settings = Config()
+    clock = Clock()
+    store = Storage(INDEXES, repository=SchedulerRepository)
+    outbox = OutboxRelay(SWITCHES)
+    delivery = DeliveryStatus()
+    instance = InstanceId()
+
+    def _scheduler(self) -> Scheduler:
+        return Scheduler(
+            self.store,
+            self.clock.now(),
+            min_interval=self.settings.min_interval,
+            link_key=link_key(self.settings.secret_key_bytes),
+            request_id=request_id.get(),
+        )
+
+    # The loop -------------------------------------------------------------------------
+
+    @tick
+    def run_due_switches(self) -> None:
+        settings = LoopSettings(
+            instance=self.instance,
+            batch=self.settings.scheduler_batch,
+            lease=timedelta(seconds=self.settings.scheduler_lease),
+            recheck=timedelta(seconds=self.settings.scheduler_recheck),
+            link_key=link_key(self.settings.secret_key_bytes),
+        )
+        DueSwitches(
+            self.store, self.clock.now(), settings,
+            lambda references: self.delivery.mail_status(REMINDER_KIND, references),
+        ).tick()
+
+    # Events ---------------------------------------------------------------------------
+
+    @event_handler("UserRegistered")
+    def on_user_registered(self, event) -> None:
+        self._scheduler().on_user_registered(event.data.user_id, event.data.email)
+
+    @event_handler("EmailVerified")
+    def on_email_verified(self, event) -> None:
+        self._scheduler().on_email_verified(event.data.user_id, event.data.email)
+
+    @event_handler("PlanChanged")
+    def on_plan_changed(self, event) -> None:
+        data = event.data
+        self._scheduler().on_plan_changed(data.user_id, data.plan, data.status,
+                                          data.entitlements.switches, event.occurred_at)
+
+    # The owner's API ------------------------------------------------------------------
+
+    @rpc(expected_exceptions=ServiceError)
+    def list_switches(self, user_id: str) -> dict:
+        return self._scheduler().list(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def get_switch(self, user_id: str, switch_id: str) -> dict:
+        return self._scheduler().get(user_id, switch_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def create_switch(self, user_id: str, settings: dict) -> dict:
+        created = self._scheduler().create(user_id, SwitchSettings.model_validate(settings))
+        return created.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def update_switch(self, user_id: str, switch_id: str, changes: dict) -> dict:
+        updated = self._scheduler().update(user_id, switch_id,
+                                           SwitchUpdate.model_validate(changes))
+        return updated.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def check_in(self, user_id: str, request: dict, client: dict) -> dict:
+        switch_id = CheckInRequest.model_validate(request).switch_id
+        result = self._scheduler().check_in(user_id, switch_id,
+                                            ClientContext.model_validate(client))
+        return result.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def inspect_link(self, token: str, client: dict) -> dict:
+        answer = self._scheduler().inspect_link(token, ClientContext.model_validate(client))
+        return answer.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def check_in_by_link(self, token: str, client: dict) -> dict:
+        answer = self._scheduler().check_in_by_link(token, ClientContext.model_validate(client))
+        return answer.model_dump(mode="json")
+
+    # Other services -------------------------------------------------------------------
+
+    @rpc(expected_exceptions=ServiceError)
+    def mark_released(self, switch_id: str, cycle: int) -> dict:
+        """The vault handed every message of this fired switch to delivery."""
+        return self._scheduler().mark_released(switch_id, cycle)
+
+    @rpc
+    def liveness(self) -> dict:
+        return liveness(self.store, self.clock.now())
+
+    @rpc
+    def health(self) -> dict:
+        return health_report(self.name, self.store.switches)

@@ -1,0 +1,246 @@
+"""The scheduler's collections, their indexes, and every write it makes, in plain sight.
+
+Each state change is one conditional update (compare-and-set): the filter names the switch,
+the state and the cycle the caller read, plus the claim token when the loop holds the
+switch. Whoever's update lands first wins; the other sees `None` and re-reads. There is no
+read-modify-write of a whole document anywhere, and no transaction to hold.
+
+Switch documents:
+  _id, user_id, email, default, state, cycle, interval_seconds, grace_seconds,
+  reminders_seconds, paused_until, deadline, grace_ends_at, next_step,
+  reminders [{step, stage, at}] (those emitted in this cycle), due_at (indexed; absent when
+  the switch needs no attention), claim {token, by, until} (while a loop instance holds it),
+  last_checkin_at, overdue_at, fired_at, released_at, created_at, updated_at, and the outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.scheduler.switches import (
+    ARMED,
+    FIRED,
+    OVERDUE,
+    PAUSED,
+    RELEASED,
+    STATES,
+    Switch,
+)
+from shared.events.outbox import new_document_with_events, strip_outbox, with_event
+from shared.storage import Database, DuplicateKeyError, Index
+from shared.throttle import THROTTLE_INDEXES, Throttle
+
+SWITCHES = "switches"
+ENTITLEMENTS = "entitlements"
+HEARTBEATS = "heartbeats"
+THROTTLE = "throttle"
+
+HEARTBEAT_TTL = timedelta(days=1)
+
+INDEXES: dict[str, list[Index]] = {
+    SWITCHES: [
+        Index.on("user_id"),
+        # The loop's only query: "due_at <= now, oldest first". Cost per tick follows the
+        # number of due switches, never the total.
+        Index.on("due_at"),
+        Index.on("state"),
+    ],
+    ENTITLEMENTS: [],
+    HEARTBEATS: [Index.on("at"), Index.on("expires_at", expire_after_seconds=0)],
+    THROTTLE: THROTTLE_INDEXES,
+}
+
+
+class SchedulerRepository:
+    """Switches, cached entitlements and loop heartbeats, over the scheduler's own database."""
+
+    def __init__(self, db: Database) -> None:
+        self.switches = db.collection(SWITCHES)
+        self.entitlements = db.collection(ENTITLEMENTS)
+        self.heartbeats = db.collection(HEARTBEATS)
+        self.throttle = Throttle(db.collection(THROTTLE))
+
+    # Reading --------------------------------------------------------------------------
+
+    def switch(self, switch_id: str) -> dict[str, Any] | None:
+        return strip_outbox(self.switches.get(switch_id))
+
+    def switches_of(self, user_id: str) -> list[dict[str, Any]]:
+        found = self.switches.find({"user_id": user_id})
+        return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["created_at"])]
+
+    def count_of(self, user_id: str) -> int:
+        return self.switches.count({"user_id": user_id})
+
+    # Creating -------------------------------------------------------------------------
+
+    def add_switch(self, doc: dict[str, Any], *events: dict, now: datetime) -> bool:
+        """Insert a new switch; False if its (deterministic) id is already taken."""
+        try:
+            self.switches.insert(new_document_with_events(doc, *events, now=now))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    # The owner's writes: {_id, state, cycle} must still be what the caller read ----------
+
+    def start_cycle(self, switch: Switch, fields: dict[str, Any], *, now: datetime,
+                    event: dict | None = None, unset: tuple[str, ...] = ()) -> dict | None:
+        """Begin the next cycle (check-in, settings change, arming, end of a pause by the owner).
+
+        Fences out the loop: a claim on the old cycle can no longer write anything.
+        """
+        update: dict[str, Any] = {
+            "$set": {**fields, "updated_at": now},
+            "$inc": {"cycle": 1},
+            "$unset": {"claim": "", **{name: "" for name in unset}},
+        }
+        if event is not None:
+            update = with_event(update, event, now=now)
+        return self.switches.update_one(
+            {"_id": switch.id, "state": switch.state, "cycle": switch.cycle}, update
+        )
+
+    def set_email(self, user_id: str, email: str, now: datetime) -> int:
+        """The owner verified `email`: reminders of every switch go there from now on."""
+        return self.switches.update_many(
+            {"user_id": user_id},
+            {"$set": {"email": email, "email_verified": True}},
+        )
+
+    def mark_released(self, switch_id: str, cycle: int, now: datetime) -> dict | None:
+        """fired -> released for this cycle (every message was handed to delivery)."""
+        return self.switches.update_one(
+            {"_id": switch_id, "state": FIRED, "cycle": cycle},
+            {"$set": {"state": RELEASED, "released_at": now, "updated_at": now}},
+        )
+
+    # The loop's writes ----------------------------------------------------------------
+
+    def claim_due(self, now: datetime, instance: str, limit: int,
+                  lease: timedelta) -> list[dict[str, Any]]:
+        """Claim up to `limit` due switches, oldest due first, for `lease`.
+
+        The claim is a compare-and-set on the `due_at` that was read: of several instances
+        reading the same switch, one moves its `due_at` to the end of the lease and the
+        others miss. If the holder dies, the switch is simply due again when the lease ends.
+        """
+        claimed = []
+        due = self.switches.find({"due_at": {"$lte": now}}, sort=[("due_at", 1)], limit=limit)
+        for doc in due:
+            until = now + lease
+            doc = self.switches.update_one(
+                {"_id": doc["_id"], "due_at": doc["due_at"]},
+                {"$set": {"due_at": until,
+                          "claim": {"token": uuid.uuid4().hex, "by": instance, "until": until}}},
+            )
+            if doc is not None:
+                claimed.append(strip_outbox(doc))
+        return claimed
+
+    def _held(self, claimed: dict[str, Any], state: str) -> dict[str, Any]:
+        return {"_id": claimed["_id"], "state": state, "cycle": claimed["cycle"],
+                "claim.token": claimed["claim"]["token"]}
+
+    def remind(self, claimed: dict, step: int, stage: str, due_at: datetime,
+               event: dict, now: datetime) -> dict | None:
+        """Emit upcoming reminder `step`; steps before it are skipped for this cycle."""
+        update = {
+            "$set": {"next_step": step + 1, "due_at": due_at, "updated_at": now},
+            "$push": {"reminders": {"step": step, "stage": stage, "at": now}},
+            "$unset": {"claim": ""},
+        }
+        return self.switches.update_one(self._held(claimed, ARMED),
+                                        with_event(update, event, now=now))
+
+    def become_overdue(self, claimed: dict, step: int, grace_ends_at: datetime,
+                       event: dict, now: datetime) -> dict | None:
+        """armed -> overdue, with the overdue notice in the same write."""
+        update = {
+            "$set": {"state": OVERDUE, "overdue_at": now, "grace_ends_at": grace_ends_at,
+                     "next_step": step + 1, "due_at": grace_ends_at, "updated_at": now},
+            "$push": {"reminders": {"step": step, "stage": "overdue", "at": now}},
+            "$unset": {"claim": ""},
+        }
+        return self.switches.update_one(self._held(claimed, ARMED),
+                                        with_event(update, event, now=now))
+
+    def fire(self, claimed: dict, event: dict, now: datetime) -> dict | None:
+        """overdue -> fired, with CheckInMissed in the same write.
+
+        This and the check-in's `start_cycle` name the same (id, state, cycle): exactly one
+        of them can land.
+        """
+        update = {
+            "$set": {"state": FIRED, "fired_at": now, "updated_at": now},
+            "$unset": {"claim": "", "due_at": ""},
+        }
+        return self.switches.update_one(self._held(claimed, OVERDUE),
+                                        with_event(update, event, now=now))
+
+    def resume(self, claimed: dict, fields: dict[str, Any], now: datetime) -> dict | None:
+        """paused -> armed when the pause has run out, in a new cycle."""
+        update = {
+            "$set": {**fields, "state": ARMED, "paused_until": None, "updated_at": now},
+            "$inc": {"cycle": 1},
+            "$unset": {"claim": "", "grace_ends_at": ""},
+        }
+        return self.switches.update_one(self._held(claimed, PAUSED), update)
+
+    def release(self, claimed: dict, due_at: datetime | None) -> dict | None:
+        """Give the claim back, to be looked at again at `due_at` (None: not any more)."""
+        if due_at is None:
+            update: dict[str, Any] = {"$unset": {"claim": "", "due_at": ""}}
+        else:
+            update = {"$set": {"due_at": due_at}, "$unset": {"claim": ""}}
+        return self.switches.update_one(
+            {"_id": claimed["_id"], "claim.token": claimed["claim"]["token"]}, update
+        )
+
+    # Liveness -------------------------------------------------------------------------
+
+    def beat(self, instance: str, now: datetime, **figures: Any) -> None:
+        """Record that `instance` finished a tick at `now`."""
+        self.heartbeats.update_one(
+            {"_id": instance},
+            {"$set": {"at": now, "expires_at": now + HEARTBEAT_TTL, **figures}},
+            upsert=True,
+        )
+
+    def newest_heartbeat(self) -> dict[str, Any] | None:
+        return self.heartbeats.find_one({"at": {"$exists": True}}, sort=[("at", -1)])
+
+    def oldest_due(self, now: datetime) -> datetime | None:
+        doc = self.switches.find_one({"due_at": {"$lte": now}}, sort=[("due_at", 1)])
+        return doc["due_at"] if doc else None
+
+    def due_count(self, now: datetime) -> int:
+        return self.switches.count({"due_at": {"$lte": now}})
+
+    def held_back_count(self, now: datetime) -> int:
+        """Overdue switches past their grace: firing waits for a reminder to leave."""
+        return self.switches.count({"state": OVERDUE, "grace_ends_at": {"$lte": now}})
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many switches are in each state: one indexed count per state, no scan."""
+        return {state: self.switches.count({"state": state}) for state in STATES}
+
+    # Entitlements (cached from billing's PlanChanged) -----------------------------------
+
+    def record_plan(self, user_id: str, plan: dict[str, Any], occurred_at: datetime) -> bool:
+        """Keep the newest plan of a user; False when a newer one is already recorded."""
+        try:
+            self.entitlements.update_one(
+                {"_id": user_id, "occurred_at": {"$lt": occurred_at}},
+                {"$set": {**plan, "occurred_at": occurred_at}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False  # the stored plan is at least as new: an out-of-order event
+        return True
+
+    def plan_of(self, user_id: str) -> dict[str, Any] | None:
+        return self.entitlements.get(user_id)
+

@@ -1,0 +1,115 @@
+"""A scheduler in a box for unit tests: the real domain code over a real embedded SQLite
+store, a frozen clock, and delivery's answers decided by the test (default: "sent").
+
+No relay runs, so every event the scheduler wrote stays in its document's outbox, where
+`events()` reads it: exactly what would have been published.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from services.scheduler.loop import DueSwitches, LoopSettings, TickReport
+from services.scheduler.scheduler import Scheduler, switch_id_for
+from services.scheduler.schemas import ClientContext, SwitchSettings, SwitchUpdate
+from services.scheduler.storage import INDEXES, SchedulerRepository
+from services.scheduler.tokens import link_key
+from shared.clock import FrozenClock
+from shared.storage import open_database
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+SECRET = b"s" * 32
+CLIENT = ClientContext(ip="203.0.113.9", user_agent="pytest")
+
+
+class World:
+    def __init__(self, data_dir: Path, *, min_interval: int = 60) -> None:
+        self.db = open_database("scheduler", mongo_uri=None, data_dir=data_dir)
+        for name, indexes in INDEXES.items():
+            self.db.ensure_indexes(name, indexes)
+        self.repo = SchedulerRepository(self.db)
+        self.clock = FrozenClock(START)
+        self.min_interval = min_interval
+        self.key = link_key(SECRET)
+        self.mail: dict[str, str] = {}
+        self.mail_default = "sent"
+        self.mail_questions: list[list[str]] = []
+        self.mail_error: Exception | None = None
+
+    # Time and the loop ----------------------------------------------------------------
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def advance(self, seconds: float) -> datetime:
+        return self.clock.advance(seconds)
+
+    def loop_settings(self, instance: str = "test-instance", batch: int = 100,
+                      lease: float = 30, recheck: float = 15) -> LoopSettings:
+        return LoopSettings(instance=instance, batch=batch, lease=timedelta(seconds=lease),
+                            recheck=timedelta(seconds=recheck), link_key=self.key)
+
+    def tick(self, **settings: Any) -> TickReport:
+        return DueSwitches(self.repo, self.now, self.loop_settings(**settings),
+                           self.mail_status).tick()
+
+    def mail_status(self, references: list[str]) -> dict[str, str]:
+        self.mail_questions.append(list(references))
+        if self.mail_error is not None:
+            raise self.mail_error
+        return {ref: self.mail.get(ref, self.mail_default) for ref in references}
+
+    # The owner's side ---------------------------------------------------------------
+
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.repo, self.now, min_interval=self.min_interval, link_key=self.key)
+
+    def registered_user(self, user_id: str | None = None) -> str:
+        user_id = user_id or str(uuid.uuid4())
+        self.scheduler().on_user_registered(user_id, f"{user_id[:8]}@example.org")
+        return user_id
+
+    def verified_user(self, user_id: str | None = None, **settings: Any) -> tuple[str, str]:
+        """A registered, verified user; returns (user_id, default switch id)."""
+        user_id = self.registered_user(user_id)
+        self.scheduler().on_email_verified(user_id, f"{user_id[:8]}@example.org")
+        switch_id = switch_id_for(user_id, 0)
+        if settings:
+            self.update(user_id, switch_id, **settings)
+        return user_id, switch_id
+
+    def update(self, user_id: str, switch_id: str, **changes: Any):
+        return self.scheduler().update(user_id, switch_id, SwitchUpdate.model_validate(changes))
+
+    def create(self, user_id: str, **settings: Any):
+        return self.scheduler().create(user_id, SwitchSettings.model_validate(settings))
+
+    def check_in(self, user_id: str, switch_id: str | None = None):
+        return self.scheduler().check_in(user_id, switch_id, CLIENT)
+
+    def switch(self, switch_id: str) -> dict[str, Any]:
+        doc = self.repo.switch(switch_id)
+        assert doc is not None
+        return doc
+
+    # What was announced --------------------------------------------------------------
+
+    def events(self, event_type: str | None = None,
+               switch_id: str | None = None) -> list[dict[str, Any]]:
+        """Every event written so far, oldest first, optionally of one type or switch."""
+        found = []
+        for doc in self.repo.switches.find({}):
+            found += doc.get("outbox", [])
+        found.sort(key=lambda e: e["occurred_at"])
+        return [
+            e for e in found
+            if (event_type is None or e["type"] == event_type)
+            and (switch_id is None or e["data"]["switch_id"] == switch_id)
+        ]
+
+    def close(self) -> None:
+        self.db.close()

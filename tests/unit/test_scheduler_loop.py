@@ -1,0 +1,390 @@
+"""The loop over a real embedded store: reminders once per cycle, firing exactly once and
+never early, never while a reminder is still waiting to leave, atomic claims with leases,
+the check-in/fire race, catching up after downtime, and the loop's liveness."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from services.scheduler.loop import DueSwitches, liveness, reminder_reference
+from services.scheduler.scheduler import switch_id_for
+from services.scheduler.storage import SchedulerRepository
+from services.scheduler.switches import ARMED, FIRED, OVERDUE
+from services.scheduler.tokens import verify
+from shared.errors import Conflict
+from shared.storage import open_database
+from tests.unit.scheduler_world import World
+
+MINUTE, HOUR, DAY = 60, 3600, 86_400
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+def steps(world: World, switch_id: str) -> list[tuple[int, int, str]]:
+    return [(e["data"]["cycle"], e["data"]["step"], e["data"]["stage"])
+            for e in world.events("ReminderDue", switch_id)]
+
+
+def missed(world: World, switch_id: str | None = None) -> list[dict]:
+    return world.events("CheckInMissed", switch_id)
+
+
+def run_until(world: World, moment, every: float = 30) -> None:
+    """Tick every `every` seconds of frozen time up to `moment`, as the loop would."""
+    while world.now < moment:
+        world.advance(min(every, (moment - world.now).total_seconds()))
+        world.tick()
+
+
+# --- reminders ------------------------------------------------------------------------------
+
+
+def test_each_reminder_goes_out_once_at_its_moment_with_a_link_for_its_cycle(world):
+    _user_id, switch_id = world.verified_user(interval_seconds=DAY,
+                                             reminders_seconds=[6 * HOUR, HOUR])
+    deadline = world.switch(switch_id)["deadline"]
+    cycle = world.switch(switch_id)["cycle"]
+    run_until(world, deadline - timedelta(hours=6) - timedelta(seconds=1))
+    assert steps(world, switch_id) == []
+    run_until(world, deadline - timedelta(seconds=1))
+    assert steps(world, switch_id) == [(cycle, 0, "upcoming"), (cycle, 1, "upcoming")]
+    run_until(world, deadline + timedelta(hours=1))
+    assert steps(world, switch_id) == [(cycle, 0, "upcoming"), (cycle, 1, "upcoming"),
+                                       (cycle, 2, "overdue")]
+    for event in world.events("ReminderDue", switch_id):
+        claim = verify(world.key, event["data"]["checkin_token"])
+        assert (claim.switch_id, claim.cycle) == (switch_id, cycle)
+        assert event["data"]["deadline"].startswith(deadline.isoformat()[:19])
+
+
+def test_a_new_cycle_sends_its_own_reminders_and_none_of_the_old_cycles(world):
+    user_id, switch_id = world.verified_user(interval_seconds=DAY, reminders_seconds=[HOUR])
+    first = world.switch(switch_id)["cycle"]
+    run_until(world, world.switch(switch_id)["deadline"] - timedelta(minutes=30), every=600)
+    world.check_in(user_id)
+    second = world.switch(switch_id)["cycle"]
+    run_until(world, world.switch(switch_id)["deadline"] - timedelta(minutes=30), every=600)
+    assert steps(world, switch_id) == [(first, 0, "upcoming"), (second, 0, "upcoming")]
+
+
+# --- firing ----------------------------------------------------------------------------------
+
+
+def test_a_switch_left_alone_fires_after_interval_plus_grace_and_not_before(world):
+    _user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE,
+                                             grace_seconds=5 * MINUTE)
+    start = world.now
+    run_until(world, start + timedelta(minutes=15) - timedelta(seconds=1), every=1)
+    assert world.switch(switch_id)["state"] == OVERDUE
+    assert missed(world) == []
+    world.advance(1)
+    world.tick()
+    doc = world.switch(switch_id)
+    assert doc["state"] == FIRED
+    assert doc["fired_at"] == start + timedelta(minutes=15)
+    [event] = missed(world, switch_id)
+    assert event["data"]["cycle"] == doc["cycle"]
+    run_until(world, world.now + timedelta(days=30), every=DAY)
+    assert len(missed(world, switch_id)) == 1
+
+
+def test_a_switch_checked_in_on_time_never_fires(world):
+    user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE,
+                                             grace_seconds=2 * MINUTE)
+    for _ in range(20):
+        # Check in late each time: well into the grace period, one second before its end.
+        run_until(world, world.switch(switch_id)["deadline"] + timedelta(minutes=2)
+                  - timedelta(seconds=1), every=7)
+        world.check_in(user_id)
+    assert missed(world) == []
+    assert world.switch(switch_id)["state"] == ARMED
+
+
+@pytest.mark.parametrize("status", ["pending", "unknown", None])
+def test_it_does_not_fire_while_a_reminder_is_still_waiting_to_leave(world, status):
+    _user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE,
+                                             grace_seconds=5 * MINUTE, reminders_seconds=[MINUTE])
+    doc = world.switch(switch_id)
+    upcoming = reminder_reference(switch_id, doc["cycle"], 0)
+    if status is None:
+        world.mail_error = TimeoutError("delivery did not answer")
+    else:
+        world.mail[upcoming] = status
+    run_until(world, doc["deadline"] + timedelta(seconds=doc["grace_seconds"] + 3600), every=60)
+    assert world.switch(switch_id)["state"] == OVERDUE
+    assert missed(world) == []
+    assert [upcoming, reminder_reference(switch_id, doc["cycle"], 1)] in world.mail_questions
+    assert liveness(world.repo, world.now)["held_back_switches"] == 1
+    # Delivery recovers and the reminder leaves: the switch fires at the next look.
+    world.mail_error = None
+    world.mail[upcoming] = "sent"
+    world.advance(15)
+    world.tick()
+    assert world.switch(switch_id)["state"] == FIRED
+    assert len(missed(world, switch_id)) == 1
+
+
+def test_a_reminder_that_bounced_for_good_does_not_hold_back_the_release(world):
+    _, switch_id = world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE)
+    world.mail_default = "failed"
+    doc = world.switch(switch_id)
+    run_until(world, doc["deadline"] + timedelta(seconds=doc["grace_seconds"]), every=60)
+    assert world.switch(switch_id)["state"] == FIRED
+
+
+def test_delivery_is_asked_once_per_tick_for_every_switch_ready_to_fire(world):
+    ids = [world.verified_user(interval_seconds=10 * MINUTE)[1] for _ in range(5)]
+    world.advance(10 * MINUTE)
+    world.tick()
+    world.mail_questions.clear()
+    world.advance(7 * DAY)
+    world.tick()
+    assert len(world.mail_questions) == 1
+    assert {ref.split(":")[0] for ref in world.mail_questions[0]} == set(ids)
+    assert all(world.switch(i)["state"] == FIRED for i in ids)
+
+
+# --- the race ---------------------------------------------------------------------------------
+
+
+def overdue_and_claimed(world: World) -> tuple[str, str, dict]:
+    user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
+    world.advance(10 * MINUTE)
+    world.tick()
+    world.clock.set(world.switch(switch_id)["grace_ends_at"])
+    [claimed] = world.repo.claim_due(world.now, "racer", 10, timedelta(seconds=30))
+    return user_id, switch_id, claimed
+
+
+def test_a_check_in_that_lands_first_wins_and_no_check_in_missed_is_written(world):
+    user_id, switch_id, claimed = overdue_and_claimed(world)
+    world.check_in(user_id, switch_id)
+    assert world.repo.fire(claimed, {"event_id": "x", "type": "CheckInMissed"},
+                           world.now) is None
+    assert world.switch(switch_id)["state"] == ARMED
+    assert missed(world) == []
+
+
+def test_a_firing_that_lands_first_wins_and_the_late_check_in_is_told(world):
+    user_id, switch_id, claimed = overdue_and_claimed(world)
+    world.repo.release(claimed, world.now)  # give the claim back; the loop takes it again
+    world.tick()
+    with pytest.raises(Conflict) as refused:
+        world.check_in(user_id, switch_id)
+    assert refused.value.details["state"] == FIRED
+    assert len(missed(world, switch_id)) == 1
+
+
+def test_a_check_in_and_the_firing_at_the_same_instant_never_both_win(world, tmp_path):
+    # The loop runs on its own connection to the file, as another process would.
+    loop_db = open_database("scheduler", mongo_uri=None, data_dir=tmp_path)
+    loop_repo = SchedulerRepository(loop_db)
+    outcomes = set()
+    for _ in range(12):
+        user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
+        world.advance(10 * MINUTE)
+        world.tick()
+        world.clock.set(world.switch(switch_id)["grace_ends_at"])
+        both_ready = threading.Barrier(2)
+
+        def asked_delivery(references, barrier=both_ready):
+            barrier.wait()  # the loop has decided to fire; the owner clicks now
+            return {ref: "sent" for ref in references}
+
+        loop = DueSwitches(loop_repo, world.now, world.loop_settings("racer"), asked_delivery)
+        firing = threading.Thread(target=loop.tick)
+        firing.start()
+        both_ready.wait()
+        try:
+            world.check_in(user_id, switch_id)
+            checked_in = True
+        except Conflict:
+            checked_in = False
+        firing.join()
+        fired = world.switch(switch_id)["state"] == FIRED
+        assert checked_in != fired
+        assert len(missed(world, switch_id)) == (1 if fired else 0)
+        outcomes.add(fired)
+        world.advance(DAY)
+    loop_db.close()
+    assert outcomes  # at least one race ran to the end
+
+
+# --- claims, leases, instances -----------------------------------------------------------------
+
+
+def many_overdue(world: World, n: int) -> list[str]:
+    ids = [world.verified_user(interval_seconds=10 * MINUTE)[1] for _ in range(n)]
+    world.advance(10 * MINUTE)
+    world.tick(batch=1000)
+    world.advance(7 * DAY)
+    return ids
+
+
+def test_two_instances_never_claim_the_same_switch(world, tmp_path):
+    ids = many_overdue(world, 30)
+    other_db = open_database("scheduler", mongo_uri=None, data_dir=tmp_path)
+    other = SchedulerRepository(other_db)
+    lease = timedelta(seconds=30)
+    a = world.repo.claim_due(world.now, "a", 12, lease)
+    b = other.claim_due(world.now, "b", 12, lease)
+    c = world.repo.claim_due(world.now, "c", 12, lease)
+    claimed = [d["_id"] for d in a + b + c]
+    assert len(claimed) == len(set(claimed)) == 30
+    assert set(claimed) == set(ids)
+    other_db.close()
+
+
+def test_an_instance_that_read_a_switch_just_before_another_claimed_it_cannot_claim_it(
+    world, tmp_path, monkeypatch
+):
+    many_overdue(world, 3)
+    other_db = open_database("scheduler", mongo_uri=None, data_dir=tmp_path)
+    other = SchedulerRepository(other_db)
+    # Both instances read the same due switches at the same moment...
+    stale = other.switches.find({"due_at": {"$lte": world.now}})
+    monkeypatch.setattr(other.switches, "find", lambda *args, **kwargs: stale)
+    # ...one claims them first; the other's compare-and-set then finds nothing to take.
+    assert len(world.repo.claim_due(world.now, "a", 10, timedelta(seconds=30))) == 3
+    assert other.claim_due(world.now, "b", 10, timedelta(seconds=30)) == []
+    other_db.close()
+
+
+def test_a_dead_instances_claims_are_taken_over_when_its_lease_ends(world):
+    ids = many_overdue(world, 6)
+    dead = world.repo.claim_due(world.now, "dead", 4, timedelta(seconds=30))
+    world.tick(instance="alive")
+    assert sum(world.switch(i)["state"] == FIRED for i in ids) == 2
+    world.advance(29)
+    world.tick(instance="alive")
+    assert sum(world.switch(i)["state"] == FIRED for i in ids) == 2
+    world.advance(1)
+    world.tick(instance="alive")
+    assert all(world.switch(i)["state"] == FIRED for i in ids)
+    # The dead instance wakes up and tries to finish its work: its claims are void.
+    for doc in dead:
+        assert world.repo.fire(doc, {"event_id": "late", "type": "CheckInMissed"},
+                               world.now) is None
+    assert {i: len(missed(world, i)) for i in ids} == {i: 1 for i in ids}
+
+
+def test_a_check_in_fences_out_a_claim_in_progress(world):
+    user_id, switch_id = world.verified_user(interval_seconds=DAY, reminders_seconds=[HOUR])
+    world.clock.set(world.switch(switch_id)["deadline"] - timedelta(minutes=30))
+    [claimed] = world.repo.claim_due(world.now, "slow", 10, timedelta(seconds=30))
+    moved = world.check_in(user_id).switches[0]
+    assert world.repo.release(claimed, world.now) is None
+    doc = world.switch(switch_id)
+    assert doc["due_at"] == moved.deadline - timedelta(hours=1)
+    assert "claim" not in doc
+
+
+def test_the_loop_finds_due_switches_through_the_index_not_a_scan(world):
+    plan = world.repo.switches.query_plan({"due_at": {"$lte": world.now}},
+                                          sort=[("due_at", 1)])
+    assert any("USING INDEX ix_switches_" in step for step in plan), plan
+
+
+def test_a_tick_looks_only_at_due_switches(world):
+    for _ in range(200):
+        world.verified_user(interval_seconds=DAY)
+    _, late = world.verified_user(interval_seconds=HOUR, reminders_seconds=[])
+    world.advance(HOUR)
+    report = world.tick()
+    assert report.claimed == 1
+    assert report.order == [late]
+
+
+# --- downtime ---------------------------------------------------------------------------------
+
+
+def test_after_a_long_downtime_it_catches_up_in_deadline_order_and_skips_stale_reminders(world):
+    reminders = [3 * DAY, DAY, HOUR]
+    # Deadlines on days 10, 12, 11 and 21 (created on different days).
+    _, a = world.verified_user(interval_seconds=10 * DAY, reminders_seconds=reminders)
+    world.advance(DAY)
+    _, b = world.verified_user(interval_seconds=11 * DAY, reminders_seconds=reminders)
+    _, c = world.verified_user(interval_seconds=10 * DAY, reminders_seconds=reminders)
+    _, d = world.verified_user(interval_seconds=20 * DAY, reminders_seconds=reminders)
+    world.tick()
+    # The scheduler is down from day 1 to day 20 and a half.
+    world.advance(19.5 * DAY)
+    report = world.tick(batch=2)
+    report.order += world.tick(batch=2).order
+    assert report.order == [a, c, b, d]
+    for overdue in (a, b, c):
+        # Only the overdue notice: the upcoming reminders no longer make sense.
+        assert [s for _, s, _ in steps(world, overdue)] == [3]
+        doc = world.switch(overdue)
+        assert doc["grace_ends_at"] == world.now + timedelta(seconds=doc["grace_seconds"])
+    # Day 21's switch: its three-day and one-day reminders both passed; only the latter goes.
+    assert [s for _, s, _ in steps(world, d)] == [1]
+    assert missed(world) == []
+
+
+def test_after_downtime_switches_already_past_grace_fire_in_deadline_order(world):
+    _, a = world.verified_user(interval_seconds=DAY, grace_seconds=DAY)
+    world.advance(HOUR)
+    _, b = world.verified_user(interval_seconds=DAY, grace_seconds=DAY)
+    world.advance(DAY)
+    world.tick()
+    assert world.switch(a)["state"] == world.switch(b)["state"] == OVERDUE
+    world.advance(10 * DAY)
+    world.tick()
+    assert [e["data"]["switch_id"] for e in missed(world)] == [a, b]
+
+
+# --- liveness ---------------------------------------------------------------------------------
+
+
+def test_the_loop_records_a_heartbeat_and_its_lag_is_the_oldest_due_switch(world):
+    assert liveness(world.repo, world.now)["heartbeat_age_seconds"] is None
+    _, _switch_id = world.verified_user(interval_seconds=HOUR, reminders_seconds=[])
+    world.tick(instance="i-1")
+    world.advance(HOUR + 42)
+    figures = liveness(world.repo, world.now)
+    assert figures["heartbeat_age_seconds"] == HOUR + 42
+    assert figures["instance"] == "i-1"
+    assert figures["lag_seconds"] == 42
+    assert figures["due_switches"] == 1
+    assert figures["held_back_switches"] == 0
+    assert figures["switches"]["armed"] == 1
+    world.tick(instance="i-2")
+    figures = liveness(world.repo, world.now)
+    assert (figures["heartbeat_age_seconds"], figures["lag_seconds"]) == (0, 0)
+    assert figures["switches"] == {"unarmed": 0, "armed": 0, "overdue": 1, "fired": 0,
+                                   "released": 0, "paused": 0}
+
+
+def test_a_switch_that_fails_to_be_handled_is_retried_after_its_lease(world, monkeypatch):
+    _, switch_id = world.verified_user(interval_seconds=HOUR, reminders_seconds=[])
+    world.advance(HOUR)
+    original = world.repo.become_overdue
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(world.repo, "become_overdue", broken)
+    assert world.tick().errors == 1
+    monkeypatch.setattr(world.repo, "become_overdue", original)
+    world.advance(29)
+    world.tick()
+    assert world.switch(switch_id)["state"] == ARMED
+    world.advance(1)
+    world.tick()
+    assert world.switch(switch_id)["state"] == OVERDUE
+
+
+def test_ids_are_stable_per_user_and_slot():
+    user = str(uuid.uuid4())
+    assert switch_id_for(user, 0) == switch_id_for(user, 0) != switch_id_for(user, 1)
+    assert uuid.UUID(switch_id_for(user, 0))
