@@ -176,7 +176,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[int, Field(ge=0, le=5)] = Field(
         0, validation_alias=_env("JICM_TRUSTED_PROXIES")
     )
-    services: str = Field("accounts,billing,delivery,scheduler,vault", validation_alias=_env("JICM_SERVICES"))
+    services: str = Field(
+        "accounts,billing,delivery,scheduler,vault", validation_alias=_env("JICM_SERVICES")
+    )
     verify_token_ttl: Annotated[int, Field(ge=60)] = Field(
         48 * 3600, validation_alias=_env("JICM_VERIFY_TOKEN_TTL")
     )
