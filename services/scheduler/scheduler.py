@@ -378,7 +378,20 @@ class Scheduler:
                        "was sent", code="link_used")
         return doc, claim
 
-    # The vault's hook ------------------------------------------------------------------
+    # The vault's questions and hook ----------------------------------------------------
+
+    def default_switch_id(self, user_id: str) -> str:
+        """The id of the owner's default switch (deterministic: it may not be stored yet)."""
+        return switch_id_for(user_id, DEFAULT_SLOT)
+
+    def owns_switch(self, user_id: str, switch_id: str) -> bool:
+        """Whether a message may be written to this switch of `user_id`.
+
+        False for an unknown switch, another user's, and one that has fired or been
+        released: a message written to it now would never be delivered.
+        """
+        doc = self.repo.switch(switch_id)
+        return doc is not None and doc["user_id"] == user_id and doc["state"] not in FINAL
 
     def mark_released(self, switch_id: str, cycle: int) -> dict[str, Any]:
         """fired -> released once every message of the switch was handed to delivery.

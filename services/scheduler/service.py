@@ -116,6 +116,16 @@ class SchedulerService:
     # Other services -------------------------------------------------------------------
 
     @rpc(expected_exceptions=ServiceError)
+    def default_switch_id(self, user_id: str) -> str:
+        """The vault asks where a message without a `switch_id` goes."""
+        return self._scheduler().default_switch_id(user_id)
+
+    @rpc(expected_exceptions=ServiceError)
+    def owns_switch(self, user_id: str, switch_id: str) -> bool:
+        """The vault asks whether a message may be written to this switch."""
+        return self._scheduler().owns_switch(user_id, switch_id)
+
+    @rpc(expected_exceptions=ServiceError)
     def mark_released(self, switch_id: str, cycle: int) -> dict:
         """The vault handed every message of this fired switch to delivery."""
         return self._scheduler().mark_released(switch_id, cycle)

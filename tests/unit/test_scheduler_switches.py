@@ -441,3 +441,39 @@ def test_mark_released_refuses_a_switch_that_did_not_fire(world):
     assert refused.value.details["state"] == ARMED
     with pytest.raises(NotFound):
         world.scheduler().mark_released(str(uuid.uuid4()), 1)
+
+
+# --- the vault's questions ------------------------------------------------------------------
+
+
+def test_the_default_switch_id_is_known_before_the_switch_is_stored(world):
+    user_id = str(uuid.uuid4())
+    expected = world.scheduler().default_switch_id(user_id)
+    world.registered_user(user_id)
+    assert [s.id for s in world.scheduler().list(user_id).switches] == [expected]
+
+
+def test_an_owner_may_write_to_a_running_or_unarmed_switch(world):
+    unarmed = world.registered_user()
+    verified, switch_id = world.verified_user()
+    assert world.scheduler().owns_switch(unarmed, switch_id_for(unarmed, 0))
+    assert world.scheduler().owns_switch(verified, switch_id)
+    world.update(verified, switch_id, paused_until=(world.now + timedelta(days=3)).isoformat())
+    assert world.scheduler().owns_switch(verified, switch_id)
+
+
+def test_nobody_may_write_to_another_users_switch_or_one_that_does_not_exist(world):
+    owner, switch_id = world.verified_user()
+    intruder, _ = world.verified_user()
+    assert not world.scheduler().owns_switch(intruder, switch_id)
+    assert not world.scheduler().owns_switch(owner, str(uuid.uuid4()))
+    assert not world.scheduler().owns_switch(owner, switch_id_for(owner, 1))
+
+
+def test_a_switch_that_fired_or_was_released_takes_no_more_messages(world):
+    user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
+    fire(world, user_id, switch_id)
+    assert world.switch(switch_id)["state"] == FIRED
+    assert not world.scheduler().owns_switch(user_id, switch_id)
+    world.scheduler().mark_released(switch_id, world.switch(switch_id)["cycle"])
+    assert not world.scheduler().owns_switch(user_id, switch_id)

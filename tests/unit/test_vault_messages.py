@@ -80,6 +80,30 @@ def test_another_users_switch_is_refused_like_a_missing_one(vault):
     assert vault.repo.messages.count({}) == 0
 
 
+@pytest.mark.parametrize("state", ["fired", "released"])
+def test_a_switch_that_fired_takes_no_new_message_and_the_refusal_names_its_state(vault, state):
+    vault.switches.fired["extra-ada-2"] = state
+    vault.switches.fired["default-ada"] = state
+    for switch_id in ("extra-ada-2", None):
+        with pytest.raises(Conflict) as refused:
+            vault.write(switch_id=switch_id)
+        assert refused.value.status == 409
+        assert refused.value.code == "switch_fired"
+        assert refused.value.details["state"] == state
+        assert f"state: {state}" in refused.value.message
+    assert vault.repo.messages.count({}) == 0
+
+
+def test_a_message_cannot_move_to_a_switch_that_fired(vault):
+    message_id = vault.write()
+    vault.switches.fired["extra-ada-2"] = "fired"
+    with pytest.raises(Conflict) as refused:
+        vault.messages().update("ada", "ada@example.org", message_id,
+                                MessageChanges(switch_id="extra-ada-2"))
+    assert refused.value.code == "switch_fired"
+    assert vault.messages().get("ada", message_id).switch_id == "default-ada"
+
+
 def test_another_users_message_is_a_404_like_a_message_that_does_not_exist(vault):
     message_id = vault.write("ada")
     vault.write("eve")

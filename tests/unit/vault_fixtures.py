@@ -25,10 +25,12 @@ def default_switch(user_id: str) -> str:
 
 
 class Switches:
-    """The scheduler's answers: a default switch per user, plus `extra-<user>-*` ones."""
+    """The scheduler's answers: a default switch per user, plus `extra-<user>-*` ones,
+    armed unless the test fired them (`fired[switch_id] = "fired"`)."""
 
     def __init__(self) -> None:
         self.asked: list[tuple] = []
+        self.fired: dict[str, str] = {}
 
     def default_switch_id(self, user_id: str) -> str:
         self.asked.append(("default_switch_id", user_id))
@@ -36,6 +38,16 @@ class Switches:
 
     def owns_switch(self, user_id: str, switch_id: str) -> bool:
         self.asked.append(("owns_switch", user_id, switch_id))
+        return self._exists(user_id, switch_id) and switch_id not in self.fired
+
+    def switch_state(self, user_id: str, switch_id: str) -> str | None:
+        self.asked.append(("switch_state", user_id, switch_id))
+        if not self._exists(user_id, switch_id):
+            return None
+        return self.fired.get(switch_id, "armed")
+
+    @staticmethod
+    def _exists(user_id: str, switch_id: str) -> bool:
         return switch_id == default_switch(user_id) or switch_id.startswith(f"extra-{user_id}-")
 
 
