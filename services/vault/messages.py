@@ -4,6 +4,12 @@ Plain code over the repository, the data keys, the scheduler's switch directory 
 moment in time; the nameko service only wires these together. Another user's message is
 answered exactly like a message that does not exist (404). A released message can no
 longer be changed or deleted (409): it is on its way to its recipients.
+
+A write can race the firing of its switch (the scheduler said the switch was live, then
+it fired). The release records the fired switch before it looks for messages, and a
+write looks for that record after it lands, so one of the two always sees the other: a
+new message is then taken back (409, `switch_fired`), and a message moved into the
+switch is released with it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from services.vault.limits import (
     limits_for,
     message_limit_reached,
 )
+from services.vault.release import Release
 from services.vault.schemas import (
     Message,
     MessageChanges,
@@ -34,7 +41,7 @@ from services.vault.schemas import (
 )
 from services.vault.sealing import Content, Sealer, new_recipients
 from services.vault.storage import SEALED, VaultRepository
-from services.vault.switches import SwitchDirectory, resolve_switch
+from services.vault.switches import SwitchDirectory, resolve_switch, switch_fired
 from shared.errors import Conflict, InvalidInput, NotFound
 
 # An edit that loses a race with another edit is re-read and retried this many times.
@@ -107,6 +114,10 @@ class Messages:
             # exceed the plan (both racers may back off; a retry then succeeds).
             self.repo.delete_sealed(user_id, message_id)
             raise message_limit_reached(limits)
+        if self.repo.release_of(switch_id) and self.repo.delete_sealed(user_id, message_id):
+            # The switch fired while this was being written. (If the message can no
+            # longer be deleted, the release took it: it goes out with the others.)
+            raise switch_fired(switch_id, "fired")
         return MessageCreated(id=message_id)
 
     def update(
@@ -131,8 +142,13 @@ class Messages:
                 ),
                 "updated_at": self.now,
             })
-            if updated is not None:
-                return _message(Sealer.of(key, updated), updated)
+            if updated is None:
+                continue
+            if switch_id != doc["switch_id"] and self.repo.release_of(switch_id):
+                # Moved into a switch that fired meanwhile: it goes out with the others.
+                Release(self.repo, self.keys, self.now).release_late(switch_id)
+                updated = self.repo.message(message_id)
+            return _message(Sealer.of(key, updated), updated)
         raise Conflict("the message changed while it was being edited; try again",
                        code="edit_conflict")
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
+from nameko.timer import timer
 
 from services.vault.dependencies import ReleaseDispatcher, VaultKeys
 from services.vault.erasure import erase_user
@@ -14,6 +15,7 @@ from services.vault.release import Release
 from services.vault.schemas import MessageChanges, NewMessage
 from services.vault.storage import INDEXES, VaultRepository
 from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
+from shared.bounded_rpc import BoundedRpcProxy
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import ServiceError
@@ -23,6 +25,9 @@ from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file.
 REQUIRED_SETTINGS = ("JICM_VAULT_KEK|JICM_VAULT_KEK_FILE",)
+
+# Seconds between two looks for fired switches whose release the scheduler must hear of.
+NOTIFY_INTERVAL_SECONDS = 1.0
 
 
 def check_settings(settings: Settings) -> None:
@@ -39,8 +44,9 @@ class VaultService:
     store = Storage(INDEXES, repository=VaultRepository)
     keys = VaultKeys()
     dispatcher = ReleaseDispatcher()
-    # Requests expire in the queue: a scheduler that comes back late never runs stale ones.
-    scheduler = RpcProxy("scheduler", expiration=SCHEDULER_TIMEOUT_SECONDS)
+    # Bounded calls whose requests expire in the queue: a scheduler that comes back late
+    # never runs stale ones.
+    scheduler = BoundedRpcProxy("scheduler", timeout=SCHEDULER_TIMEOUT_SECONDS)
 
     def _data_keys(self):
         return self.keys.data_keys(self.store)
@@ -90,6 +96,11 @@ class VaultService:
     def on_check_in_missed(self, event: Event) -> None:
         if self._release().release_switch(event.data):
             self.dispatcher.wake()
+
+    @timer(interval=NOTIFY_INTERVAL_SECONDS)
+    def notify_released_switches(self) -> None:
+        """Tell the scheduler about each fired switch whose messages were all handed over."""
+        self._release().notify_due(SchedulerSwitches(self.scheduler))
 
     @rpc(expected_exceptions=ServiceError)
     def release_status(self, switch_id: str) -> dict:

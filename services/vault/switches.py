@@ -1,4 +1,5 @@
-"""Which switch a message belongs to: the scheduler owns switches, the vault asks it.
+"""Which switch a message belongs to, and telling the scheduler a release is done: the
+scheduler owns switches, the vault asks it.
 
 The vault cannot read the scheduler's data, so it asks over RPC:
 `scheduler.default_switch_id(user_id) -> str` and
@@ -8,6 +9,10 @@ stay sealed for ever). Only when the answer is no does the vault ask `get_switch
 so that the refusal names the switch's state. nameko's RPC proxy has no timeout of its
 own; every call here is bounded (and its request expires in the queue), so a scheduler
 that is down makes writing a message fail fast with a 503, never hang.
+
+Once every message of a fired switch was handed to delivery, the vault calls
+`scheduler.mark_released(switch_id, cycle)` (idempotent), which moves the switch
+`fired -> released`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import eventlet
 from nameko.exceptions import RemoteError, UnknownService
 
+from shared.bounded_rpc import BoundedClient, RpcTimeout
 from shared.errors import Conflict, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -71,12 +76,15 @@ def switch_fired(switch_id: str, state: str) -> Conflict:
     )
 
 
-class SchedulerSwitches:
-    """The scheduler's answers through a nameko RpcProxy, each within a deadline."""
+class ReleaseRefused(Exception):
+    """The scheduler says this switch did not fire in that cycle: retrying cannot help."""
 
-    def __init__(self, proxy: Any, timeout: float = SCHEDULER_TIMEOUT_SECONDS) -> None:
-        self.proxy = proxy
-        self.timeout = timeout
+
+class SchedulerSwitches:
+    """The scheduler's answers through a bounded RPC client (`shared.bounded_rpc`)."""
+
+    def __init__(self, client: BoundedClient) -> None:
+        self.client = client
 
     def default_switch_id(self, user_id: str) -> str:
         return str(self._ask("default_switch_id", user_id))
@@ -89,21 +97,27 @@ class SchedulerSwitches:
         switch = self._ask("get_switch", user_id, switch_id, missing=None)
         return None if switch is None else str(switch["state"])
 
-    def _ask(self, method: str, *args: str, **fallback: Any) -> Any:
-        timer = eventlet.Timeout(self.timeout)
+    def mark_released(self, switch_id: str, cycle: int) -> None:
+        """Tell the scheduler the switch is released; ReleaseRefused if it did not fire,
+        Unavailable if the scheduler cannot be reached now (try again later)."""
         try:
-            return getattr(self.proxy, method)(*args)
-        except eventlet.Timeout as exc:
-            if exc is not timer:
-                raise
-            log.warning("scheduler.%s did not answer within %ss", method, self.timeout)
+            self._ask("mark_released", switch_id, cycle, refusals=("Conflict", "NotFound"))
+        except RemoteError as exc:
+            raise ReleaseRefused(f"{exc.exc_type}: {exc.value}") from None
+
+    def _ask(self, method: str, *args: Any, refusals: tuple[str, ...] = (),
+             **fallback: Any) -> Any:
+        try:
+            return self.client.call(method, *args)
+        except RpcTimeout as exc:
+            log.warning("%s", exc)
         except UnknownService:
             log.warning("scheduler.%s: no scheduler is running", method)
         except RemoteError as exc:
             if exc.exc_type == "NotFound" and "missing" in fallback:
                 return fallback["missing"]
+            if exc.exc_type in refusals:
+                raise
             log.error("scheduler.%s failed: %s", method, exc)
-        finally:
-            timer.cancel()
         raise Unavailable("the scheduler is unavailable, so the switch cannot be checked; "
                           "try again shortly", code="scheduler_unavailable")

@@ -206,8 +206,11 @@ def test_check_in_missed_releases_one_event_per_message_with_addresses_and_token
     assert content["subject"] == "Another"
     assert rpc.call("vault", "get_message", "ada", untouched)["state"] == "sealed"
     status = rpc.call("vault", "release_status", ada)
-    assert status == {"switch_id": ada, "sealed": 0, "released": 2, "waiting": 0,
-                      "complete": True}
+    assert {key: status[key] for key in ("sealed", "released", "waiting", "complete")} == {
+        "sealed": 0, "released": 2, "waiting": 0, "complete": True}
+    # This switch never fired at the scheduler (the test played CheckInMissed): it refuses.
+    wait_for(lambda: rpc.call("vault", "release_status", ada)["scheduler"] == "refused",
+             timeout=20, what="the scheduler's answer")
 
 
 def test_check_in_missed_delivered_twice_releases_nothing_more(vault, rpc, tap, settings, ada):
@@ -291,6 +294,50 @@ def test_a_release_interrupted_by_a_crash_is_finished_exactly_once(
     assert sorted(HEARD) == sorted([first, second]), "each message handled once downstream"
 
 
+# The switch ends released -------------------------------------------------------------------
+
+
+def switch_state(rpc, user_id: str, switch_id: str) -> str:
+    return rpc.call("scheduler", "get_switch", user_id, switch_id)["state"]
+
+
+def test_the_switch_ends_released_once_every_message_was_handed_over(vault, rpc, tap, settings,
+                                                                     switches, ada):
+    write(rpc)
+    write(rpc, inline=True)
+    cycle = switches.fire("ada", ada)
+    publish(settings.amqp_uri, check_in_missed("ada", ada, cycle=cycle))
+    released_of(tap, 2)
+    wait_for(lambda: switch_state(rpc, "ada", ada) == "released", timeout=20,
+             what="the scheduler to hear the switch is released")
+    assert rpc.call("vault", "release_status", ada)["scheduler"] == "released"
+
+
+def test_a_switch_without_messages_ends_released_too(vault, rpc, settings, switches, ada):
+    cycle = switches.fire("ada", ada)
+    publish(settings.amqp_uri, check_in_missed("ada", ada, cycle=cycle))
+    wait_for(lambda: switch_state(rpc, "ada", ada) == "released", timeout=20,
+             what="an empty switch to end released")
+
+
+def test_a_scheduler_that_was_down_hears_of_the_release_once_it_is_back(
+    vault, scheduler, container_factory, service_config, rpc, tap, settings, switches, ada
+):
+    write(rpc)
+    cycle = switches.fire("ada", ada)
+    scheduler.stop()  # its queue stays: the vault's calls wait there, expire, are retried
+    publish(settings.amqp_uri, check_in_missed("ada", ada, cycle=cycle))
+    released_of(tap, 1)
+    releases = database_of(vault).collection("releases")
+    wait_for(lambda: releases.get(ada) and releases.get(ada).get("attempts", 0) >= 1,
+             timeout=30, what="the vault to fail to tell the scheduler")
+    assert releases.get(ada)["state"] == "releasing"
+
+    container_factory(SchedulerService, service_config).start()
+    wait_for(lambda: switch_state(rpc, "ada", ada) == "released", timeout=30,
+             what="the scheduler to hear of the release once back")
+
+
 # Plans, erasure, the scheduler ----------------------------------------------------------------
 
 
@@ -316,7 +363,8 @@ def test_erasing_a_user_shreds_the_key_and_deletes_the_messages(vault, rpc, swit
     message_id = write(rpc)
     write(rpc, "eve")
     summary = rpc.call("vault", "erase_user", "ada")
-    assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "entitlements": 0}
+    assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "releases": 0,
+                       "entitlements": 0}
     with pytest.raises(RemoteError) as gone:
         rpc.call("vault", "get_message", "ada", message_id)
     assert gone.value.exc_type == "NotFound"

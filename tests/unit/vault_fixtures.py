@@ -13,7 +13,9 @@ from services.vault.messages import Messages
 from services.vault.release import Release
 from services.vault.schemas import NewMessage
 from services.vault.storage import INDEXES, VaultRepository
+from services.vault.switches import ReleaseRefused
 from shared.clock import FrozenClock
+from shared.errors import Unavailable
 from shared.storage import open_database
 
 START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
@@ -51,6 +53,22 @@ class Switches:
         return switch_id == default_switch(user_id) or switch_id.startswith(f"extra-{user_id}-")
 
 
+class Scheduler:
+    """The scheduler's `mark_released`: records what it was told, or is down, or refuses."""
+
+    def __init__(self) -> None:
+        self.marked: list[tuple[str, int]] = []
+        self.down = False
+        self.refuse = False
+
+    def mark_released(self, switch_id: str, cycle: int) -> None:
+        if self.down:
+            raise Unavailable("the scheduler is unavailable", code="scheduler_unavailable")
+        if self.refuse:
+            raise ReleaseRefused("Conflict: this switch did not fire in that cycle")
+        self.marked.append((switch_id, cycle))
+
+
 class Published:
     """A publisher that keeps every envelope; `fail` makes the next publishes raise."""
 
@@ -79,6 +97,7 @@ class Vault:
         self.switches = Switches()
         self.limits = limits
         self.published = Published()
+        self.scheduler = Scheduler()
 
     @property
     def keys(self) -> DataKeys:
