@@ -9,7 +9,6 @@ from nameko.timer import timer
 from services.vault.dependencies import ReleaseDispatcher, VaultKeys
 from services.vault.erasure import erase_user
 from services.vault.keys import keyring_from_settings
-from services.vault.limits import default_limits, record_plan_change
 from services.vault.messages import Messages
 from services.vault.release import Release
 from services.vault.schemas import MessageChanges, NewMessage
@@ -18,6 +17,7 @@ from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
 from shared.bounded_rpc import BoundedRpcProxy
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
+from shared.entitlements import billing_rpc, limits_for
 from shared.errors import ServiceError
 from shared.events import Event, event_handler
 from shared.health import health_report
@@ -47,6 +47,8 @@ class VaultService:
     # Bounded calls whose requests expire in the queue: a scheduler that comes back late
     # never runs stale ones.
     scheduler = BoundedRpcProxy("scheduler", timeout=SCHEDULER_TIMEOUT_SECONDS)
+    # Asked for a user's plan when the vault's own copy says "free" or nothing.
+    billing = billing_rpc()
 
     def _data_keys(self):
         return self.keys.data_keys(self.store)
@@ -56,7 +58,7 @@ class VaultService:
             self.store,
             self._data_keys(),
             SchedulerSwitches(self.scheduler),
-            default_limits(self.settings),
+            lambda user_id: limits_for(user_id, self.store.entitlements, self.billing),
             self.clock.now(),
         )
 
@@ -119,8 +121,7 @@ class VaultService:
 
     @event_handler("PlanChanged")
     def on_plan_changed(self, event: Event) -> None:
-        record_plan_change(self.store.entitlements, event.data.user_id, event.data,
-                           event.occurred_at)
+        self.store.entitlements.record(event.data, self.clock.now())
 
     @rpc(expected_exceptions=ServiceError)
     def erase_user(self, user_id: str) -> dict:

@@ -8,7 +8,8 @@
 - `releases`: one document per fired switch (`_id` = switch id): the CheckInMissed facts,
   and whether the scheduler has been told the switch is released (`notify_due_at` while
   it has not: the notifier's to-do list, which survives any crash).
-- `entitlements`: the newest plan limits billing announced per user (`PlanChanged`).
+- `entitlements`: the vault's copy of each user's plan (`shared.entitlements`, fed by
+  billing's `PlanChanged`).
 - `throttle`: rate-limit counters (reading released messages, per client).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache
 from shared.storage import Database, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
@@ -24,7 +26,6 @@ MESSAGES = "messages"
 DATA_KEYS = "data_keys"
 READ_TOKENS = "read_tokens"
 RELEASES = "releases"
-ENTITLEMENTS = "entitlements"
 THROTTLE = "throttle"
 
 SEALED = "sealed"
@@ -44,7 +45,7 @@ INDEXES: dict[str, list[Index]] = {
     DATA_KEYS: [Index.on("kek_id")],  # the rotation's progress
     READ_TOKENS: [Index.on("message_id"), Index.on("user_id")],
     RELEASES: [Index.on("notify_due_at"), Index.on("user_id"), Index.on("state")],
-    ENTITLEMENTS: [],
+    **ENTITLEMENTS_INDEXES,
     THROTTLE: THROTTLE_INDEXES,
 }
 
@@ -60,7 +61,7 @@ class VaultRepository:
         self.data_keys = db.collection(DATA_KEYS)
         self.read_tokens = db.collection(READ_TOKENS)
         self.releases = db.collection(RELEASES)
-        self.entitlements = db.collection(ENTITLEMENTS)
+        self.entitlements = EntitlementsCache(db.collection(ENTITLEMENTS))
         self.throttle = Throttle(db.collection(THROTTLE))
 
     # Messages of an author ----------------------------------------------------------
@@ -230,5 +231,5 @@ class VaultRepository:
             "messages": self.messages.delete_many({"user_id": user_id}),
             "read_tokens": self.read_tokens.delete_many({"user_id": user_id}),
             "releases": self.releases.delete_many({"user_id": user_id}),
-            "entitlements": int(self.entitlements.delete_one({"_id": user_id})),
+            "entitlements": int(self.entitlements.collection.delete_one({"_id": user_id})),
         }

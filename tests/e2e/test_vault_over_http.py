@@ -156,17 +156,20 @@ def test_the_free_plan_limits_are_402s_naming_the_limit_and_its_value(ada):
     four = [{"name": f"R {n}", "email": f"r{n}@example.org"} for n in range(4)]
     too_many = ada.write(recipients=four)
     assert too_many.status_code == 402
-    assert error_of(too_many)["details"] == {"limit": "recipients_per_message", "value": 3}
+    assert error_of(too_many)["details"] == {"limit": "recipients_per_message", "allowed": 3,
+                                             "wanted": 4, "plan": "free"}
     too_long = ada.write(body="€" * 3414)  # 10242 bytes of UTF-8
     assert too_long.status_code == 402
-    assert error_of(too_long)["details"] == {"limit": "body_bytes", "value": 10240}
+    assert error_of(too_long)["details"] == {"limit": "body_bytes", "allowed": 10240,
+                                             "wanted": 10242, "plan": "free"}
     for _ in range(3):
         assert ada.write().status_code == 201
     fourth = ada.write()
     assert fourth.status_code == 402
     error = error_of(fourth)
     assert error["code"] == "plan_limit_reached"
-    assert error["details"] == {"limit": "messages_per_switch", "value": 3}
+    assert error["details"] == {"limit": "messages_per_switch", "allowed": 3,
+                                "wanted": 4, "plan": "free"}
     assert "3 messages per switch" in error["message"]
     assert len(ada.request("GET", "/api/v1/messages").json()["messages"]) == 3
 

@@ -93,7 +93,7 @@ def test_each_recipient_gets_one_mail_leading_to_the_right_text(start, ada, rpc,
     missed = check_in_missed("ada", ada)
     publish(config["AMQP_URI"], missed)
 
-    mails = sink.wait_for_mail(3, timeout=30)
+    mails = sink.wait_for_mail(3, timeout=45)
     by_address = {mail["X-Sink-Envelope-To"]: mail for mail in mails}
     assert sorted(by_address) == ["alan@example.org", "grace@example.org", "kurt@example.org"]
     for address in ("grace@example.org", "alan@example.org"):
@@ -118,7 +118,7 @@ def test_each_recipient_gets_one_mail_leading_to_the_right_text(start, ada, rpc,
         done = processed.count({"state": "done"})
         for event in released_again(rpc, ada, letter, note):
             publish(config["AMQP_URI"], event)
-        wait_for(lambda: processed.count({"state": "done"}) >= done + 2, timeout=20,
+        wait_for(lambda: processed.count({"state": "done"}) >= done + 2, timeout=45,
                  what="delivery to handle the repeated releases")
     finally:
         tap.close()
@@ -150,20 +150,20 @@ def test_an_inline_mail_waits_for_a_vault_that_is_down_and_then_arrives_once(
     tap = EventTap(config["AMQP_URI"], "MessageReleased")
     try:
         publish(config["AMQP_URI"], check_in_missed("ada", ada))
-        wait_for(tap.drain, timeout=20, what="the vault to hand the message over")
+        wait_for(tap.drain, timeout=45, what="the vault to hand the message over")
     finally:
         tap.close()
     vault.stop()  # its RPC queue stays: delivery's question waits there, and expires
 
     delivery = start(DeliveryService)
     records = DeliveryRepository(database_of(delivery))
-    retrying = wait_for(lambda: records.deliveries.find_one({"state": "retrying"}), timeout=30,
+    retrying = wait_for(lambda: records.deliveries.find_one({"state": "retrying"}), timeout=45,
                         what="the mail to wait for the vault")
     assert "vault" in retrying["last_error"]
     assert sink.mail() == []
 
     start(VaultService)
-    [mail] = sink.wait_for_mail(1, timeout=30)
+    [mail] = sink.wait_for_mail(1, timeout=45)
     assert "Kurt: the boat is yours." in text_of(mail)
     wait_for(lambda: records.deliveries.find_one({})["state"] == "sent", timeout=10)
     assert len(sink.mail()) == 1

@@ -17,7 +17,9 @@ from services.scheduler.storage import SchedulerRepository
 from services.scheduler.tokens import link_key
 from shared.config import settings_of
 from shared.events import new_event
+from shared.events.schemas import PlanChanged
 from shared.events.topology import EVENTS_EXCHANGE, EVENTS_EXCHANGE_NAME, declare_topology
+from shared.plans import PREMIUM_MONTHLY
 from shared.storage.provider import database_of
 
 
@@ -99,8 +101,9 @@ class Switchboard:
         return self._scheduler().create(user_id, SwitchSettings()).id
 
     def premium(self, user_id: str) -> None:
-        self.repo.record_plan(user_id, {"plan": "premium_monthly", "status": "active",
-                                        "switches": 5}, datetime.now(UTC))
+        self._scheduler().on_plan_changed(PlanChanged(
+            user_id=user_id, plan="premium_monthly", status="active", revision=1,
+            entitlements=PREMIUM_MONTHLY.entitlements.as_dict()))
 
     def fire(self, user_id: str, switch_id: str) -> int:
         """Mark the switch fired as the scheduler's loop would; returns its cycle."""
