@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from services.vault import releases
 from services.vault.crypto import DecryptionFailed
 from services.vault.erasure import erase_user
 from services.vault.keys import Kek, Keyring, MissingDataKey
@@ -514,3 +515,37 @@ def test_a_ciphertext_copied_into_another_message_fails_to_open(vault, owner):
     with pytest.raises(DecryptionFailed):
         vault.messages().get(owner, target)
     assert vault.messages().get("ada", source).body == "The code of the safe is 4921."
+
+
+# The operator's view ------------------------------------------------------------------------
+
+
+def test_the_operator_sees_each_release_under_way_and_why_it_waits(vault, tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("JICM_ENV", "test")
+    monkeypatch.setenv("JICM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MONGO_URI", raising=False)
+    vault.write(subject="Never printed")
+    vault.write(release_delay_seconds=3600)
+    vault.release().release_switch(missed(vault))
+    vault.release().dispatch_due(vault.published)
+    assert releases.main([]) == 0
+    out = capsys.readouterr().out
+    assert "switch default-ada (user ada, cycle 4)" in out
+    assert "1 handed to delivery, 1 waiting, 0 sealed" in out
+    assert "next hand-over: 2030-01-01 10:00:00 UTC" in out
+    assert "Never printed" not in out and "grace@example.org" not in out
+
+    vault.clock.advance(3600)
+    vault.release().dispatch_due(vault.published)
+    vault.scheduler.down = True
+    notify(vault)
+    assert releases.main([]) == 0
+    assert "scheduler not told yet (1 failed attempt(s))" in capsys.readouterr().out
+    vault.scheduler.down = False
+    vault.clock.advance(5)
+    notify(vault)
+    assert releases.main([]) == 0
+    assert "no release is under way" in capsys.readouterr().out
+    assert releases.main(["--all"]) == 0
+    assert "scheduler told: 2030-01-01 10:00:05 UTC" in capsys.readouterr().out
