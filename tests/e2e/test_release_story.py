@@ -194,6 +194,13 @@ def test_a_switch_left_alone_releases_each_message_to_each_recipient_exactly_onc
     story.wait_until_released()
     story.assert_each_recipient_got_each_message_once()
     assert story.message_states() == {"released"}
+    too_late = requests.post(story.system.url("/api/v1/messages"), headers=story.owner.auth,
+                             timeout=15, json={"subject": "Too late", "body": "...",
+                                               "recipients": [{"name": "G", "email":
+                                                               "g@example.org"}]})
+    assert too_late.status_code == 409, too_late.text
+    assert too_late.json()["error"]["code"] == "switch_fired"
+    assert too_late.json()["error"]["details"]["state"] == "released"
     # The owner heard of it first: the overdue notice went to their address.
     assert any("You missed your check-in" in (mail["Subject"] or "")
                for mail in story.system.mail() if envelope_to(mail) == story.owner.email)
