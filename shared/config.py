@@ -151,16 +151,6 @@ class Settings(BaseSettings):
         30.0, validation_alias=_env("JICM_SCHEDULER_STALE_AFTER")
     )
     policy_version: str = Field("2024-04-29", validation_alias=_env("JICM_POLICY_VERSION"))
-    # The free plan's limits; billing's PlanChanged overrides them per user.
-    max_messages_per_switch: Annotated[int, Field(ge=1)] = Field(
-        3, validation_alias=_env("JICM_MAX_MESSAGES_PER_SWITCH")
-    )
-    max_recipients_per_message: Annotated[int, Field(ge=1)] = Field(
-        3, validation_alias=_env("JICM_MAX_RECIPIENTS_PER_MESSAGE")
-    )
-    max_body_bytes_per_message: Annotated[int, Field(ge=1)] = Field(
-        10_240, validation_alias=_env("JICM_MAX_BODY_BYTES_PER_MESSAGE")
-    )
     password_hash: PasswordHashStrength = Field(
         PasswordHashStrength.INTERACTIVE, validation_alias=_env("JICM_PASSWORD_HASH")
     )

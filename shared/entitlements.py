@@ -85,7 +85,9 @@ class EntitlementsCache:
 
     def get(self, user_id: str) -> PlanLimits | None:
         doc = self.collection.get(user_id)
-        if doc is None:
+        if doc is None or "revision" not in doc:
+            # None, or a copy in the flat shape the vault and the scheduler kept before
+            # this module existed: unknown, so billing is asked.
             return None
         return PlanLimits(doc["plan"], doc["status"], Entitlements.from_dict(doc["entitlements"]),
                           source="cache", revision=int(doc["revision"]))
@@ -107,7 +109,10 @@ class EntitlementsCache:
                 {"_id": user_id, "revision": {"$lt": revision}}, {"$set": fields}, upsert=True
             )
         except DuplicateKeyError:
-            return False
+            # Our copy is as new, or it is an older flat copy (no revision): replace that.
+            replaced = self.collection.update_one(
+                {"_id": user_id, "revision": {"$exists": False}}, {"$set": fields})
+            return replaced is not None
         return True
 
 

@@ -36,10 +36,11 @@ def _author() -> tuple[str, str]:
 
 
 @operation(bp, "POST", "/api/v1/messages", summary="Write a message", tag="messages",
-           body=NewMessage, response=MessageCreated, status=201, errors=(402,),
+           body=NewMessage, response=MessageCreated, status=201, errors=(402, 409),
            description="Seals a message for its recipients. It is released to them if the "
                        "switch (your default one unless `switch_id` says otherwise) fires. "
-                       "402 names the plan limit a message would exceed.")
+                       "402 names the plan limit a message would exceed; 409 "
+                       "`switch_fired`: that switch has fired and takes no new message.")
 def create_message(body: NewMessage) -> dict:
     return call("vault", "create_message", *_author(), body.model_dump(mode="json"))
 

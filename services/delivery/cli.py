@@ -1,5 +1,6 @@
-"""Operator command for mail that could not be delivered.
+"""Operator command for mail that is not delivered (yet, or for good).
 
+    python -m services.delivery.cli pending [--kind KIND]  # mail still waiting, with why
     python -m services.delivery.cli failed [--limit N]     # failed mail, oldest first, with why
     python -m services.delivery.cli resend ID [ID ...]      # send these again
     python -m services.delivery.cli resend --all            # send every failed mail again
@@ -51,6 +52,28 @@ def list_failed(repo: DeliveryRepository, limit: int) -> int:
     return 0
 
 
+def list_pending(repo: DeliveryRepository, kind: str | None, limit: int) -> int:
+    """Mail not sent yet (queued, being sent, or waiting to retry), oldest first."""
+    waiting = repo.waiting(kind, limit)
+    if not waiting:
+        print("no mail is waiting")
+        return 0
+    print(f"{'id':32}  {'queued at (UTC)':19}  {'kind':26}  attempts  recipient / next try / "
+          "reason")
+    for record in waiting:
+        due = record.get("next_attempt_at")
+        next_try = f"{due:%Y-%m-%d %H:%M:%S} UTC" if due else "-"
+        print(f"{record['_id']:32}  {record['queued_at']:%Y-%m-%d %H:%M:%S}  "
+              f"{record['kind']:26}  {record['attempts']:>8}  {record['recipient']}")
+        print(f"{'':32}  reference {record['reference']}, {record['state']}, "
+              f"next try {next_try}")
+        if record.get("last_error"):
+            print(f"{'':32}  {str(record['last_error'])[:REASON_WIDTH]}")
+    if len(waiting) == limit:
+        print(f"(showing the first {limit}; use --limit to see more)")
+    return 0
+
+
 def resend(repo: DeliveryRepository, ids: Sequence[str], every: bool) -> int:
     now = SystemClock().now()
     if every:
@@ -69,9 +92,13 @@ def resend(repo: DeliveryRepository, ids: Sequence[str], every: bool) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m services.delivery.cli",
-                                     description="List and resend mail that failed for good.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.delivery.cli",
+        description="List mail still waiting; list and resend mail that failed for good.")
     commands = parser.add_subparsers(dest="command", required=True)
+    pending = commands.add_parser("pending", help="list mail still waiting to leave")
+    pending.add_argument("--kind", help="only this kind, such as released_message")
+    pending.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
     failed = commands.add_parser("failed", help="list failed mail, oldest first")
     failed.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
     again = commands.add_parser("resend", help="queue failed mail again")
@@ -92,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         repo = DeliveryRepository(db)
+        if args.command == "pending":
+            return list_pending(repo, args.kind, args.limit)
         if args.command == "failed":
             return list_failed(repo, args.limit)
         return resend(repo, args.ids, args.all)

@@ -16,7 +16,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from services.delivery.kinds import kind_named
-from services.delivery.render import render
+from services.delivery.render import placeholders, render
 from services.delivery.schemas import Delivery, MailRequest, MailStatus, StatusRequest
 from services.delivery.sealing import ContextSeal
 from services.delivery.storage import (
@@ -97,7 +97,8 @@ class Deliveries:
         recipient, recipient_key = normalize_recipient(request.to)
         # Rendered once now only to refuse a bad request at the door; the loop renders again.
         render(kind, request.context, public_url=self.public_url, to_name=request.to_name,
-               unsubscribe_link=self.public_url if kind.marketing else None)
+               unsubscribe_link=self.public_url if kind.marketing else None,
+               fetched=placeholders(kind, request.context))
         record, created = self.repo.add(self._new_record(request, recipient, recipient_key,
                                                          kind.marketing))
         if created:

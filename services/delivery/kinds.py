@@ -4,6 +4,10 @@ A kind has one or more variants (a reminder is `upcoming` or `overdue`; a releas
 comes as a link or inline), each a pair of templates, `<template>.txt` and `<template>.html`,
 and a subject. The requester chooses the variant with a context value (`variant_key`).
 
+Some values are never stored with the mail: a variant's `fetched` values (the text of a
+released message sent inline) are asked for at the moment the mail is built, and a
+request that tries to hand them over in its context is refused.
+
 Requests are checked here, before anything is stored: an unknown kind, a missing value or
 a link that is not an absolute http(s) URL is refused at once with a message naming it,
 rather than failing later in the sending loop.
@@ -18,7 +22,9 @@ from shared.errors import InvalidInput
 
 MAX_CONTEXT_KEYS = 32
 MAX_KEY_LENGTH = 64
-MAX_VALUE_LENGTH = 200_000  # an inline released message; every other value is short
+# Room for a long piece of news; the text of an inline release is no context value (it is
+# fetched when the mail is sent).
+MAX_VALUE_LENGTH = 200_000
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class Variant:
     template: str
     subject: str  # a Jinja template over the same values as the body
     required: tuple[str, ...] = ()
+    # Values the templates need that are fetched when the mail is sent, never stored.
+    fetched: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,9 +106,12 @@ KINDS: dict[str, MailKind] = {
                 "link": Variant("released_message_link",
                                 "A message for you from {{ sender_name }}",
                                 ("sender_name", "link")),
+                # The text is asked of the vault (`released_content`) when the mail is
+                # built: it never rests in delivery's store, nor travels in an event.
                 "inline": Variant("released_message_inline",
                                   "A message for you from {{ sender_name }}",
-                                  ("sender_name", "message_subject", "message_body")),
+                                  ("sender_name", "message_id", "recipient_id"),
+                                  fetched=("message_subject", "message_body")),
             },
             variant_key="variant",
             reason="a sender stopped checking in and their message is being delivered",
@@ -166,6 +177,10 @@ def check_context(kind: MailKind, context: Mapping[str, str]) -> Variant:
             # Only our own absolute links go into mail: never javascript: or relative ones.
             raise _bad(f"context.{key}", "must be an absolute http(s) URL")
     variant = kind.variant(context)
+    handed_over = [key for key in variant.fetched if key in context]
+    if handed_over:
+        raise _bad(f"context.{handed_over[0]}",
+                   "is fetched when the mail is sent and must never be stored with it")
     missing = [key for key in variant.required if not context.get(key)]
     if missing:
         raise _bad(f"context.{missing[0]}", f"is required for {kind.name} mail")

@@ -12,6 +12,9 @@ the records' `next_attempt_at`, so it survives any restart.
 Outcomes: accepted -> `sent`; a temporary failure -> `retrying` after an exponential
 back-off with jitter, until the attempts or the age run out; a permanent failure, or
 giving up -> `failed`, announced as `DeliveryFailed` through the record's outbox.
+
+Values that must never be stored (the text of an inline release) are fetched by `fetch`
+while the mail is built; not getting them now is a temporary failure like any other.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -80,6 +83,22 @@ class Suppressed:
     """Marketing mail that must not go (no consent, or the address unsubscribed)."""
 
 
+class ValuesUnavailable(Exception):
+    """Values to fetch for the mail cannot be had right now: try the mail again later."""
+
+
+class ValuesGone(Exception):
+    """Values to fetch for the mail will never be had: the mail fails for good."""
+
+
+# (kind, the record's context) -> the variant's fetched values.
+Fetch = Callable[[str, Mapping[str, str]], dict[str, str]]
+
+
+def _nothing_to_fetch(kind: str, context: Mapping[str, str]) -> dict[str, str]:
+    raise ValuesGone(f"{kind} mail needs values that this sender cannot fetch")
+
+
 class Pipeline:
     """Sends due mail. One instance per batch (a worker of the sending loop)."""
 
@@ -90,12 +109,14 @@ class Pipeline:
         seal: ContextSeal,
         clock: Any,
         session: Callable[[], SmtpSession],
+        fetch: Fetch = _nothing_to_fetch,
     ) -> None:
         self.repo = repo
         self.settings = settings
         self.seal = seal
         self.clock = clock
         self.session = session
+        self.fetch = fetch
         self.policy = RetryPolicy.from_settings(settings)
         self.lease = timedelta(seconds=settings.delivery_lease)
         self.unsubscribe_key = settings.derived_key("delivery/unsubscribe")
@@ -129,8 +150,11 @@ class Pipeline:
                 return
         try:
             prepared = self._prepare(claimed)
-        except (Unreadable, InvalidInput) as exc:
+        except (Unreadable, InvalidInput, ValuesGone) as exc:
             self._fail(claimed, lease, f"cannot build the mail: {exc}")
+            return
+        except ValuesUnavailable as exc:
+            self._settle(claimed, lease, Outcome.temporary(f"cannot build the mail yet: {exc}"))
             return
         except Exception as exc:
             # A bug (a template, a library): retry, so a fixed deployment still sends it.
@@ -155,8 +179,10 @@ class Pipeline:
             token = make_token(self.unsubscribe_key, record["recipient"], record.get("user_id"))
             unsubscribe_link = f"{self.settings.public_url}/u/{token}"
         context = self.seal.open(record["_id"], record["context_sealed"])
+        fetched = self.fetch(kind.name, context) if kind.variant(context).fetched else None
         rendered = render(kind, context, public_url=self.settings.public_url,
-                          to_name=record.get("to_name"), unsubscribe_link=unsubscribe_link)
+                          to_name=record.get("to_name"), unsubscribe_link=unsubscribe_link,
+                          fetched=fetched)
         return build_message(
             record_id=record["_id"],
             mail_from=self.settings.mail_from,

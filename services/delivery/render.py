@@ -6,7 +6,9 @@ an empty gap in a mail. Every template receives the request's context plus:
 
 - `public_url`: the site's address (JICM_PUBLIC_URL), for "who is writing to you";
 - `to_name`: the recipient's name when the requester gave one;
-- `unsubscribe_link`: on marketing mail only.
+- `unsubscribe_link`: on marketing mail only;
+- the variant's `fetched` values (an inline release's text), given by the caller that
+  fetched them just now. Checking a request at the door renders with placeholders.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from services.delivery.kinds import MailKind, check_context
+from shared.errors import InvalidInput
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUBJECT_MAX = 200
@@ -53,11 +56,18 @@ def render(
     public_url: str,
     to_name: str | None = None,
     unsubscribe_link: str | None = None,
+    fetched: Mapping[str, str] | None = None,
 ) -> RenderedMail:
     """Render `kind` with `context`; InvalidInput if the context does not fit the kind."""
     variant = check_context(kind, context)
+    fetched = fetched or {}
+    missing = [key for key in variant.fetched if not isinstance(fetched.get(key), str)]
+    if missing:
+        raise InvalidInput(f"{missing[0]}: was not fetched for {kind.name} mail",
+                           code="invalid_mail_context", details={"field": missing[0]})
     values = {
         **context,
+        **{key: fetched[key] for key in variant.fetched},
         "public_url": public_url,
         "to_name": to_name,
         "unsubscribe_link": unsubscribe_link,
@@ -69,6 +79,11 @@ def render(
         text=env.get_template(f"{variant.template}.txt").render(values),
         html=env.get_template(f"{variant.template}.html").render(values),
     )
+
+
+def placeholders(kind: MailKind, context: Mapping[str, str]) -> dict[str, str]:
+    """Stand-ins for the fetched values, to check a request before anything is fetched."""
+    return {key: "" for key in kind.variant(context).fetched}
 
 
 def clean_header(value: str) -> str:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from services.delivery.deliveries import Deliveries, reminder_request
 from services.delivery.loop import SendingLoopWaker, sending_loop
 from services.delivery.pipeline import Pipeline
+from services.delivery.released import ReleasedContent, released_requests, vault_rpc
 from services.delivery.schemas import MailRequest, StatusRequest
 from services.delivery.sealing import PURPOSE as SEAL_PURPOSE
 from services.delivery.sealing import ContextSeal
@@ -37,6 +38,8 @@ class DeliveryService:
     store = Storage(INDEXES, repository=DeliveryRepository)
     outbox = OutboxRelay(DELIVERIES)
     wake_sender = SendingLoopWaker()
+    # Asked for an inline release's text when its mail is built (never stored here).
+    vault = vault_rpc()
 
     def _seal(self) -> ContextSeal:
         return ContextSeal(self.settings.derived_key(SEAL_PURPOSE))
@@ -91,6 +94,21 @@ class DeliveryService:
         request = reminder_request(event.data, self.settings.public_url)
         _refuse_bad_request(lambda: self._deliveries().request(request))
 
+    @event_handler("MessageReleased")
+    def on_message_released(self, event: Event) -> None:
+        deliveries = self._deliveries()
+        requests = released_requests(event.data, self.settings.public_url)
+        refused = []
+        for recipient, request in zip(event.data.recipients, requests, strict=True):
+            try:
+                deliveries.request(request)
+            except InvalidInput as exc:
+                # Ids only: names and addresses stay out of logs and dead letters.
+                refused.append(f"recipient {recipient.recipient_id}: {exc.code}")
+        if refused:
+            # Every other recipient's mail is accepted; a replay accepts nothing twice.
+            raise DeadLetter("; ".join(refused))
+
     @event_handler("ConsentChanged")
     def on_consent_changed(self, event: Event) -> None:
         self._deliveries().consent_changed(event.data, event.occurred_at)
@@ -100,7 +118,8 @@ class DeliveryService:
     @sending_loop
     def send_due_mail(self, keep_going: Callable[[], bool]) -> bool:
         pipeline = Pipeline(self.store, self.settings, self._seal(), self.clock,
-                            lambda: SmtpSession(SmtpTransport.from_settings(self.settings)))
+                            lambda: SmtpSession(SmtpTransport.from_settings(self.settings)),
+                            fetch=ReleasedContent(self.vault))
         return pipeline.send_due(keep_going)
 
 

@@ -102,6 +102,13 @@ class DeliveryRepository:
         """`settle`, announcing `event` through the record's outbox in the same write."""
         return self.settle(record_id, lease, with_event(update, event, now=now))
 
+    def waiting(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
+        """Mail not sent yet, oldest first (optionally of one kind)."""
+        query: dict[str, Any] = {"state": {"$in": list(WAITING)}}
+        if kind:
+            query["kind"] = kind
+        return self.deliveries.find(query, sort=[("created_at", 1)], limit=limit)
+
     def failed(self, limit: int) -> list[dict[str, Any]]:
         return self.deliveries.find({"state": FAILED}, sort=[("created_at", 1)], limit=limit)
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from services.scheduler import tokens
-from services.scheduler.entitlements import switch_limit
+from services.scheduler.entitlements import switch_limit_reached, switch_slots
 from services.scheduler.schemas import (
     CheckInResult,
     ClientContext,
@@ -42,8 +42,10 @@ from services.scheduler.switches import (
     validated_pause,
     validated_schedule,
 )
-from shared.errors import Conflict, Gone, NotFound, PaymentRequired
+from shared.entitlements import limits_for
+from shared.errors import Conflict, Gone, NotFound
 from shared.events import new_event
+from shared.events.schemas import PlanChanged
 from shared.throttle import Limit, hashed_key
 
 log = logging.getLogger(__name__)
@@ -128,12 +130,15 @@ class Scheduler:
         min_interval: int,
         link_key: bytes,
         request_id: str | None = None,
+        billing: Any = None,
     ) -> None:
         self.repo = repo
         self.now = now
         self.min_interval = min_interval
         self.link_key = link_key
         self.request_id = request_id
+        # Asked for the plan when the scheduler's own copy says "free" or nothing.
+        self.billing = billing
 
     def _event(self, event_type: str, data: dict[str, Any]) -> dict:
         return new_event(event_type, data, producer=PRODUCER, now=self.now,
@@ -220,12 +225,12 @@ class Scheduler:
         # Bad settings are a 422 whatever the plan.
         self._new_switch(user_id, DEFAULT_SLOT, "", changes)
         existing = self.repo.switches_of(user_id)
-        limit = switch_limit(self.repo.plan_of(user_id))
+        limits = limits_for(user_id, self.repo.entitlements, self.billing)
         verified = any(doc.get("email_verified") for doc in existing)
         email = existing[0]["email"] if existing else ""
         # Slots make the limit hold against racing requests: a taken slot's id is a
         # duplicate key, and the next slot is tried instead.
-        for slot in range(len(existing), limit):
+        for slot in switch_slots(limits)[len(existing):]:
             doc = self._new_switch(user_id, slot, email, changes)
             if verified:
                 switch = Switch.from_doc(doc)
@@ -233,11 +238,7 @@ class Scheduler:
                            **self._running_fields(switch, doc["paused_until"]))
             if self.repo.add_switch(doc, now=self.now):
                 return view(doc)
-        raise PaymentRequired(
-            f"your plan allows {limit} switch{'es' if limit != 1 else ''}; upgrade to add more",
-            code="plan_limit_reached",
-            details={"limit": "switches", "allowed": limit},
-        )
+        raise switch_limit_reached(limits)
 
     def update(self, user_id: str, switch_id: str, settings: SwitchSettings) -> SwitchView:
         """Change settings. For a running switch this is proof of life: a new cycle begins."""
@@ -378,7 +379,20 @@ class Scheduler:
                        "was sent", code="link_used")
         return doc, claim
 
-    # The vault's hook ------------------------------------------------------------------
+    # The vault's questions and hook ----------------------------------------------------
+
+    def default_switch_id(self, user_id: str) -> str:
+        """The id of the owner's default switch (deterministic: it may not be stored yet)."""
+        return switch_id_for(user_id, DEFAULT_SLOT)
+
+    def owns_switch(self, user_id: str, switch_id: str) -> bool:
+        """Whether a message may be written to this switch of `user_id`.
+
+        False for an unknown switch, another user's, and one that has fired or been
+        released: a message written to it now would never be delivered.
+        """
+        doc = self.repo.switch(switch_id)
+        return doc is not None and doc["user_id"] == user_id and doc["state"] not in FINAL
 
     def mark_released(self, switch_id: str, cycle: int) -> dict[str, Any]:
         """fired -> released once every message of the switch was handed to delivery.
@@ -399,10 +413,7 @@ class Scheduler:
 
     # Plans ----------------------------------------------------------------------------
 
-    def on_plan_changed(self, user_id: str, plan: str, status: str, switches: int,
-                        occurred_at: datetime) -> None:
+    def on_plan_changed(self, change: PlanChanged) -> None:
         """Remember the newest plan; it limits new switches and nothing else."""
-        self.repo.record_plan(
-            user_id, {"plan": plan, "status": status, "switches": switches}, occurred_at
-        )
+        self.repo.entitlements.record(change, self.now)
 

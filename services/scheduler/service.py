@@ -14,6 +14,7 @@ from services.scheduler.schemas import CheckInRequest, ClientContext, SwitchSett
 from services.scheduler.storage import INDEXES, SWITCHES, SchedulerRepository
 from services.scheduler.tokens import link_key
 from shared.dependencies import Clock, Config, LogContext
+from shared.entitlements import billing_rpc
 from shared.errors import ServiceError
 from shared.events import OutboxRelay, event_handler
 from shared.health import health_report
@@ -33,6 +34,8 @@ class SchedulerService:
     outbox = OutboxRelay(SWITCHES)
     delivery = DeliveryStatus()
     instance = InstanceId()
+    # Asked for a user's plan (creating a switch) when the scheduler's copy says "free".
+    billing = billing_rpc()
 
     def _scheduler(self) -> Scheduler:
         return Scheduler(
@@ -41,6 +44,7 @@ class SchedulerService:
             min_interval=self.settings.min_interval,
             link_key=link_key(self.settings.secret_key_bytes),
             request_id=request_id.get(),
+            billing=self.billing,
         )
 
     # The loop -------------------------------------------------------------------------
@@ -71,9 +75,7 @@ class SchedulerService:
 
     @event_handler("PlanChanged")
     def on_plan_changed(self, event) -> None:
-        data = event.data
-        self._scheduler().on_plan_changed(data.user_id, data.plan, data.status,
-                                          data.entitlements.switches, event.occurred_at)
+        self._scheduler().on_plan_changed(event.data)
 
     # The owner's API ------------------------------------------------------------------
 
@@ -114,6 +116,16 @@ class SchedulerService:
         return answer.model_dump(mode="json")
 
     # Other services -------------------------------------------------------------------
+
+    @rpc(expected_exceptions=ServiceError)
+    def default_switch_id(self, user_id: str) -> str:
+        """The vault asks where a message without a `switch_id` goes."""
+        return self._scheduler().default_switch_id(user_id)
+
+    @rpc(expected_exceptions=ServiceError)
+    def owns_switch(self, user_id: str, switch_id: str) -> bool:
+        """The vault asks whether a message may be written to this switch."""
+        return self._scheduler().owns_switch(user_id, switch_id)
 
     @rpc(expected_exceptions=ServiceError)
     def mark_released(self, switch_id: str, cycle: int) -> dict:

@@ -28,12 +28,12 @@ from services.scheduler.switches import (
     STATES,
     Switch,
 )
+from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
 SWITCHES = "switches"
-ENTITLEMENTS = "entitlements"
 HEARTBEATS = "heartbeats"
 THROTTLE = "throttle"
 
@@ -47,7 +47,7 @@ INDEXES: dict[str, list[Index]] = {
         Index.on("due_at"),
         Index.on("state"),
     ],
-    ENTITLEMENTS: [],
+    **ENTITLEMENTS_INDEXES,
     HEARTBEATS: [Index.on("at"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
 }
@@ -58,7 +58,8 @@ class SchedulerRepository:
 
     def __init__(self, db: Database) -> None:
         self.switches = db.collection(SWITCHES)
-        self.entitlements = db.collection(ENTITLEMENTS)
+        # The scheduler's copy of each user's plan (billing's PlanChanged).
+        self.entitlements = EntitlementsCache(db.collection(ENTITLEMENTS))
         self.heartbeats = db.collection(HEARTBEATS)
         self.throttle = Throttle(db.collection(THROTTLE))
 
@@ -226,21 +227,4 @@ class SchedulerRepository:
     def count_by_state(self) -> dict[str, int]:
         """How many switches are in each state: one indexed count per state, no scan."""
         return {state: self.switches.count({"state": state}) for state in STATES}
-
-    # Entitlements (cached from billing's PlanChanged) -----------------------------------
-
-    def record_plan(self, user_id: str, plan: dict[str, Any], occurred_at: datetime) -> bool:
-        """Keep the newest plan of a user; False when a newer one is already recorded."""
-        try:
-            self.entitlements.update_one(
-                {"_id": user_id, "occurred_at": {"$lt": occurred_at}},
-                {"$set": {**plan, "occurred_at": occurred_at}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return False  # the stored plan is at least as new: an out-of-order event
-        return True
-
-    def plan_of(self, user_id: str) -> dict[str, Any] | None:
-        return self.entitlements.get(user_id)
 

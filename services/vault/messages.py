@@ -4,24 +4,24 @@ Plain code over the repository, the data keys, the scheduler's switch directory 
 moment in time; the nameko service only wires these together. Another user's message is
 answered exactly like a message that does not exist (404). A released message can no
 longer be changed or deleted (409): it is on its way to its recipients.
+
+A write can race the firing of its switch (the scheduler said the switch was live, then
+it fired). The release records the fired switch before it looks for messages, and a
+write looks for that record after it lands, so one of the two always sees the other: a
+new message is then taken back (409, `switch_fired`), and a message moved into the
+switch is released with it.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from services.vault.keys import DataKeys, MissingDataKey
-from services.vault.limits import (
-    Limits,
-    Size,
-    body_bytes,
-    check_new_message,
-    check_size,
-    limits_for,
-    message_limit_reached,
-)
+from services.vault.limits import Size, body_bytes, check_new_message, check_size
+from services.vault.release import Release
 from services.vault.schemas import (
     Message,
     MessageChanges,
@@ -34,8 +34,12 @@ from services.vault.schemas import (
 )
 from services.vault.sealing import Content, Sealer, new_recipients
 from services.vault.storage import SEALED, VaultRepository
-from services.vault.switches import SwitchDirectory, resolve_switch
+from services.vault.switches import SwitchDirectory, resolve_switch, switch_fired
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.plans import PlanLimits
+
+# The limits in force for a user (`shared.entitlements.limits_for`, wired by the service).
+LimitsOf = Callable[[str], PlanLimits]
 
 # An edit that loses a race with another edit is re-read and retried this many times.
 EDIT_ATTEMPTS = 3
@@ -62,17 +66,14 @@ class Messages:
         repo: VaultRepository,
         keys: DataKeys,
         switches: SwitchDirectory,
-        default_limits: Limits,
+        limits_of: LimitsOf,
         now: datetime,
     ) -> None:
         self.repo = repo
         self.keys = keys
         self.switches = switches
-        self.default_limits = default_limits
+        self.limits_of = limits_of
         self.now = now
-
-    def _limits(self, user_id: str) -> Limits:
-        return limits_for(self.repo.entitlements, user_id, self.default_limits)
 
     # Writing ------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ class Messages:
             sender_name=draft.sender_name,
             recipients=new_recipients([(r.name, r.email) for r in draft.recipients]),
         )
-        limits = self._limits(user_id)
+        limits = self.limits_of(user_id)
         check_new_message(limits, size_of(content), self.repo.count_in_switch(switch_id))
         key = self.keys.get_or_create(user_id, self.now)
         message_id = str(uuid.uuid4())
@@ -102,11 +103,16 @@ class Messages:
             "created_at": self.now,
             "updated_at": self.now,
         })
-        if self.repo.count_in_switch(switch_id) > limits.messages_per_switch:
+        stored = self.repo.count_in_switch(switch_id)
+        if stored > limits.allowed("messages_per_switch"):
             # Two writes raced past the check above: take this one back rather than
             # exceed the plan (both racers may back off; a retry then succeeds).
             self.repo.delete_sealed(user_id, message_id)
-            raise message_limit_reached(limits)
+            limits.require("messages_per_switch", stored)
+        if self.repo.release_of(switch_id) and self.repo.delete_sealed(user_id, message_id):
+            # The switch fired while this was being written. (If the message can no
+            # longer be deleted, the release took it: it goes out with the others.)
+            raise switch_fired(switch_id, "fired")
         return MessageCreated(id=message_id)
 
     def update(
@@ -119,7 +125,7 @@ class Messages:
             before = Sealer.of(key, doc).open_content(doc)
             after = _changed(before, changes, _sender_email(sender_email))
             switch_id = self._new_switch(user_id, doc, changes)
-            check_size(self._limits(user_id), size_of(after), before=size_of(before))
+            check_size(self.limits_of(user_id), size_of(after), before=size_of(before))
             rev = doc["rev"] + 1
             updated = self.repo.replace_sealed(doc, {
                 **Sealer(key, user_id, message_id, rev).seal_content(after),
@@ -131,8 +137,13 @@ class Messages:
                 ),
                 "updated_at": self.now,
             })
-            if updated is not None:
-                return _message(Sealer.of(key, updated), updated)
+            if updated is None:
+                continue
+            if switch_id != doc["switch_id"] and self.repo.release_of(switch_id):
+                # Moved into a switch that fired meanwhile: it goes out with the others.
+                Release(self.repo, self.keys, self.now).release_late(switch_id)
+                updated = self.repo.message(message_id)
+            return _message(Sealer.of(key, updated), updated)
         raise Conflict("the message changed while it was being edited; try again",
                        code="edit_conflict")
 
@@ -148,9 +159,8 @@ class Messages:
         if not changes.given("switch_id") or changes.switch_id == doc["switch_id"]:
             return doc["switch_id"]
         switch_id = resolve_switch(self.switches, user_id, changes.switch_id)
-        limits = self._limits(user_id)
-        if self.repo.count_in_switch(switch_id) >= limits.messages_per_switch:
-            raise message_limit_reached(limits)
+        self.limits_of(user_id).require("messages_per_switch",
+                                        self.repo.count_in_switch(switch_id) + 1)
         return switch_id
 
     def delete(self, user_id: str, message_id: str) -> None:

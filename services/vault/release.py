@@ -1,9 +1,11 @@
 """The release: when a switch fires, its messages go to their recipients, exactly once.
 
-Two steps, each a compare-and-set, so that any crash in between is recovered by a retry
+Three steps, each a compare-and-set, so that any crash in between is recovered by a retry
 and nothing is ever sent twice:
 
-1. **Mark** (on `CheckInMissed`): each sealed message of the switch becomes `released` in
+1. **Mark** (on `CheckInMissed`): the fired switch is recorded first (`releases`, one
+   document per switch, which also holds the notice still owed to the scheduler); then
+   each sealed message of the switch becomes `released` in
    one conditional update `{_id, switch_id, state: sealed, rev}` -> `released`, which also
    mints one read token per recipient (its SHA-256 for the lookup, the token itself sealed
    with the author's data key) and sets `dispatch_due_at`: the fire time, or later for a
@@ -16,6 +18,13 @@ and nothing is ever sent twice:
    message is marked `dispatched_at`. Its event id is derived from the message and the
    cycle, so a crash between the publish and the mark publishes the very same event
    again, which consumers recognise and skip.
+3. **Tell the scheduler** (a timer, `notify_due`): once no message of the switch is
+   sealed and every released one was handed over, `scheduler.mark_released(switch_id,
+   cycle)` moves the switch `fired -> released`. The notice is due in the switch's
+   `releases` document until the scheduler confirmed it, so a crash, or a scheduler that
+   is down, only delays it (retried with back-off); a switch without messages is
+   complete at once. Each look first releases any sealed message that reached the
+   switch after it fired (a write racing the firing), so none is left behind.
 
 Why not the document's outbox: an outbox entry is the event in clear, addresses and read
 tokens included, resting in the database until it is relayed. Here the event is built
@@ -42,8 +51,9 @@ from services.vault.crypto import DecryptionFailed
 from services.vault.keys import DataKeys, MissingDataKey, UnknownKek
 from services.vault.schemas import ReleasedContent
 from services.vault.sealing import Sealer
-from services.vault.storage import RELEASED, VaultRepository
-from shared.errors import Forbidden, NotFound
+from services.vault.storage import NOTIFIED, REFUSED, RELEASED, RELEASING, VaultRepository
+from services.vault.switches import ReleaseRefused
+from shared.errors import Forbidden, NotFound, Unavailable
 from shared.events import new_event
 from shared.events.schemas import CheckInMissed
 from shared.throttle import Limit, hashed_key
@@ -59,6 +69,14 @@ RETRY_AFTER_PUBLISH_FAILURE = timedelta(seconds=5)
 # problem for an operator; looking again every few minutes keeps the log readable.
 RETRY_AFTER_UNREADABLE = timedelta(minutes=5)
 
+# Telling the scheduler: a claim, the first look after a change, and the back-off while
+# the scheduler cannot be reached (1 s, 2 s, 4 s... at most 5 minutes).
+NOTIFY_BATCH = 50
+NOTIFY_LEASE = timedelta(seconds=30)
+NOTIFY_SOON = timedelta(seconds=2)
+NOTIFY_RETRY_BASE_SECONDS = 1.0
+NOTIFY_RETRY_CAP_SECONDS = 300.0
+
 # A read link is the recipient's to keep and reopen; this only stops guessing and scraping.
 READS_PER_CLIENT = Limit("read-released-client", count=60, window_seconds=10 * 60)
 
@@ -68,6 +86,23 @@ RELEASE_EVENT_NAMESPACE = uuid.UUID("6f0e5c1e-8d3f-4b8e-9a55-3c1c2b7a9d10")
 
 class Publisher(Protocol):
     def publish(self, envelope: dict[str, Any]) -> None: ...
+
+
+class SwitchReleases(Protocol):
+    def mark_released(self, switch_id: str, cycle: int) -> None: ...
+
+
+def notify_retry_delay(attempts: int) -> timedelta:
+    """How long to wait after the scheduler could not be told `attempts` times."""
+    seconds = NOTIFY_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0)
+    return timedelta(seconds=min(seconds, NOTIFY_RETRY_CAP_SECONDS))
+
+
+def missed_of(release: dict[str, Any]) -> CheckInMissed:
+    """The CheckInMissed a `releases` document was recorded from."""
+    return CheckInMissed(user_id=release["user_id"], switch_id=release["_id"],
+                         cycle=release["cycle"], deadline=release["deadline"],
+                         fired_at=release["fired_at"])
 
 
 def token_hash(token: str) -> str:
@@ -95,7 +130,16 @@ class Release:
     # 1. Marking a fired switch's messages released -------------------------------------
 
     def release_switch(self, missed: CheckInMissed) -> int:
-        """Mark every sealed message of the fired switch released. Returns how many."""
+        """Record the fired switch, then mark every sealed message of it released.
+
+        Returns how many messages were released now. The record goes first: a message
+        written at the same moment either is seen here, or sees the record (`Messages`).
+        """
+        self.repo.record_release({
+            "_id": missed.switch_id, "user_id": missed.user_id, "cycle": missed.cycle,
+            "deadline": missed.deadline, "fired_at": missed.fired_at, "heard_at": self.now,
+            "state": RELEASING, "notify_due_at": self.now, "attempts": 0,
+        })
         released = 0
         while True:
             docs = self.repo.sealed_in_switch(missed.user_id, missed.switch_id, RELEASE_BATCH)
@@ -167,6 +211,7 @@ class Release:
             self.repo.postpone_dispatch(doc, self.now + RETRY_AFTER_PUBLISH_FAILURE)
             return 0
         self.repo.finish_dispatch(doc, self.now)
+        self.repo.poke_notification(doc["switch_id"], self.now)
         log.info("handed message %s to delivery (%d recipients)",
                  doc["_id"], len(doc["recipients"]))
         return 1
@@ -197,10 +242,61 @@ class Release:
         return {**envelope, "event_id": release_event_id(doc["_id"], doc["release_cycle"])}
 
     def release_status(self, switch_id: str) -> dict[str, Any]:
-        """How far the switch's release has got; `complete` once all was handed to delivery."""
+        """How far the switch's release has got: `complete` once all was handed to
+        delivery; `scheduler` says whether the switch was marked released there yet."""
         counts = self.repo.switch_counts(switch_id)
         complete = counts["sealed"] == 0 and counts["waiting"] == 0
-        return {"switch_id": switch_id, **counts, "complete": complete}
+        release = self.repo.release_of(switch_id)
+        return {"switch_id": switch_id, **counts, "complete": complete,
+                "scheduler": release["state"] if release else None}
+
+    # 3. Telling the scheduler the switch is released -------------------------------------
+
+    def notify_due(self, scheduler: SwitchReleases, batch: int = NOTIFY_BATCH) -> int:
+        """Tell the scheduler about every switch whose release is complete. Returns how many."""
+        told = 0
+        for doc in self.repo.due_notifications(self.now, batch):
+            claimed = self.repo.claim_notification(doc, self.now + NOTIFY_LEASE)
+            if claimed is None:
+                continue  # another vault process has it
+            told += self._notify(scheduler, claimed)
+        return told
+
+    def _notify(self, scheduler: SwitchReleases, doc: dict[str, Any]) -> int:
+        switch_id = doc["_id"]
+        if self.release_switch(missed_of(doc)):
+            log.warning("released message(s) that reached switch %s after it fired", switch_id)
+        if not self.release_status(switch_id)["complete"]:
+            self.repo.postpone_notification(doc, self._next_look(switch_id))
+            return 0
+        try:
+            scheduler.mark_released(switch_id, doc["cycle"])
+        except ReleaseRefused as exc:
+            log.error("the scheduler refused to mark switch %s released (cycle %s): %s; "
+                      "its messages were handed to delivery all the same", switch_id,
+                      doc["cycle"], exc)
+            self.repo.finish_notification(switch_id, REFUSED, self.now, reason=str(exc))
+            return 0
+        except Unavailable as exc:
+            delay = notify_retry_delay(doc.get("attempts", 0) + 1)
+            log.warning("switch %s is complete but the scheduler cannot be told (%s); "
+                        "trying again in %s", switch_id, exc, delay)
+            self.repo.postpone_notification(doc, self.now + delay, error=str(exc))
+            return 0
+        self.repo.finish_notification(switch_id, NOTIFIED, self.now)
+        log.info("switch %s released: every message was handed to delivery", switch_id)
+        return 1
+
+    def _next_look(self, switch_id: str) -> datetime:
+        """Soon, or when the switch's next farewell letter is due, whichever is later."""
+        soon = self.now + NOTIFY_SOON
+        due = self.repo.next_dispatch_in_switch(switch_id)
+        return max(soon, due) if due else soon
+
+    def release_late(self, switch_id: str) -> int:
+        """Release what reached an already fired switch (a write racing the firing)."""
+        release = self.repo.reopen_release(switch_id, self.now)
+        return self.release_switch(missed_of(release)) if release else 0
 
     # Reading released messages ---------------------------------------------------------
 

@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
+from nameko.timer import timer
 
 from services.vault.dependencies import ReleaseDispatcher, VaultKeys
 from services.vault.erasure import erase_user
 from services.vault.keys import keyring_from_settings
-from services.vault.limits import default_limits, record_plan_change
 from services.vault.messages import Messages
 from services.vault.release import Release
 from services.vault.schemas import MessageChanges, NewMessage
 from services.vault.storage import INDEXES, VaultRepository
 from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
+from shared.bounded_rpc import BoundedRpcProxy
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
+from shared.entitlements import billing_rpc, limits_for
 from shared.errors import ServiceError
 from shared.events import Event, event_handler
 from shared.health import health_report
@@ -23,6 +25,9 @@ from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file.
 REQUIRED_SETTINGS = ("JICM_VAULT_KEK|JICM_VAULT_KEK_FILE",)
+
+# Seconds between two looks for fired switches whose release the scheduler must hear of.
+NOTIFY_INTERVAL_SECONDS = 1.0
 
 
 def check_settings(settings: Settings) -> None:
@@ -39,8 +44,11 @@ class VaultService:
     store = Storage(INDEXES, repository=VaultRepository)
     keys = VaultKeys()
     dispatcher = ReleaseDispatcher()
-    # Requests expire in the queue: a scheduler that comes back late never runs stale ones.
-    scheduler = RpcProxy("scheduler", expiration=SCHEDULER_TIMEOUT_SECONDS)
+    # Bounded calls whose requests expire in the queue: a scheduler that comes back late
+    # never runs stale ones.
+    scheduler = BoundedRpcProxy("scheduler", timeout=SCHEDULER_TIMEOUT_SECONDS)
+    # Asked for a user's plan when the vault's own copy says "free" or nothing.
+    billing = billing_rpc()
 
     def _data_keys(self):
         return self.keys.data_keys(self.store)
@@ -50,7 +58,7 @@ class VaultService:
             self.store,
             self._data_keys(),
             SchedulerSwitches(self.scheduler),
-            default_limits(self.settings),
+            lambda user_id: limits_for(user_id, self.store.entitlements, self.billing),
             self.clock.now(),
         )
 
@@ -91,6 +99,11 @@ class VaultService:
         if self._release().release_switch(event.data):
             self.dispatcher.wake()
 
+    @timer(interval=NOTIFY_INTERVAL_SECONDS)
+    def notify_released_switches(self) -> None:
+        """Tell the scheduler about each fired switch whose messages were all handed over."""
+        self._release().notify_due(SchedulerSwitches(self.scheduler))
+
     @rpc(expected_exceptions=ServiceError)
     def release_status(self, switch_id: str) -> dict:
         return self._release().release_status(switch_id)
@@ -108,8 +121,7 @@ class VaultService:
 
     @event_handler("PlanChanged")
     def on_plan_changed(self, event: Event) -> None:
-        record_plan_change(self.store.entitlements, event.data.user_id, event.data,
-                           event.occurred_at)
+        self.store.entitlements.record(event.data, self.clock.now())
 
     @rpc(expected_exceptions=ServiceError)
     def erase_user(self, user_id: str) -> dict:

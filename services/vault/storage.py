@@ -5,7 +5,11 @@
   the state, flags and times are plain, because the release and the listing query them.
 - `data_keys`: one wrapped data key per user (`_id` = user id), with its KEK id.
 - `read_tokens`: the lookup of a released message's read links, by SHA-256 of the token.
-- `entitlements`: the newest plan limits billing announced per user (`PlanChanged`).
+- `releases`: one document per fired switch (`_id` = switch id): the CheckInMissed facts,
+  and whether the scheduler has been told the switch is released (`notify_due_at` while
+  it has not: the notifier's to-do list, which survives any crash).
+- `entitlements`: the vault's copy of each user's plan (`shared.entitlements`, fed by
+  billing's `PlanChanged`).
 - `throttle`: rate-limit counters (reading released messages, per client).
 """
 
@@ -14,17 +18,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache
 from shared.storage import Database, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
 MESSAGES = "messages"
 DATA_KEYS = "data_keys"
 READ_TOKENS = "read_tokens"
-ENTITLEMENTS = "entitlements"
+RELEASES = "releases"
 THROTTLE = "throttle"
 
 SEALED = "sealed"
 RELEASED = "released"
+
+# States of a switch's release (the `releases` collection).
+RELEASING = "releasing"  # messages being handed to delivery, or the scheduler not yet told
+NOTIFIED = "released"  # the scheduler moved the switch to `released`
+REFUSED = "refused"  # the scheduler says this switch did not fire: an operator looks
 
 INDEXES: dict[str, list[Index]] = {
     MESSAGES: [
@@ -34,7 +44,8 @@ INDEXES: dict[str, list[Index]] = {
     ],
     DATA_KEYS: [Index.on("kek_id")],  # the rotation's progress
     READ_TOKENS: [Index.on("message_id"), Index.on("user_id")],
-    ENTITLEMENTS: [],
+    RELEASES: [Index.on("notify_due_at"), Index.on("user_id"), Index.on("state")],
+    **ENTITLEMENTS_INDEXES,
     THROTTLE: THROTTLE_INDEXES,
 }
 
@@ -49,7 +60,8 @@ class VaultRepository:
         self.messages = db.collection(MESSAGES)
         self.data_keys = db.collection(DATA_KEYS)
         self.read_tokens = db.collection(READ_TOKENS)
-        self.entitlements = db.collection(ENTITLEMENTS)
+        self.releases = db.collection(RELEASES)
+        self.entitlements = EntitlementsCache(db.collection(ENTITLEMENTS))
         self.throttle = Throttle(db.collection(THROTTLE))
 
     # Messages of an author ----------------------------------------------------------
@@ -141,6 +153,14 @@ class VaultRepository:
             {"$set": {"dispatch_due_at": until}},
         )
 
+    def next_dispatch_in_switch(self, switch_id: str) -> datetime | None:
+        """When the switch's next released message is due to be handed over (if any)."""
+        doc = self.messages.find_one(
+            {"switch_id": switch_id, "state": RELEASED, "dispatch_due_at": {"$exists": True}},
+            sort=[("dispatch_due_at", 1)],
+        )
+        return doc["dispatch_due_at"] if doc else None
+
     def switch_counts(self, switch_id: str) -> dict[str, int]:
         return {
             "sealed": self.messages.count({"switch_id": switch_id, "state": SEALED}),
@@ -150,6 +170,59 @@ class VaultRepository:
             ),
         }
 
+    # Releases of fired switches, and telling the scheduler ------------------------------
+
+    def record_release(self, release: dict[str, Any]) -> None:
+        """Remember a fired switch once (a redelivered CheckInMissed changes nothing)."""
+        self.releases.update_one({"_id": release["_id"]}, {"$setOnInsert": release},
+                                 upsert=True)
+
+    def release_of(self, switch_id: str) -> dict[str, Any] | None:
+        return self.releases.get(switch_id)
+
+    def due_notifications(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        return self.releases.find({"notify_due_at": {"$lte": now}},
+                                  sort=[("notify_due_at", 1)], limit=limit)
+
+    def claim_notification(self, doc: dict[str, Any], lease_until: datetime) -> dict | None:
+        """Compare-and-set on the due time: of several vault processes, one tells."""
+        return self.releases.update_one(
+            {"_id": doc["_id"], "state": RELEASING, "notify_due_at": doc["notify_due_at"]},
+            {"$set": {"notify_due_at": lease_until}},
+        )
+
+    def postpone_notification(self, doc: dict[str, Any], until: datetime,
+                              error: str | None = None) -> None:
+        """Look again at `until` (unless a poke moved the time meanwhile)."""
+        changes: dict[str, Any] = {"$set": {"notify_due_at": until}}
+        if error is not None:
+            changes["$set"]["last_error"] = error
+            changes["$inc"] = {"attempts": 1}
+        self.releases.update_one({"_id": doc["_id"], "notify_due_at": doc["notify_due_at"]},
+                                 changes)
+
+    def poke_notification(self, switch_id: str, now: datetime) -> None:
+        """Something changed in the switch's release: look at it now."""
+        self.releases.update_one({"_id": switch_id, "state": RELEASING},
+                                 {"$set": {"notify_due_at": now}})
+
+    def finish_notification(self, switch_id: str, state: str, now: datetime,
+                            reason: str | None = None) -> None:
+        """The scheduler answered for good: released, or refused (with the reason)."""
+        fields: dict[str, Any] = {"state": state, "notified_at": now}
+        if reason is not None:
+            fields["last_error"] = reason
+        self.releases.update_one({"_id": switch_id, "state": RELEASING},
+                                 {"$set": fields, "$unset": {"notify_due_at": ""}})
+
+    def reopen_release(self, switch_id: str, now: datetime) -> dict | None:
+        """A message reached a switch whose release was finished: release and tell again."""
+        return self.releases.update_one({"_id": switch_id},
+                                        {"$set": {"state": RELEASING, "notify_due_at": now}})
+
+    def releases_in(self, state: str, limit: int) -> list[dict[str, Any]]:
+        return self.releases.find({"state": state}, sort=[("fired_at", 1)], limit=limit)
+
     # Erasure -------------------------------------------------------------------------
 
     def delete_everything_of(self, user_id: str) -> dict[str, int]:
@@ -157,5 +230,6 @@ class VaultRepository:
         return {
             "messages": self.messages.delete_many({"user_id": user_id}),
             "read_tokens": self.read_tokens.delete_many({"user_id": user_id}),
-            "entitlements": int(self.entitlements.delete_one({"_id": user_id})),
+            "releases": self.releases.delete_many({"user_id": user_id}),
+            "entitlements": int(self.entitlements.collection.delete_one({"_id": user_id})),
         }

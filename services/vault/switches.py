@@ -1,10 +1,18 @@
-"""Which switch a message belongs to: the scheduler owns switches, the vault asks it.
+"""Which switch a message belongs to, and telling the scheduler a release is done: the
+scheduler owns switches, the vault asks it.
 
 The vault cannot read the scheduler's data, so it asks over RPC:
 `scheduler.default_switch_id(user_id) -> str` and
-`scheduler.owns_switch(user_id, switch_id) -> bool`. nameko's RPC proxy has no timeout
-of its own; every call here is bounded (and its request expires in the queue), so a
-scheduler that is down makes writing a message fail fast with a 503, never hang.
+`scheduler.owns_switch(user_id, switch_id) -> bool`, which is False for another user's
+switch, an unknown one, and one that has already fired (a message written to it would
+stay sealed for ever). Only when the answer is no does the vault ask `get_switch` why,
+so that the refusal names the switch's state. nameko's RPC proxy has no timeout of its
+own; every call here is bounded (and its request expires in the queue), so a scheduler
+that is down makes writing a message fail fast with a 503, never hang.
+
+Once every message of a fired switch was handed to delivery, the vault calls
+`scheduler.mark_released(switch_id, cycle)` (idempotent), which moves the switch
+`fired -> released`.
 """
 
 from __future__ import annotations
@@ -12,15 +20,18 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import eventlet
 from nameko.exceptions import RemoteError, UnknownService
 
-from shared.errors import NotFound, Unavailable
+from shared.bounded_rpc import BoundedClient, RpcTimeout
+from shared.errors import Conflict, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
 # Below the gateway's default RPC deadline, so the caller learns why rather than timing out.
 SCHEDULER_TIMEOUT_SECONDS = 3.0
+
+# The scheduler's states in which a switch no longer takes messages.
+FIRED_STATES = ("fired", "released")
 
 
 class SwitchDirectory(Protocol):
@@ -28,24 +39,52 @@ class SwitchDirectory(Protocol):
 
     def owns_switch(self, user_id: str, switch_id: str) -> bool: ...
 
+    def switch_state(self, user_id: str, switch_id: str) -> str | None: ...
+
 
 def resolve_switch(switches: SwitchDirectory, user_id: str, switch_id: str | None) -> str:
-    """The switch a message goes to: the one named (if it is the user's), else the default."""
-    if switch_id is None:
-        return switches.default_switch_id(user_id)
-    if not switches.owns_switch(user_id, switch_id):
+    """The switch a message goes to: the one named, else the default, if it takes messages."""
+    chosen = switch_id if switch_id is not None else switches.default_switch_id(user_id)
+    if switches.owns_switch(user_id, chosen):
+        return chosen
+    raise refusal(switches.switch_state(user_id, chosen), chosen, default=switch_id is None)
+
+
+def refusal(state: str | None, switch_id: str, *, default: bool) -> NotFound | Conflict:
+    """Why a message cannot go to `switch_id`, given the state the scheduler reports."""
+    if state is None and default:
+        # Right after sign-up, the scheduler may not have created the default switch yet.
+        return NotFound("your switch is still being set up; try again in a moment",
+                        code="switch_not_found", details={"field": "switch_id"})
+    if state is None:
         # Another user's switch is answered like a switch that does not exist.
-        raise NotFound(f"you have no switch {switch_id}", code="switch_not_found",
-                       details={"field": "switch_id"})
-    return switch_id
+        return NotFound(f"you have no switch {switch_id}", code="switch_not_found",
+                        details={"field": "switch_id"})
+    if state in FIRED_STATES:
+        return switch_fired(switch_id, state)
+    # The scheduler said no and then described a live switch: it changed in between.
+    return Conflict("the switch changed while the message was being written; try again",
+                    code="busy", details={"switch_id": switch_id, "state": state})
+
+
+def switch_fired(switch_id: str, state: str) -> Conflict:
+    return Conflict(
+        f"switch {switch_id} has fired (state: {state}): its messages are being released, "
+        "and a message written to it now would never be delivered",
+        code="switch_fired", details={"field": "switch_id", "switch_id": switch_id,
+                                      "state": state},
+    )
+
+
+class ReleaseRefused(Exception):
+    """The scheduler says this switch did not fire in that cycle: retrying cannot help."""
 
 
 class SchedulerSwitches:
-    """The scheduler's answers through a nameko RpcProxy, each within a deadline."""
+    """The scheduler's answers through a bounded RPC client (`shared.bounded_rpc`)."""
 
-    def __init__(self, proxy: Any, timeout: float = SCHEDULER_TIMEOUT_SECONDS) -> None:
-        self.proxy = proxy
-        self.timeout = timeout
+    def __init__(self, client: BoundedClient) -> None:
+        self.client = client
 
     def default_switch_id(self, user_id: str) -> str:
         return str(self._ask("default_switch_id", user_id))
@@ -53,19 +92,32 @@ class SchedulerSwitches:
     def owns_switch(self, user_id: str, switch_id: str) -> bool:
         return self._ask("owns_switch", user_id, switch_id) is True
 
-    def _ask(self, method: str, *args: str) -> Any:
-        timer = eventlet.Timeout(self.timeout)
+    def switch_state(self, user_id: str, switch_id: str) -> str | None:
+        """The switch's state as its owner sees it; None if `user_id` has no such switch."""
+        switch = self._ask("get_switch", user_id, switch_id, missing=None)
+        return None if switch is None else str(switch["state"])
+
+    def mark_released(self, switch_id: str, cycle: int) -> None:
+        """Tell the scheduler the switch is released; ReleaseRefused if it did not fire,
+        Unavailable if the scheduler cannot be reached now (try again later)."""
         try:
-            return getattr(self.proxy, method)(*args)
-        except eventlet.Timeout as exc:
-            if exc is not timer:
-                raise
-            log.warning("scheduler.%s did not answer within %ss", method, self.timeout)
+            self._ask("mark_released", switch_id, cycle, refusals=("Conflict", "NotFound"))
+        except RemoteError as exc:
+            raise ReleaseRefused(f"{exc.exc_type}: {exc.value}") from None
+
+    def _ask(self, method: str, *args: Any, refusals: tuple[str, ...] = (),
+             **fallback: Any) -> Any:
+        try:
+            return self.client.call(method, *args)
+        except RpcTimeout as exc:
+            log.warning("%s", exc)
         except UnknownService:
             log.warning("scheduler.%s: no scheduler is running", method)
         except RemoteError as exc:
+            if exc.exc_type == "NotFound" and "missing" in fallback:
+                return fallback["missing"]
+            if exc.exc_type in refusals:
+                raise
             log.error("scheduler.%s failed: %s", method, exc)
-        finally:
-            timer.cancel()
         raise Unavailable("the scheduler is unavailable, so the switch cannot be checked; "
                           "try again shortly", code="scheduler_unavailable")

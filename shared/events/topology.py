@@ -35,7 +35,7 @@ RETRY_DELAYS_SECONDS: tuple[int, ...] = (1, 5, 30, 120, 600)
 
 # Which service consumes which events (the design's event table, as services arrive).
 CONSUMERS: dict[str, tuple[str, ...]] = {
-    "delivery": ("MailRequested", "ReminderDue", "ConsentChanged"),
+    "delivery": ("MailRequested", "ReminderDue", "ConsentChanged", "MessageReleased"),
     "vault": ("CheckInMissed", "PlanChanged"),
     "scheduler": ("UserRegistered", "EmailVerified", "PlanChanged"),
 }

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from deploy.local.smtp_sink import read_mail, wait_for_mail
-from deploy.local.supervisor import DEFAULT_SERVICES, Supervisor, default_specs
+from deploy.local.supervisor import DEFAULT_SERVICES, ProcessSpec, Supervisor, default_specs
 
 MANAGEMENT = "http://127.0.0.1:15672/api"
 AUTH = ("guest", "guest")
@@ -33,7 +33,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def vhost() -> Iterator[str]:
-    """A fresh RabbitMQ vhost, deleted afterwards; returns its AMQP URI."""
+    """A fresh RabbitMQ vhost for the module, deleted afterwards; returns its AMQP URI."""
+    yield from fresh_vhost()
+
+
+def fresh_vhost() -> Iterator[str]:
+    """A fresh RabbitMQ vhost, deleted afterwards (for a fixture of any scope)."""
     name = f"jicm-e2e-{uuid.uuid4().hex[:10]}"
     requests.put(f"{MANAGEMENT}/vhosts/{name}", auth=AUTH, timeout=10).raise_for_status()
     requests.put(
@@ -96,8 +101,10 @@ def system_environment(tmp: Path, amqp_uri: str, services: str, **extra: str) ->
     }
 
 
-def start_system(tmp: Path, environ: dict[str, str]) -> System:
-    specs = default_specs(environ)
+def start_system(tmp: Path, environ: dict[str, str],
+                 specs: list[ProcessSpec] | None = None) -> System:
+    """`make run`'s parts (or `specs`, such as those with a fault injected), each ready."""
+    specs = default_specs(environ) if specs is None else specs
     supervisor = Supervisor(specs, env=environ, log_dir=tmp / "logs")
     for spec in specs:
         supervisor.start(spec.name)

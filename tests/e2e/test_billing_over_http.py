@@ -1,6 +1,7 @@
-"""Billing end to end, as `make run` runs it: gunicorn serving the gateway, accounts and
-billing under nameko, the Stripe stand-in as its own process delivering signed webhooks to
-the gateway over HTTP. The upgrade and downgrade stories, and every abuse of the webhook."""
+"""Billing end to end, as `make run` runs it: gunicorn serving the gateway, accounts,
+billing and the scheduler under nameko, the Stripe stand-in as its own process delivering
+signed webhooks to the gateway over HTTP. The upgrade and downgrade stories (told by the
+switches a user may create), and every abuse of the webhook."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ API_KEY = STRIPE_STANDIN_DEFAULTS["STRIPE_API_KEY"]
 
 @pytest.fixture(scope="module")
 def billing_system(tmp_path_factory, vhost) -> Iterator[System]:
-    """Accounts, billing, the gateway, the SMTP sink and the Stripe stand-in."""
+    """Accounts, billing, the scheduler, the gateway, the SMTP sink and the Stripe stand-in."""
     tmp = tmp_path_factory.mktemp("system")
-    environ = system_environment(tmp, vhost, "accounts,billing",
+    environ = system_environment(tmp, vhost, "accounts,billing,scheduler",
                                  JICM_STRIPE_STANDIN_PORT=str(free_port()))
     system = start_system(tmp, environ)
     yield system
@@ -81,11 +82,34 @@ def stripe_events(system: System, event_type: str) -> list[dict]:
     return [e for e in events if e["type"] == event_type]
 
 
+def add_switch(system: System, headers: dict) -> requests.Response:
+    return requests.post(system.url("/api/v1/switches"), json={}, headers=headers, timeout=15)
+
+
+def switches_of(system: System, headers: dict) -> list[dict]:
+    answer = requests.get(system.url("/api/v1/switches"), headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["switches"]
+
+
+def scheduler_plan(system: System, user_id: str) -> str | None:
+    """The plan in the scheduler's own copy (`entitlements`), as an operator reads it."""
+    rows = system.query("scheduler", "SELECT json_extract(doc, '$.plan') FROM entitlements "
+                                     "WHERE id = ?", (user_id,))
+    return rows[0][0] if rows else None
+
+
 def test_the_upgrade_and_the_downgrade_over_http(billing_system):
     system = billing_system
     user_id, headers = signed_in(system)
     free = plan_of(system, headers)
     assert (free["plan"], free["status"], free["entitlements"]["switches"]) == ("free", "none", 1)
+    [default] = wait_for(lambda: switches_of(system, headers), timeout=30,
+                         what="the default switch of the new account")
+    refused = add_switch(system, headers)
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["code"] == "plan_limit_reached"
+    assert refused.json()["error"]["details"]["limit"] == "switches"
 
     checkout = start_checkout(system, headers)
     assert checkout.status_code == 201, checkout.text
@@ -106,6 +130,8 @@ def test_the_upgrade_and_the_downgrade_over_http(billing_system):
     assert premium["entitlements"]["switches"] == 5
     assert premium["renews_at"] is not None and premium["can_manage"] is True
     assert start_checkout(system, headers, "premium_yearly").status_code == 409
+    second = add_switch(system, headers)
+    assert second.status_code == 201, second.text
 
     portal = requests.post(system.url("/api/v1/billing/portal"), headers=headers, timeout=15)
     assert portal.status_code == 201, portal.text
@@ -119,6 +145,16 @@ def test_the_upgrade_and_the_downgrade_over_http(billing_system):
                           what="customer.subscription.deleted to bring back the free plan")
     assert downgraded["status"] == "canceled"
     assert downgraded["entitlements"]["switches"] == 1
+    # The scheduler hears of it through billing's PlanChanged: nothing is taken away...
+    wait_for(lambda: scheduler_plan(system, user_id) == "free", timeout=30,
+             what="the scheduler's copy of the plan to become free")
+    assert [s["id"] for s in switches_of(system, headers)] == [default["id"], second.json()["id"]]
+    # ...but nothing new beyond the free plan either.
+    third = add_switch(system, headers)
+    assert third.status_code == 402, third.text
+    assert third.json()["error"]["details"]["limit"] == "switches"
+    assert "switch" in third.json()["error"]["message"]
+    assert len(switches_of(system, headers)) == 2
     assert start_checkout(system, headers).status_code == 201, "a lapsed user may come back"
 
 

@@ -1,11 +1,14 @@
 """Two scheduler processes on one SQLite file, and one of them SIGKILLed in the middle of a
 claim: every due switch is still handled exactly once.
 
-Forty switches are overdue with their grace over. Delivery (the stand-in) answers slowly,
-so each instance holds its batch of claims for a while; one instance is killed while it
-holds some. Its claims must not be lost (the other instance takes them over once the
-lease ends) and must not be doubled: counted on the broker, every switch fires with
-exactly one CheckInMissed.
+Forty switches are overdue with their grace over, their overdue notices not yet sent.
+Delivery is down at first (its queue is there, nobody answers): before firing, each
+instance asks it whether the notices left and holds its batch of claims until the
+question times out. One instance is killed while it holds some. Then delivery comes
+back, sends the notices through the SMTP sink, and the switches fire. The dead
+instance's claims must not be lost (the other instance takes them over once the lease
+ends) and must not be doubled: counted on the broker, every switch fires with exactly
+one CheckInMissed.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 import pytest
 from kombu import Connection, Queue
 
-from deploy.local.supervisor import ProcessSpec, Supervisor
+from deploy.local.supervisor import ProcessSpec, Supervisor, default_specs
+from gateway.rpc import RpcClientPool, RpcError
 from services.scheduler.loop import DueSwitches, LoopSettings
 from services.scheduler.scheduler import Scheduler, switch_id_for
 from services.scheduler.schemas import SwitchUpdate
@@ -37,7 +41,9 @@ from tests.helpers import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 SWITCHES = 40
-LEASE_SECONDS = 4
+# Longer than the scheduler's 5 s wait for delivery's answer: a live instance keeps its
+# claims while it waits.
+LEASE_SECONDS = 8
 
 
 def overdue_switches(environ: dict[str, str], count: int) -> list[str]:
@@ -85,9 +91,9 @@ def test_a_scheduler_killed_in_the_middle_of_a_claim_loses_nothing_and_doubles_n
     tmp_path, vhost
 ):
     environ = system_environment(
-        tmp_path, vhost, "scheduler", JICM_MIN_INTERVAL="1", JICM_SCHEDULER_TICK="0.2",
+        tmp_path, vhost, "delivery", JICM_MIN_INTERVAL="1", JICM_SCHEDULER_TICK="0.2",
         JICM_SCHEDULER_BATCH="4", JICM_SCHEDULER_LEASE=str(LEASE_SECONDS),
-        JICM_SCHEDULER_RECHECK="1", STANDIN_MAIL_STATUS_DELAY="1.5",
+        JICM_SCHEDULER_RECHECK="1", JICM_DELIVERY_TICK="0.2",
     )
     ids = overdue_switches(environ, SWITCHES)
     db_path = Path(environ["JICM_DATA_DIR"]) / "scheduler.sqlite3"
@@ -100,21 +106,29 @@ def test_a_scheduler_killed_in_the_middle_of_a_claim_loses_nothing_and_doubles_n
         fired_queue(conn.channel()).declare()
 
     python = sys.executable
+    made_run = {spec.name: spec for spec in default_specs(environ)}
     specs = [
-        ProcessSpec("delivery-standin", [python, "-m", "tests.e2e.standin_delivery"]),
+        made_run["smtp"], made_run["delivery"],
         ProcessSpec("scheduler-a", [python, "-m", "shared.runner", "scheduler"]),
         ProcessSpec("scheduler-b", [python, "-m", "shared.runner", "scheduler"]),
     ]
     supervisor = Supervisor(specs, env=environ, log_dir=tmp_path / "logs")
     try:
-        for spec in specs:
-            supervisor.start(spec.name)
+        # Delivery goes down: its RPC queue stays, so questions wait there unanswered.
+        supervisor.start("delivery")
+        wait_for(lambda: answers(environ["AMQP_URI"], "delivery"), timeout=60,
+                 what="delivery to answer")
+        supervisor.stop("delivery")
+        for name in ("scheduler-a", "scheduler-b"):
+            supervisor.start(name)
         victim = supervisor.pid("scheduler-a")
         wait_for(lambda: claims_of(db_path, victim), timeout=60, interval=0.01,
                  what="scheduler-a to hold claims")
         supervisor.kill("scheduler-a")
         orphaned = claims_of(db_path, victim)
         assert orphaned, "scheduler-a was killed while holding no claim"
+        for name in ("smtp", "delivery"):  # delivery is back: the notices leave
+            supervisor.start(name)
 
         wait_for(lambda: all(doc["state"] == "fired" for doc in documents(db_path).values()),
                  timeout=120, interval=0.2, what="every switch to fire")
@@ -137,6 +151,18 @@ def test_a_scheduler_killed_in_the_middle_of_a_claim_loses_nothing_and_doubles_n
     assert set(event_ids) == set(ids)
     assert {switch_id: len(found) for switch_id, found in event_ids.items()} == {
         switch_id: 1 for switch_id in ids}
+
+
+def answers(amqp_uri: str, service: str) -> bool:
+    """Whether `service` answers an RPC now."""
+    rpc = RpcClientPool(amqp_uri, size=1, timeout=5)
+    try:
+        rpc.call(service, "health", timeout=2)
+    except RpcError:
+        return False
+    finally:
+        rpc.close()
+    return True
 
 
 def drain(amqp_uri: str, queue: Queue) -> list[dict]:

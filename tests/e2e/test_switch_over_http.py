@@ -1,8 +1,7 @@
 """The switch end to end, through `make run`'s processes with seconds-long settings:
-gunicorn serving the gateway, accounts and the scheduler under nameko, RabbitMQ between
-them, real clocks. Until the real delivery service is merged, these tests run
-`tests/e2e/standin_delivery.py`, a stand-in that says every reminder was sent, so that
-switches can fire (the scheduler never fires before delivery says so).
+gunicorn serving the gateway, accounts, delivery and the scheduler under nameko, RabbitMQ
+between them, the dev SMTP sink, real clocks. Owners verify their address through the
+mailed link, and a switch fires only once delivery says its overdue notice left.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from datetime import timedelta
 import pytest
 import requests
 
-from tests.e2e.conftest import system_environment
-from tests.e2e.switch_system import SECONDS_LONG, Owner, start, when
+from tests.e2e.conftest import start_system, system_environment
+from tests.e2e.switch_system import SECONDS_LONG, Owner, when
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -24,8 +23,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def switch_system(tmp_path_factory, vhost):
     tmp = tmp_path_factory.mktemp("switches")
-    environ = system_environment(tmp, vhost, "accounts,scheduler", **SECONDS_LONG)
-    system = start(tmp, environ, standin_delivery=True)
+    environ = system_environment(tmp, vhost, "accounts,delivery,scheduler", **SECONDS_LONG)
+    system = start_system(tmp, environ)
     yield system
     system.supervisor.stop_all()
 

@@ -1,13 +1,13 @@
 """Messages over real HTTP against `make run`'s processes: gunicorn serving the gateway,
-accounts and the vault under nameko, RabbitMQ between them. The scheduler is not merged
-yet, so a stand-in process answers the vault's questions about switches (and the test
-publishes the scheduler's CheckInMissed itself)."""
+accounts, the scheduler and the vault under nameko, RabbitMQ between them. The scheduler
+answers the vault's questions about switches; to release a user's messages on the spot,
+the test publishes the scheduler's CheckInMissed itself (the whole story, with a switch
+that really fires, is `test_release_story.py`)."""
 
 from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.local.supervisor import ProcessSpec, Supervisor, default_specs
-from tests.e2e.conftest import System, system_environment
+from tests.e2e.conftest import System, start_system, system_environment
 from tests.e2e.test_openapi_conformance import SCHEMATHESIS
 from tests.helpers import wait_for
 from tests.service.vault_helpers import EventTap, check_in_missed, publish
@@ -24,24 +23,6 @@ from tests.service.vault_helpers import EventTap, check_in_missed, publish
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "correct horse battery staple"
-STAND_IN = "scheduler-stand-in"
-
-
-def start_with_scheduler_stand_in(tmp: Path, environ: dict[str, str]) -> System:
-    """`make run`'s parts, plus the scheduler stand-in before the gateway."""
-    specs = default_specs(environ)
-    stand_in = ProcessSpec(name=STAND_IN, argv=[sys.executable, "-m", "tests.standins.scheduler"],
-                           env_overrides=specs[1].env_overrides)
-    specs = [*specs[:-1], stand_in, specs[-1]]
-    supervisor = Supervisor(specs, env=environ, log_dir=tmp / "logs")
-    for spec in specs:
-        supervisor.start(spec.name)
-    supervisor.wait_for_output(STAND_IN, "stand-in started", timeout=60)
-    for spec in specs:
-        supervisor.wait_ready(spec.name)
-    return System(supervisor=supervisor, base_url=f"http://{environ['JICM_GATEWAY_BIND']}",
-                  maildir=Path(environ["JICM_MAILDIR"]), data_dir=Path(environ["JICM_DATA_DIR"]),
-                  environ=environ)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +30,9 @@ def vault_system(tmp_path_factory, vhost) -> Iterator[System]:
     tmp = tmp_path_factory.mktemp("vault-system")
     # Behind a "proxy" (this test), so each test user can come from an address of its own
     # and the per-client limits on sign-up and reading do not add up across tests.
-    environ = system_environment(tmp, vhost, "accounts,vault", JICM_TRUSTED_PROXIES="1")
-    system = start_with_scheduler_stand_in(tmp, environ)
+    environ = system_environment(tmp, vhost, "accounts,scheduler,vault",
+                                 JICM_TRUSTED_PROXIES="1")
+    system = start_system(tmp, environ)
     yield system
     system.supervisor.stop_all()
 
@@ -73,6 +55,13 @@ class User:
         session = requests.post(system.url("/api/v1/sessions"), headers=self.client,
                                 json={"email": self.email, "password": PASSWORD}, timeout=10)
         self.headers = {**self.client, "Authorization": f"Bearer {session.json()['token']}"}
+        # The scheduler makes the default switch when it hears of the new account.
+        self.switch_id = wait_for(self._default_switch, timeout=20,
+                                  what="the default switch of a new account")
+
+    def _default_switch(self) -> str | None:
+        switches = self.request("GET", "/api/v1/switches").json()["switches"]
+        return switches[0]["id"] if switches else None
 
     def request(self, method: str, path: str, headers: dict | None = None,
                 **kwargs) -> requests.Response:
@@ -117,7 +106,7 @@ def test_an_author_writes_reads_changes_and_deletes_a_message(ada):
 
     message = ada.request("GET", f"/api/v1/messages/{message_id}").json()
     assert message["body"] == "The code of the safe is 4921."
-    assert message["switch_id"] == f"default-{ada.id}"
+    assert message["switch_id"] == ada.switch_id
     assert [r["name"] for r in message["recipients"]] == ["Grace Hopper", "Émile Zola"]
     assert (message["sender_name"], message["inline"], message["state"]) == (
         "Ada Lovelace", True, "sealed")
@@ -147,10 +136,12 @@ def test_another_users_message_is_a_404_exactly_like_one_that_does_not_exist(ada
 
 
 def test_another_users_switch_is_refused_like_a_missing_one(ada, eve):
-    refused = eve.write(switch_id=f"default-{ada.id}")
-    assert refused.status_code == 404
-    assert error_of(refused)["code"] == "switch_not_found"
-    assert eve.write(switch_id=f"extra-{eve.id}-2").status_code == 201
+    for switch_id in (ada.switch_id, str(uuid.uuid4())):
+        refused = eve.write(switch_id=switch_id)
+        assert refused.status_code == 404
+        assert error_of(refused)["code"] == "switch_not_found"
+    assert eve.write(switch_id=eve.switch_id).status_code == 201
+    assert ada.request("GET", "/api/v1/messages").json() == {"messages": []}
 
 
 def test_messages_need_a_session(vault_system):
@@ -165,17 +156,20 @@ def test_the_free_plan_limits_are_402s_naming_the_limit_and_its_value(ada):
     four = [{"name": f"R {n}", "email": f"r{n}@example.org"} for n in range(4)]
     too_many = ada.write(recipients=four)
     assert too_many.status_code == 402
-    assert error_of(too_many)["details"] == {"limit": "recipients_per_message", "value": 3}
+    assert error_of(too_many)["details"] == {"limit": "recipients_per_message", "allowed": 3,
+                                             "wanted": 4, "plan": "free"}
     too_long = ada.write(body="€" * 3414)  # 10242 bytes of UTF-8
     assert too_long.status_code == 402
-    assert error_of(too_long)["details"] == {"limit": "body_bytes", "value": 10240}
+    assert error_of(too_long)["details"] == {"limit": "body_bytes", "allowed": 10240,
+                                             "wanted": 10242, "plan": "free"}
     for _ in range(3):
         assert ada.write().status_code == 201
     fourth = ada.write()
     assert fourth.status_code == 402
     error = error_of(fourth)
     assert error["code"] == "plan_limit_reached"
-    assert error["details"] == {"limit": "messages_per_switch", "value": 3}
+    assert error["details"] == {"limit": "messages_per_switch", "allowed": 3,
+                                "wanted": 4, "plan": "free"}
     assert "3 messages per switch" in error["message"]
     assert len(ada.request("GET", "/api/v1/messages").json()["messages"]) == 3
 
@@ -240,7 +234,7 @@ def release(system: System, user: User) -> list[dict]:
     tap = EventTap(system.environ["AMQP_URI"], "MessageReleased")
     try:
         before = len(user.request("GET", "/api/v1/messages").json()["messages"])
-        publish(system.environ["AMQP_URI"], check_in_missed(user.id, f"default-{user.id}"))
+        publish(system.environ["AMQP_URI"], check_in_missed(user.id, user.switch_id))
         return wait_for(lambda: (events := tap.drain()) and len(events) >= before and events,
                         timeout=30, what="the release")
     finally:
@@ -301,7 +295,8 @@ def test_a_link_that_opens_nothing_is_a_404_page(vault_system, token):
 
 def test_readiness_expects_the_vault(vault_system):
     ready = requests.get(vault_system.url("/readyz"), timeout=10)
-    assert ready.json()["checks"] == {"broker": "ok", "accounts": "ok", "vault": "ok"}
+    assert ready.json()["checks"] == {"broker": "ok", "accounts": "ok", "scheduler": "ok",
+                                      "vault": "ok", "scheduler_loop": "ok"}
 
 
 def test_the_messages_api_keeps_the_promises_of_its_openapi_document(vault_system, tmp_path):

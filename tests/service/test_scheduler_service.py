@@ -364,7 +364,8 @@ def test_a_second_switch_on_the_free_plan_is_a_402_naming_the_limit(http, rpc, r
     refused = http.post("/api/v1/switches", headers=auth, json={})
     assert refused.status_code == 402
     assert refused.get_json()["error"]["code"] == "plan_limit_reached"
-    assert refused.get_json()["error"]["details"] == {"limit": "switches", "allowed": 1}
+    assert refused.get_json()["error"]["details"] == {"limit": "switches", "allowed": 1,
+                                                      "wanted": 2, "plan": "free"}
 
 
 def test_a_check_in_after_firing_is_a_409_with_the_switchs_state(http, start, rpc,

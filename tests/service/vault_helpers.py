@@ -1,5 +1,5 @@
-"""Helpers of the vault's service tests: events in and out of the real broker, and the
-vault's SQLite file read as bytes."""
+"""Helpers of the vault's service tests: events in and out of the real broker, switches in
+the real scheduler's store, and the vault's SQLite file read as bytes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ from typing import Any
 
 from kombu import Connection, Queue, binding
 
+from services.scheduler.scheduler import Scheduler
+from services.scheduler.schemas import SwitchSettings
+from services.scheduler.storage import SchedulerRepository
+from services.scheduler.tokens import link_key
+from shared.config import settings_of
 from shared.events import new_event
+from shared.events.schemas import PlanChanged
 from shared.events.topology import EVENTS_EXCHANGE, EVENTS_EXCHANGE_NAME, declare_topology
+from shared.plans import PREMIUM_MONTHLY
+from shared.storage.provider import database_of
 
 
 def publish(amqp_uri: str, envelope: dict[str, Any]) -> None:
@@ -66,3 +74,42 @@ class EventTap:
 def stored_bytes(data_dir: Path, service: str = "vault") -> bytes:
     """The service's SQLite file and its write-ahead log, as an attacker with a copy sees them."""
     return b"".join(path.read_bytes() for path in sorted(data_dir.glob(f"{service}.sqlite3*")))
+
+
+class Switchboard:
+    """Switches in the real scheduler's own store, made by its own domain code, so that
+    the scheduler answers the vault's questions about them as it would for real users."""
+
+    def __init__(self, scheduler_container) -> None:
+        self.repo = SchedulerRepository(database_of(scheduler_container))
+        self.settings = settings_of(scheduler_container)
+
+    def _scheduler(self):
+        return Scheduler(self.repo, datetime.now(UTC), min_interval=self.settings.min_interval,
+                         link_key=link_key(self.settings.secret_key_bytes))
+
+    def user(self, user_id: str) -> str:
+        """A registered, verified user; returns the id of their (armed) default switch."""
+        scheduler = self._scheduler()
+        scheduler.on_user_registered(user_id, f"{user_id}@example.org")
+        scheduler.on_email_verified(user_id, f"{user_id}@example.org")
+        return scheduler.default_switch_id(user_id)
+
+    def another(self, user_id: str) -> str:
+        """One more switch of the user (on a paid plan, so that the scheduler allows it)."""
+        self.premium(user_id)
+        return self._scheduler().create(user_id, SwitchSettings()).id
+
+    def premium(self, user_id: str) -> None:
+        self._scheduler().on_plan_changed(PlanChanged(
+            user_id=user_id, plan="premium_monthly", status="active", revision=1,
+            entitlements=PREMIUM_MONTHLY.entitlements.as_dict()))
+
+    def fire(self, user_id: str, switch_id: str) -> int:
+        """Mark the switch fired as the scheduler's loop would; returns its cycle."""
+        doc = self.repo.switches.update_one(
+            {"_id": switch_id, "user_id": user_id},
+            {"$set": {"state": "fired", "fired_at": datetime.now(UTC)},
+             "$unset": {"due_at": ""}},
+        )
+        return doc["cycle"]

@@ -18,6 +18,7 @@ from services.scheduler.schemas import ClientContext, SwitchSettings, SwitchUpda
 from services.scheduler.storage import INDEXES, SchedulerRepository
 from services.scheduler.tokens import link_key
 from shared.clock import FrozenClock
+from shared.events.schemas import PlanChanged
 from shared.storage import open_database
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -84,6 +85,14 @@ class World:
 
     def update(self, user_id: str, switch_id: str, **changes: Any):
         return self.scheduler().update(user_id, switch_id, SwitchUpdate.model_validate(changes))
+
+    def plan(self, user_id: str, revision: int = 1, plan: str = "premium_monthly",
+             status: str = "active", switches: int = 3) -> None:
+        """Billing's PlanChanged for the user, as the scheduler's consumer handles it."""
+        self.scheduler().on_plan_changed(PlanChanged(
+            user_id=user_id, plan=plan, status=status, revision=revision,
+            entitlements={"switches": switches, "messages_per_switch": 3,
+                          "recipients_per_message": 3, "body_bytes": 10_240}))
 
     def create(self, user_id: str, **settings: Any):
         return self.scheduler().create(user_id, SwitchSettings.model_validate(settings))

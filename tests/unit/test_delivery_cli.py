@@ -70,3 +70,21 @@ def test_resend_all_queues_every_failed_mail_and_nothing_else(repo):
 def test_resend_needs_ids_or_all(repo):
     with pytest.raises(SystemExit):
         cli.main(["resend"])
+
+
+def test_pending_lists_mail_still_waiting_with_its_last_error_by_kind(repo, capsys):
+    record(repo, "a" * 32, "retrying", kind="released_message", reference="message-1",
+           next_attempt_at=WHEN, last_error="MAIL: 451 try again later")
+    record(repo, "b" * 32, "queued", next_attempt_at=WHEN)
+    record(repo, "c" * 32, "sent", kind="released_message")
+    assert cli.main(["pending", "--kind", "released_message"]) == 0
+    out = capsys.readouterr().out
+    assert "a" * 32 in out and "b" * 32 not in out and "c" * 32 not in out
+    assert "reference message-1, retrying" in out
+    assert "451 try again later" in out
+    assert cli.main(["pending"]) == 0
+    out = capsys.readouterr().out
+    assert "a" * 32 in out and "b" * 32 in out
+    repo.deliveries.update_many({}, {"$set": {"state": "sent"}})
+    assert cli.main(["pending"]) == 0
+    assert "no mail is waiting" in capsys.readouterr().out

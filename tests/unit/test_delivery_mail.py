@@ -29,8 +29,7 @@ SAMPLES: dict[tuple[str, str], dict[str, str]] = {
     ("released_message", "link"): {"variant": "link", "sender_name": "Ada Lovelace",
                                    "link": f"{PUBLIC}/r/tok"},
     ("released_message", "inline"): {"variant": "inline", "sender_name": "Ada Lovelace",
-                                     "message_subject": "For Byron",
-                                     "message_body": "The key is under the mat."},
+                                     "message_id": "m-1", "recipient_id": "r-1"},
     ("privacy_export_ready", ""): {"link": f"{PUBLIC}/export", "expires_at": "tomorrow"},
     ("privacy_erasure_received", ""): {"due_at": "Friday 3 May 2030"},
     ("privacy_erasure_completed", ""): {},
@@ -41,6 +40,15 @@ SAMPLES: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
+# Values fetched when the mail is built, never stored with it.
+FETCHED: dict[tuple[str, str], dict[str, str]] = {
+    ("released_message", "inline"): {"message_subject": "For Byron",
+                                     "message_body": "The key is under the mat."},
+}
+# Context values that name things for the sender only, never shown in the mail.
+UNSHOWN = ("stage", "variant", "message_id", "recipient_id")
+
+
 def test_every_kind_and_variant_has_a_sample_here():
     variants = {(kind.name, key) for kind in KINDS.values() for key in kind.variants}
     assert variants == set(SAMPLES)
@@ -49,15 +57,17 @@ def test_every_kind_and_variant_has_a_sample_here():
 @pytest.mark.parametrize("kind, variant", sorted(SAMPLES))
 def test_every_kind_renders_in_text_and_html_saying_who_writes_and_why(kind, variant):
     context = SAMPLES[(kind, variant)]
+    fetched = FETCHED.get((kind, variant))
     mail = render(KINDS[kind], context, public_url=PUBLIC, to_name="Bob",
-                  unsubscribe_link=f"{PUBLIC}/u/t" if KINDS[kind].marketing else None)
+                  unsubscribe_link=f"{PUBLIC}/u/t" if KINDS[kind].marketing else None,
+                  fetched=fetched)
     for body in (mail.text, mail.html):
         assert "Just in Case" in body
         assert "You receive this mail because" in body
         assert PUBLIC in body
         assert "Hello Bob," in body
-        for key, value in context.items():
-            if key not in ("stage", "variant"):
+        for key, value in {**context, **(fetched or {})}.items():
+            if key not in UNSHOWN:
                 assert value in body, f"{key} missing from {kind}/{variant}"
     assert mail.subject and "\n" not in mail.subject
     assert mail.html.lstrip().startswith("<!DOCTYPE html>")
@@ -73,13 +83,25 @@ def test_a_released_message_names_its_sender_and_explains_what_just_in_case_is()
 
 
 def test_the_html_part_escapes_what_people_wrote_and_the_text_part_keeps_it():
-    context = {**SAMPLES[("released_message", "inline")],
-               "sender_name": "<b>Ada</b>", "message_body": "<script>alert(1)</script>"}
-    mail = render(KINDS["released_message"], context, public_url=PUBLIC)
+    context = {**SAMPLES[("released_message", "inline")], "sender_name": "<b>Ada</b>"}
+    fetched = {**FETCHED[("released_message", "inline")],
+               "message_body": "<script>alert(1)</script>"}
+    mail = render(KINDS["released_message"], context, public_url=PUBLIC, fetched=fetched)
     assert "<script>" not in mail.html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail.html
     assert "<script>alert(1)</script>" in mail.text
     assert "&lt;b&gt;Ada&lt;/b&gt;" in mail.html
+
+
+def test_an_inline_release_takes_its_text_only_when_the_mail_is_built():
+    inline = SAMPLES[("released_message", "inline")]
+    with pytest.raises(InvalidInput) as handed_over:
+        render(KINDS["released_message"], {**inline, "message_body": "the text"},
+               public_url=PUBLIC, fetched=FETCHED[("released_message", "inline")])
+    assert handed_over.value.details["field"] == "context.message_body"
+    with pytest.raises(InvalidInput) as not_fetched:
+        render(KINDS["released_message"], inline, public_url=PUBLIC)
+    assert not_fetched.value.details["field"] == "message_subject"
 
 
 def test_a_subject_cannot_smuggle_a_header():

@@ -14,7 +14,8 @@ import pytest
 
 from deploy.local.smtp_sink import envelope_of
 from services.delivery.deliveries import Deliveries
-from services.delivery.pipeline import Pipeline, RetryPolicy
+from services.delivery.pipeline import Pipeline, RetryPolicy, ValuesGone, ValuesUnavailable
+from services.delivery.released import released_requests
 from services.delivery.schemas import MailRequest, StatusRequest
 from services.delivery.sealing import PURPOSE as SEAL_PURPOSE
 from services.delivery.sealing import ContextSeal
@@ -26,7 +27,7 @@ from shared.clock import FrozenClock
 from shared.config import load_settings
 from shared.errors import InvalidInput, NotFound
 from shared.events import parse_event
-from shared.events.schemas import ConsentChanged
+from shared.events.schemas import ConsentChanged, MessageReleased
 from shared.storage import open_database
 from tests.sink import Sink, start_sink
 
@@ -86,10 +87,13 @@ class Mailer:
         return Deliveries(self.repo, self.seal, self.clock.now(), public_url=PUBLIC,
                           unsubscribe_key=self.settings.derived_key(UNSUBSCRIBE_PURPOSE))
 
-    def pipeline(self) -> Pipeline:
+    def pipeline(self, fetch=None) -> Pipeline:
         transport = SmtpTransport.from_settings(self.settings)
+        if fetch is None:
+            return Pipeline(self.repo, self.settings, self.seal, self.clock,
+                            lambda: SmtpSession(transport))
         return Pipeline(self.repo, self.settings, self.seal, self.clock,
-                        lambda: SmtpSession(transport))
+                        lambda: SmtpSession(transport), fetch=fetch)
 
     def request(self, to="bob@example.org", kind="verification", reference="ref-1",
                 context=None, **extra):
@@ -436,3 +440,113 @@ def test_a_bug_while_building_a_mail_keeps_it_waiting_for_a_fix(mailer, repo, cl
     clock.advance(seconds=BASE_RETRY)
     m.pipeline().send_due()
     assert len(sink.mail()) == 1
+
+
+# Released messages ---------------------------------------------------------------------------
+
+RELEASE = {
+    "user_id": "ada", "switch_id": "switch-1", "message_id": "message-1",
+    "sender_name": "Ada Lovelace (ada@example.org)",
+    "recipients": [
+        {"recipient_id": "r-grace", "name": "Grace", "email": "grace@example.org",
+         "read_token": "grace-read-token-" + "g" * 30},
+        {"recipient_id": "r-alan", "name": "Alan", "email": "alan@example.org",
+         "read_token": "alan-read-token-" + "a" * 30},
+    ],
+}
+TEXT = {"subject": "For the family", "body": "The code of the safe is 4921."}
+
+
+def release(m: Mailer, inline: bool = False) -> list:
+    event = MessageReleased.model_validate({**RELEASE, "inline": inline})
+    return [m.deliveries().request(r) for r in released_requests(event, PUBLIC)]
+
+
+class Vault:
+    """The vault's answer to `released_content`, or its absence."""
+
+    def __init__(self) -> None:
+        self.down: Exception | None = None
+        self.asked: list[tuple[str, str]] = []
+
+    def __call__(self, kind: str, context) -> dict:
+        self.asked.append((context["message_id"], context["recipient_id"]))
+        if self.down is not None:
+            raise self.down
+        return {"message_subject": TEXT["subject"], "message_body": TEXT["body"]}
+
+
+def test_a_released_message_is_one_mail_per_recipient_with_a_link_of_its_own(mailer, repo):
+    m, sink = mailer()
+    release(m)
+    m.pipeline().send_due()
+    mails = {mail["To"]: mail.get_body(("plain",)).get_content() for mail in sink.mail()}
+    assert set(mails) == {"Grace <grace@example.org>", "Alan <alan@example.org>"}
+    assert f"{PUBLIC}/r/grace-read-token-" in mails["Grace <grace@example.org>"]
+    assert "alan-read-token" not in mails["Grace <grace@example.org>"]
+    assert "Ada Lovelace (ada@example.org) named you" in mails["Alan <alan@example.org>"]
+    assert [mail["Subject"] for mail in sink.mail()] == [
+        "A message for you from Ada Lovelace (ada@example.org)"] * 2
+    assert m.status("released_message", "message-1") == {"message-1": "sent"}
+
+
+def test_the_same_release_heard_again_sends_nothing_new(mailer, repo):
+    m, sink = mailer()
+    first = release(m)
+    m.pipeline().send_due()
+    again = release(m) + release(m, inline=True)
+    assert [d.created for d in first] == [True, True]
+    assert [d.created for d in again] == [False] * 4
+    m.pipeline().send_due()
+    assert len(sink.mail()) == 2
+    assert repo.deliveries.count({}) == 2
+
+
+def test_an_inline_release_fetches_its_text_when_sent_and_never_keeps_it(mailer, repo, db):
+    m, sink = mailer()
+    vault = Vault()
+    release(m, inline=True)
+    for record in repo.deliveries.find({}):
+        opened = m.seal.open(record["_id"], record["context_sealed"])
+        assert opened == {"variant": "inline", "sender_name": RELEASE["sender_name"],
+                          "message_id": "message-1", "recipient_id": opened["recipient_id"]}
+    m.pipeline(fetch=vault).send_due()
+    assert sorted(vault.asked) == [("message-1", "r-alan"), ("message-1", "r-grace")]
+    for mail in sink.mail():
+        text = mail.get_body(("plain",)).get_content()
+        assert TEXT["body"] in text and TEXT["subject"] in text
+        assert "/r/" not in text
+    stored = b"".join(path.read_bytes()
+                      for path in sorted((m.settings.data_dir).glob("delivery.sqlite3*")))
+    assert TEXT["body"].encode() not in stored
+    assert TEXT["subject"].encode() not in stored
+
+
+def test_an_inline_release_waits_while_the_vault_cannot_answer(mailer, repo, clock):
+    m, sink = mailer()
+    vault = Vault()
+    vault.down = ValuesUnavailable("the vault did not answer within 5 s")
+    deliveries = release(m, inline=True)
+    m.pipeline(fetch=vault).send_due()
+    for delivery in deliveries:
+        stored = repo.get(delivery.id)
+        assert stored["state"] == "retrying"
+        assert "did not answer" in stored["last_error"]
+    assert sink.mail() == []
+    vault.down = None
+    clock.advance(seconds=BASE_RETRY)
+    m.pipeline(fetch=vault).send_due()
+    assert len(sink.mail()) == 2
+    assert {repo.get(d.id)["state"] for d in deliveries} == {"sent"}
+
+
+def test_an_inline_release_whose_message_is_gone_fails_for_good(mailer, repo):
+    m, sink = mailer()
+    vault = Vault()
+    vault.down = ValuesGone("the vault no longer has message message-1")
+    [first, _] = release(m, inline=True)
+    m.pipeline(fetch=vault).send_due()
+    stored = repo.get(first.id)
+    assert stored["state"] == "failed"
+    assert "no longer has message" in stored["last_error"]
+    assert sink.mail() == []

@@ -96,3 +96,14 @@ def test_forgetting_a_user_drops_their_copy(cache):
     cache.record(change())
     cache.forget("u1")
     assert cache.get("u1") is None
+
+
+def test_a_copy_in_the_services_older_flat_shape_is_unknown_and_then_replaced(cache):
+    # What the vault and the scheduler kept before this module existed.
+    cache.collection.insert({"_id": "u1", "plan": "premium_monthly", "status": "active",
+                             "switches": 5, "messages_per_switch": 50})
+    assert cache.get("u1") is None, "unknown: billing is asked"
+    assert limits_for("u1", cache, Billing(error=ConnectionError("down"))).source == "fallback"
+    assert cache.record(change(plan="premium_yearly", revision=1))
+    assert (cache.get("u1").plan, cache.get("u1").revision) == ("premium_yearly", 1)
+    assert not cache.record(change(plan="free", status="canceled", revision=1))

@@ -168,7 +168,7 @@ def test_another_users_switch_does_not_exist_for_you(world):
 
 
 def test_checking_in_everything_moves_running_switches_and_skips_paused_ones(world):
-    world.repo.record_plan("u", {"plan": "pro", "status": "active", "switches": 3}, world.now)
+    world.plan("u", switches=3)
     user_id, first = world.verified_user("u")
     second = world.create(user_id).id
     world.update(user_id, second, paused_until=(world.now + timedelta(days=3)).isoformat())
@@ -285,7 +285,8 @@ def test_the_free_plan_allows_one_switch_and_a_second_is_a_402_naming_the_limit(
     with pytest.raises(PaymentRequired) as refused:
         world.create(user_id)
     assert refused.value.code == "plan_limit_reached"
-    assert refused.value.details == {"limit": "switches", "allowed": 1}
+    assert refused.value.details == {"limit": "switches", "allowed": 1, "wanted": 2,
+                                     "plan": "free"}
     assert len(world.scheduler().list(user_id).switches) == 1
 
 
@@ -298,7 +299,7 @@ def test_bad_settings_for_a_new_switch_are_refused_before_the_plan_is_considered
 
 def test_a_paid_plan_allows_more_switches_armed_at_once_for_a_verified_owner(world):
     user_id, _ = world.verified_user()
-    world.scheduler().on_plan_changed(user_id, "pro", "active", 3, world.now)
+    world.plan(user_id, switches=3)
     created = [world.create(user_id, interval_seconds=86_400) for _ in range(2)]
     assert [s.state for s in created] == [ARMED, ARMED]
     assert created[0].deadline == world.now + timedelta(days=1)
@@ -308,22 +309,23 @@ def test_a_paid_plan_allows_more_switches_armed_at_once_for_a_verified_owner(wor
 
 def test_an_older_plan_event_never_overwrites_a_newer_one(world):
     user_id, _ = world.verified_user()
-    world.scheduler().on_plan_changed(user_id, "pro", "active", 3, world.now)
-    world.scheduler().on_plan_changed(user_id, "free", "active", 1,
-                                      world.now - timedelta(minutes=1))
-    assert world.repo.plan_of(user_id)["switches"] == 3
+    world.plan(user_id, revision=2, switches=3)
+    world.plan(user_id, revision=1, plan="free", switches=1)
+    assert world.repo.entitlements.get(user_id).allowed("switches") == 3
+    assert [world.create(user_id).state for _ in range(2)] == [ARMED, ARMED]
 
 
 def test_a_lapsed_payment_blocks_new_switches_but_never_stops_a_release(world):
     user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
-    world.scheduler().on_plan_changed(user_id, "pro", "active", 3, world.now)
+    world.plan(user_id, revision=1, switches=3)
     second = world.create(user_id, interval_seconds=10 * MINUTE).id
     world.advance(1)
-    world.scheduler().on_plan_changed(user_id, "pro", "past_due", 3, world.now)
+    # Stripe is still retrying the payment: billing keeps the plan meanwhile.
+    world.plan(user_id, revision=2, status="past_due", switches=3)
+    world.advance(1)
+    world.plan(user_id, revision=3, plan="free", status="canceled", switches=1)
     with pytest.raises(PaymentRequired):
         world.create(user_id)
-    world.advance(1)
-    world.scheduler().on_plan_changed(user_id, "pro", "canceled", 1, world.now)
     fire(world, user_id, switch_id)
     world.tick()
     assert world.switch(second)["state"] == FIRED
@@ -441,3 +443,39 @@ def test_mark_released_refuses_a_switch_that_did_not_fire(world):
     assert refused.value.details["state"] == ARMED
     with pytest.raises(NotFound):
         world.scheduler().mark_released(str(uuid.uuid4()), 1)
+
+
+# --- the vault's questions ------------------------------------------------------------------
+
+
+def test_the_default_switch_id_is_known_before_the_switch_is_stored(world):
+    user_id = str(uuid.uuid4())
+    expected = world.scheduler().default_switch_id(user_id)
+    world.registered_user(user_id)
+    assert [s.id for s in world.scheduler().list(user_id).switches] == [expected]
+
+
+def test_an_owner_may_write_to_a_running_or_unarmed_switch(world):
+    unarmed = world.registered_user()
+    verified, switch_id = world.verified_user()
+    assert world.scheduler().owns_switch(unarmed, switch_id_for(unarmed, 0))
+    assert world.scheduler().owns_switch(verified, switch_id)
+    world.update(verified, switch_id, paused_until=(world.now + timedelta(days=3)).isoformat())
+    assert world.scheduler().owns_switch(verified, switch_id)
+
+
+def test_nobody_may_write_to_another_users_switch_or_one_that_does_not_exist(world):
+    owner, switch_id = world.verified_user()
+    intruder, _ = world.verified_user()
+    assert not world.scheduler().owns_switch(intruder, switch_id)
+    assert not world.scheduler().owns_switch(owner, str(uuid.uuid4()))
+    assert not world.scheduler().owns_switch(owner, switch_id_for(owner, 1))
+
+
+def test_a_switch_that_fired_or_was_released_takes_no_more_messages(world):
+    user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
+    fire(world, user_id, switch_id)
+    assert world.switch(switch_id)["state"] == FIRED
+    assert not world.scheduler().owns_switch(user_id, switch_id)
+    world.scheduler().mark_released(switch_id, world.switch(switch_id)["cycle"])
+    assert not world.scheduler().owns_switch(user_id, switch_id)

@@ -3,15 +3,12 @@ owner-only access, plan limits, and what the API refuses."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from pydantic import ValidationError
 
-from services.vault.limits import Limits, record_plan_change
 from services.vault.schemas import MessageChanges, NewMessage
 from shared.errors import Conflict, NotFound, PaymentRequired
-from shared.events.schemas import CheckInMissed, PlanChanged
+from shared.events.schemas import CheckInMissed
 from tests.unit.vault_fixtures import START, Vault, default_switch
 
 
@@ -78,6 +75,30 @@ def test_another_users_switch_is_refused_like_a_missing_one(vault):
         vault.write(switch_id="default-grace")
     assert refused.value.code == "switch_not_found"
     assert vault.repo.messages.count({}) == 0
+
+
+@pytest.mark.parametrize("state", ["fired", "released"])
+def test_a_switch_that_fired_takes_no_new_message_and_the_refusal_names_its_state(vault, state):
+    vault.switches.fired["extra-ada-2"] = state
+    vault.switches.fired["default-ada"] = state
+    for switch_id in ("extra-ada-2", None):
+        with pytest.raises(Conflict) as refused:
+            vault.write(switch_id=switch_id)
+        assert refused.value.status == 409
+        assert refused.value.code == "switch_fired"
+        assert refused.value.details["state"] == state
+        assert f"state: {state}" in refused.value.message
+    assert vault.repo.messages.count({}) == 0
+
+
+def test_a_message_cannot_move_to_a_switch_that_fired(vault):
+    message_id = vault.write()
+    vault.switches.fired["extra-ada-2"] = "fired"
+    with pytest.raises(Conflict) as refused:
+        vault.messages().update("ada", "ada@example.org", message_id,
+                                MessageChanges(switch_id="extra-ada-2"))
+    assert refused.value.code == "switch_fired"
+    assert vault.messages().get("ada", message_id).switch_id == "default-ada"
 
 
 def test_another_users_message_is_a_404_like_a_message_that_does_not_exist(vault):
@@ -175,7 +196,8 @@ def test_over_the_message_limit_is_a_402_naming_it(vault):
     with pytest.raises(PaymentRequired) as refused:
         vault.write()
     assert refused.value.code == "plan_limit_reached"
-    assert refused.value.details == {"limit": "messages_per_switch", "value": 3}
+    assert refused.value.details == {"limit": "messages_per_switch", "allowed": 3, "wanted": 4,
+                                     "plan": "free"}
     assert "3 messages per switch" in refused.value.message
     vault.write(switch_id="extra-ada-2")  # the limit is per switch
 
@@ -184,15 +206,16 @@ def test_over_the_recipient_limit_is_a_402_naming_it(vault):
     four = [{"name": f"R{n}", "email": f"r{n}@example.org"} for n in range(4)]
     with pytest.raises(PaymentRequired) as refused:
         vault.write(recipients=four)
-    assert refused.value.details == {"limit": "recipients_per_message", "value": 3}
+    assert refused.value.details == {"limit": "recipients_per_message", "allowed": 3,
+                                     "wanted": 4, "plan": "free"}
 
 
 def test_the_body_limit_counts_utf8_bytes(vault):
     vault.write(body="é" * 5120)  # 10240 bytes: exactly the limit
     with pytest.raises(PaymentRequired) as refused:
         vault.write(body="é" * 5121)
-    assert refused.value.details == {"limit": "body_bytes", "value": 10_240}
-    assert "10242" in refused.value.message
+    assert refused.value.details == {"limit": "body_bytes", "allowed": 10_240, "wanted": 10_242,
+                                     "plan": "free"}
 
 
 def test_two_writes_racing_past_the_check_never_exceed_the_limit(vault):
@@ -212,26 +235,21 @@ def test_two_writes_racing_past_the_check_never_exceed_the_limit(vault):
 
 
 def test_a_plan_change_moves_the_limits_and_a_stale_one_is_ignored(vault):
-    def plan(messages: int) -> PlanChanged:
-        return PlanChanged(user_id="ada", plan="p", status="active", entitlements={
-            "switches": 1, "messages_per_switch": messages, "recipients_per_message": 3,
-            "body_bytes": 10_240})
-
-    assert record_plan_change(vault.repo.entitlements, "ada", plan(1), START)
-    assert not record_plan_change(vault.repo.entitlements, "ada", plan(9),
-                                  START - timedelta(seconds=1))
+    assert vault.plan("ada", revision=2, messages_per_switch=1)
+    assert not vault.plan("ada", revision=1, messages_per_switch=9)
     vault.write()
     with pytest.raises(PaymentRequired):
         vault.write()
-    assert record_plan_change(vault.repo.entitlements, "ada", plan(5), START + timedelta(days=1))
+    assert vault.plan("ada", revision=3, messages_per_switch=5)
     vault.write()
 
 
-def test_after_a_downgrade_a_message_may_shrink_or_stay_but_not_grow(tmp_path):
-    vault = Vault(tmp_path, limits=Limits(3, 5, 100))
+def test_after_a_downgrade_a_message_may_shrink_or_stay_but_not_grow(vault):
+    vault.plan("ada", revision=1, recipients_per_message=5, body_bytes=100)
     five = [{"name": f"R{n}", "email": f"r{n}@example.org"} for n in range(5)]
     message_id = vault.write(recipients=five, body="x" * 100)
-    vault.limits = Limits(3, 3, 10)  # the plan lapsed
+    # The plan lapsed: billing announces the free plan (here with a small body limit).
+    vault.plan("ada", revision=2, plan="free", status="canceled", body_bytes=10)
     messages = vault.messages()
     messages.update("ada", "a@example.org", message_id, MessageChanges(subject="still fine"))
     messages.update("ada", "a@example.org", message_id, MessageChanges(recipients=five[:4]))
@@ -241,7 +259,6 @@ def test_after_a_downgrade_a_message_may_shrink_or_stay_but_not_grow(tmp_path):
     with pytest.raises(PaymentRequired):
         messages.update("ada", "a@example.org", message_id, MessageChanges(body="x" * 101))
     assert len(messages.get("ada", message_id).recipients) == 4
-    vault.close()
 
 
 # What the API refuses ---------------------------------------------------------------------------

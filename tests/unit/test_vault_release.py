@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import pytest
 
+from services.vault import releases
 from services.vault.crypto import DecryptionFailed
 from services.vault.erasure import erase_user
 from services.vault.keys import Kek, Keyring, MissingDataKey
 from services.vault.release import release_event_id
 from services.vault.rotate import describe, keys_to_rotate, rotate
 from services.vault.schemas import MessageChanges
-from shared.errors import Forbidden, NotFound, RateLimited
+from shared.errors import Conflict, Forbidden, NotFound, RateLimited
 from shared.events import parse_event
 from shared.events.schemas import CheckInMissed
 from tests.unit.vault_fixtures import START, Vault, default_switch
@@ -206,7 +207,7 @@ def test_a_farewell_letter_waits_for_its_delay_after_the_fire(vault):
     assert [e.data.message_id for e in released_events(vault)] == [at_once]
     status = vault.release().release_status("default-ada")
     assert status == {"switch_id": "default-ada", "sealed": 0, "released": 2, "waiting": 1,
-                      "complete": False}
+                      "complete": False, "scheduler": "releasing"}
     vault.clock.advance(3599)
     assert vault.release().dispatch_due(vault.published) == 0
     vault.clock.advance(1)
@@ -226,6 +227,117 @@ def test_the_delay_counts_from_the_fire_not_from_when_the_vault_heard_of_it(vaul
 def test_a_switch_without_messages_is_complete_at_once(vault):
     vault.release().release_switch(missed(vault))
     assert vault.release().release_status("default-ada")["complete"] is True
+
+
+# Telling the scheduler ------------------------------------------------------------------
+
+
+def notify(vault: Vault) -> int:
+    return vault.release().notify_due(vault.scheduler)
+
+
+def test_the_switch_is_marked_released_once_every_message_was_handed_over(vault):
+    vault.write()
+    vault.write(release_delay_seconds=3600)  # a farewell letter
+    vault.release().release_switch(missed(vault, cycle=4))
+    assert notify(vault) == 0, "nothing handed over yet"
+    vault.release().dispatch_due(vault.published)
+    vault.clock.advance(5)
+    assert notify(vault) == 0, "the farewell letter is still waiting"
+    assert vault.scheduler.marked == []
+    vault.clock.advance(3600)
+    vault.release().dispatch_due(vault.published)
+    assert notify(vault) == 1
+    assert vault.scheduler.marked == [("default-ada", 4)]
+    assert vault.release().release_status("default-ada")["scheduler"] == "released"
+    vault.clock.advance(3600)
+    assert notify(vault) == 0
+    assert vault.scheduler.marked == [("default-ada", 4)], "told once"
+
+
+def test_a_farewell_letter_is_looked_at_again_when_it_is_due_not_every_second(vault):
+    vault.write(release_delay_seconds=3600)
+    vault.release().release_switch(missed(vault))
+    notify(vault)
+    [due] = vault.repo.due_notifications(vault.clock.now() + timedelta(days=1), 10)
+    assert due["notify_due_at"] == vault.clock.now() + timedelta(seconds=3600)
+
+
+def test_a_switch_without_messages_is_marked_released_at_once(vault):
+    vault.release().release_switch(missed(vault, cycle=2))
+    assert notify(vault) == 1
+    assert vault.scheduler.marked == [("default-ada", 2)]
+
+
+def test_a_scheduler_that_cannot_be_reached_is_told_later_with_back_off(vault):
+    vault.release().release_switch(missed(vault))
+    vault.scheduler.down = True
+    waits = []
+    for _ in range(4):
+        notify(vault)
+        [due] = vault.repo.due_notifications(vault.clock.now() + timedelta(days=1), 10)
+        waits.append((due["notify_due_at"] - vault.clock.now()).total_seconds())
+        vault.clock.advance(waits[-1])
+    assert waits == [1, 2, 4, 8]
+    assert "unavailable" in vault.repo.release_of("default-ada")["last_error"]
+    vault.scheduler.down = False
+    assert notify(vault) == 1
+    assert vault.scheduler.marked == [("default-ada", 4)]
+
+
+def test_a_vault_that_dies_while_telling_the_scheduler_tells_it_after_the_lease(vault):
+    vault.release().release_switch(missed(vault))
+    [due] = vault.repo.due_notifications(vault.clock.now(), 10)
+    vault.repo.claim_notification(due, vault.clock.now() + timedelta(seconds=30))
+    # ...and the process died here, before the scheduler heard anything.
+    assert notify(vault) == 0
+    vault.clock.advance(30)
+    assert notify(vault) == 1
+    assert vault.scheduler.marked == [("default-ada", 4)]
+
+
+def test_a_refusal_from_the_scheduler_is_kept_for_an_operator_not_retried(vault):
+    vault.write()
+    vault.release().release_switch(missed(vault))
+    vault.release().dispatch_due(vault.published)
+    vault.scheduler.refuse = True
+    assert notify(vault) == 0
+    release = vault.repo.release_of("default-ada")
+    assert release["state"] == "refused" and "did not fire" in release["last_error"]
+    assert "notify_due_at" not in release
+    assert len(vault.published.envelopes) == 1, "the message went out all the same"
+
+
+def test_a_message_written_as_its_switch_fires_is_taken_back(vault):
+    vault.release().release_switch(missed(vault))  # the scheduler said "armed" just before
+    with pytest.raises(Conflict) as refused:
+        vault.write()
+    assert (refused.value.status, refused.value.code) == (409, "switch_fired")
+    assert vault.repo.messages.count({}) == 0
+
+
+def test_a_message_moved_into_a_switch_as_it_fires_goes_out_with_it(vault):
+    message_id = vault.write(switch_id="extra-ada-2")
+    vault.release().release_switch(missed(vault))
+    vault.release().dispatch_due(vault.published)
+    assert notify(vault) == 1
+    moved = vault.messages().update("ada", "ada@example.org", message_id,
+                                    MessageChanges(switch_id="default-ada"))
+    assert moved.state == "released"
+    vault.release().dispatch_due(vault.published)
+    assert [e.data.message_id for e in released_events(vault)] == [message_id]
+    assert notify(vault) == 1, "the scheduler hears again, and idempotently says released"
+
+
+def test_a_message_that_reached_a_fired_switch_is_released_before_the_scheduler_hears(vault):
+    vault.release().release_switch(missed(vault))
+    late = vault.write(switch_id="extra-ada-3")
+    vault.repo.messages.update_one({"_id": late}, {"$set": {"switch_id": "default-ada"}})
+    assert notify(vault) == 0, "released now, handed over next"
+    vault.release().dispatch_due(vault.published)
+    vault.clock.advance(5)
+    assert notify(vault) == 1
+    assert [e.data.message_id for e in released_events(vault)] == [late]
 
 
 def test_two_dispatchers_hand_each_message_over_once(vault, tmp_path):
@@ -311,14 +423,15 @@ def test_erasure_shreds_the_data_key_first_then_deletes_everything(vault):
     vault.repo.delete_everything_of = lambda user_id: order.append("docs") or real_delete(user_id)
     summary = erase_user(vault.repo, keys, "ada")
     assert order == ["key", "docs"]
-    assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "entitlements": 0}
+    assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "releases": 0,
+                       "entitlements": 0}
     assert vault.repo.messages.count({"user_id": "ada"}) == 0
     assert vault.repo.messages.count({"user_id": "eve"}) == 1
     with pytest.raises(MissingDataKey):
         vault.keys.get("ada")  # a backup of the message can no longer be opened
     assert backup["body"] not in (None, b"")
     assert erase_user(vault.repo, vault.keys, "ada") == {
-        "data_keys": 0, "messages": 0, "read_tokens": 0, "entitlements": 0}
+        "data_keys": 0, "messages": 0, "read_tokens": 0, "releases": 0, "entitlements": 0}
 
 
 def test_a_crash_right_after_shredding_leaves_nothing_readable(vault):
@@ -402,3 +515,37 @@ def test_a_ciphertext_copied_into_another_message_fails_to_open(vault, owner):
     with pytest.raises(DecryptionFailed):
         vault.messages().get(owner, target)
     assert vault.messages().get("ada", source).body == "The code of the safe is 4921."
+
+
+# The operator's view ------------------------------------------------------------------------
+
+
+def test_the_operator_sees_each_release_under_way_and_why_it_waits(vault, tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("JICM_ENV", "test")
+    monkeypatch.setenv("JICM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MONGO_URI", raising=False)
+    vault.write(subject="Never printed")
+    vault.write(release_delay_seconds=3600)
+    vault.release().release_switch(missed(vault))
+    vault.release().dispatch_due(vault.published)
+    assert releases.main([]) == 0
+    out = capsys.readouterr().out
+    assert "switch default-ada (user ada, cycle 4)" in out
+    assert "1 handed to delivery, 1 waiting, 0 sealed" in out
+    assert "next hand-over: 2030-01-01 10:00:00 UTC" in out
+    assert "Never printed" not in out and "grace@example.org" not in out
+
+    vault.clock.advance(3600)
+    vault.release().dispatch_due(vault.published)
+    vault.scheduler.down = True
+    notify(vault)
+    assert releases.main([]) == 0
+    assert "scheduler not told yet (1 failed attempt(s))" in capsys.readouterr().out
+    vault.scheduler.down = False
+    vault.clock.advance(5)
+    notify(vault)
+    assert releases.main([]) == 0
+    assert "no release is under way" in capsys.readouterr().out
+    assert releases.main(["--all"]) == 0
+    assert "scheduler told: 2030-01-01 10:00:05 UTC" in capsys.readouterr().out

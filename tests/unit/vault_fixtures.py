@@ -8,16 +8,18 @@ import os
 from datetime import UTC, datetime
 
 from services.vault.keys import DataKeyCache, DataKeys, Kek, Keyring
-from services.vault.limits import Limits
 from services.vault.messages import Messages
 from services.vault.release import Release
 from services.vault.schemas import NewMessage
 from services.vault.storage import INDEXES, VaultRepository
+from services.vault.switches import ReleaseRefused
 from shared.clock import FrozenClock
+from shared.entitlements import limits_for
+from shared.errors import Unavailable
+from shared.events.schemas import PlanChanged
 from shared.storage import open_database
 
 START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
-FREE = Limits(messages_per_switch=3, recipients_per_message=3, body_bytes=10_240)
 
 
 def default_switch(user_id: str) -> str:
@@ -25,10 +27,12 @@ def default_switch(user_id: str) -> str:
 
 
 class Switches:
-    """The scheduler's answers: a default switch per user, plus `extra-<user>-*` ones."""
+    """The scheduler's answers: a default switch per user, plus `extra-<user>-*` ones,
+    armed unless the test fired them (`fired[switch_id] = "fired"`)."""
 
     def __init__(self) -> None:
         self.asked: list[tuple] = []
+        self.fired: dict[str, str] = {}
 
     def default_switch_id(self, user_id: str) -> str:
         self.asked.append(("default_switch_id", user_id))
@@ -36,7 +40,33 @@ class Switches:
 
     def owns_switch(self, user_id: str, switch_id: str) -> bool:
         self.asked.append(("owns_switch", user_id, switch_id))
+        return self._exists(user_id, switch_id) and switch_id not in self.fired
+
+    def switch_state(self, user_id: str, switch_id: str) -> str | None:
+        self.asked.append(("switch_state", user_id, switch_id))
+        if not self._exists(user_id, switch_id):
+            return None
+        return self.fired.get(switch_id, "armed")
+
+    @staticmethod
+    def _exists(user_id: str, switch_id: str) -> bool:
         return switch_id == default_switch(user_id) or switch_id.startswith(f"extra-{user_id}-")
+
+
+class Scheduler:
+    """The scheduler's `mark_released`: records what it was told, or is down, or refuses."""
+
+    def __init__(self) -> None:
+        self.marked: list[tuple[str, int]] = []
+        self.down = False
+        self.refuse = False
+
+    def mark_released(self, switch_id: str, cycle: int) -> None:
+        if self.down:
+            raise Unavailable("the scheduler is unavailable", code="scheduler_unavailable")
+        if self.refuse:
+            raise ReleaseRefused("Conflict: this switch did not fire in that cycle")
+        self.marked.append((switch_id, cycle))
 
 
 class Published:
@@ -56,7 +86,7 @@ class Published:
 class Vault:
     """The vault's domain on a real store, as a test drives it."""
 
-    def __init__(self, data_dir, limits: Limits = FREE) -> None:
+    def __init__(self, data_dir) -> None:
         self.db = open_database("vault", mongo_uri=None, data_dir=data_dir)
         for name, indexes in INDEXES.items():
             self.db.ensure_indexes(name, indexes)
@@ -65,15 +95,28 @@ class Vault:
         self.cache = DataKeyCache()
         self.clock = FrozenClock(START)
         self.switches = Switches()
-        self.limits = limits
+        # No billing to ask: the plan the vault's copy holds, else the free plan.
+        self.billing = None
         self.published = Published()
+        self.scheduler = Scheduler()
 
     @property
     def keys(self) -> DataKeys:
         return DataKeys(self.repo.data_keys, self.keyring, self.cache)
 
     def messages(self) -> Messages:
-        return Messages(self.repo, self.keys, self.switches, self.limits, self.clock.now())
+        return Messages(self.repo, self.keys, self.switches, self.limits_of, self.clock.now())
+
+    def limits_of(self, user_id: str):
+        return limits_for(user_id, self.repo.entitlements, self.billing)
+
+    def plan(self, user_id: str, revision: int, plan: str = "premium_monthly",
+             status: str = "active", **entitlements: int) -> bool:
+        """Billing's PlanChanged for the user, as the vault's consumer records it."""
+        limits = {"switches": 1, "messages_per_switch": 3, "recipients_per_message": 3,
+                  "body_bytes": 10_240, **entitlements}
+        return self.repo.entitlements.record(PlanChanged(
+            user_id=user_id, plan=plan, status=status, entitlements=limits, revision=revision))
 
     def release(self) -> Release:
         return Release(self.repo, self.keys, self.clock.now())

@@ -1,1 +1,0 @@
-"""Stand-ins for services that other branches are building, used only by tests."""
