@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -15,11 +16,16 @@ THROTTLE = "throttle"
 TOKENS = "tokens"
 
 INDEXES: dict[str, list[Index]] = {
-    # The case-folded address is the identity: Ada@Example.org and ada@example.org are one.
-    USERS: [Index.on("email_key", unique=True)],
+    USERS: [
+        # The case-folded address is the identity: Ada@Example.org and ada@example.org are one.
+        Index.on("email_key", unique=True),
+        # Retention finds accounts never verified, by age (services/accounts/privacy.py).
+        Index.on("email_verified", "status", "created_at"),
+    ],
     SESSIONS: [Index.on("user_id"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
     TOKENS: [Index.on("user_id", "purpose"), Index.on("purge_at", expire_after_seconds=0)],
+    **ERASURE_INDEXES,
 }
 
 
@@ -35,6 +41,7 @@ class AccountsRepository:
         self.sessions = db.collection(SESSIONS)
         self.throttle = Throttle(db.collection(THROTTLE))
         self.tokens = db.collection(TOKENS)
+        self.erasures = db.collection(ERASURES)
 
     # Users --------------------------------------------------------------------------
 

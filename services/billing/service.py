@@ -9,15 +9,18 @@ RPC methods (all answers are JSON-ready dicts):
 - `receive_webhook(payload_b64, signature)`: `POST /webhooks/stripe`, the raw body as
   base64 so not one byte changes on the way.
 - `erase_customer(user_id)`: the erasure hook for the privacy saga.
+- `export_user(user_id)`: billing's part of a privacy export.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from datetime import timedelta
 
 from nameko.rpc import rpc
 
+from services.billing import privacy
 from services.billing.billing import Billing
 from services.billing.erasure import erase_customer
 from services.billing.schemas import StartCheckout
@@ -25,10 +28,12 @@ from services.billing.storage import CUSTOMERS, INDEXES, BillingRepository
 from services.billing.stripe_api import StripePayments
 from services.billing.webhooks import Webhooks
 from shared.dependencies import Clock, Config, LogContext
+from shared.erasure import ERASURES, answer_erasure
 from shared.errors import ServiceError
-from shared.events import OutboxRelay
+from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.retention import retention
 from shared.storage.provider import Storage
 
 # Production refuses to start billing without these.
@@ -43,7 +48,7 @@ class BillingService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=BillingRepository)
-    outbox = OutboxRelay(CUSTOMERS)
+    outbox = OutboxRelay(CUSTOMERS, ERASURES)
     payments = StripePayments()
 
     def _billing(self) -> Billing:
@@ -83,3 +88,25 @@ class BillingService:
     @rpc
     def health(self) -> dict:
         return health_report(self.name, self.store.customers)
+
+    # Privacy (services/billing/privacy.py) ------------------------------------------------
+
+    @rpc
+    def export_user(self, user_id: str) -> dict:
+        return privacy.export_user(self.store, user_id)
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event: Event) -> None:
+        data = event.data
+        answer_erasure(
+            self.store.erasures, data, service=self.name,
+            erase=lambda: privacy.erase_user(self.store, self.payments, data.user_id,
+                                             self.clock.now()),
+            now=self.clock.now(), keep_for=timedelta(days=self.settings.retention_closed_days),
+            request_id=request_id.get(),
+        )
+
+    @retention
+    def purge(self) -> None:
+        privacy.purge_old_invoices(self.store, self.clock.now(),
+                                   timedelta(days=self.settings.retention_invoice_days))

@@ -16,12 +16,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import with_event
 from shared.storage import Database, DuplicateKeyError, Index
 
 DELIVERIES = "deliveries"
 CONSENTS = "consents"
 SUPPRESSIONS = "suppressions"
+MAIL_COUNTS = "mail_counts"
 
 QUEUED, SENDING, RETRYING = "queued", "sending", "retrying"
 SENT, FAILED, SUPPRESSED = "sent", "failed", "suppressed"
@@ -34,9 +36,15 @@ INDEXES: dict[str, list[Index]] = {
         Index.on("next_attempt_at"),
         Index.on("state", "created_at"),
         Index.on("created_at"),  # retention (issue 7) purges old records by age
+        # A person's mail, for their export and erasure (privacy.py).
+        Index.on("user_id"),
+        Index.on("recipient_key"),
     ],
     CONSENTS: [],
     SUPPRESSIONS: [Index.on("user_id")],
+    # The mail log reduced to counts, with no person in them (privacy.py).
+    MAIL_COUNTS: [],
+    **ERASURE_INDEXES,
 }
 
 
@@ -47,6 +55,8 @@ class DeliveryRepository:
         self.deliveries = db.collection(DELIVERIES)
         self.consents = db.collection(CONSENTS)
         self.suppressions = db.collection(SUPPRESSIONS)
+        self.mail_counts = db.collection(MAIL_COUNTS)
+        self.erasures = db.collection(ERASURES)
 
     # Records ------------------------------------------------------------------------
 

@@ -28,11 +28,13 @@ from services.scheduler.switches import (
     STATES,
     Switch,
 )
+from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
 SWITCHES = "switches"
+CHECKINS = "checkins"
 ENTITLEMENTS = "entitlements"
 HEARTBEATS = "heartbeats"
 THROTTLE = "throttle"
@@ -50,6 +52,9 @@ INDEXES: dict[str, list[Index]] = {
     ENTITLEMENTS: [],
     HEARTBEATS: [Index.on("at"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
+    # The owner's check-in history and the erasure saga's answers (privacy.py).
+    CHECKINS: [Index.on("user_id", "at"), Index.on("expires_at", expire_after_seconds=0)],
+    **ERASURE_INDEXES,
 }
 
 
@@ -61,6 +66,8 @@ class SchedulerRepository:
         self.entitlements = db.collection(ENTITLEMENTS)
         self.heartbeats = db.collection(HEARTBEATS)
         self.throttle = Throttle(db.collection(THROTTLE))
+        self.checkins = db.collection(CHECKINS)
+        self.erasures = db.collection(ERASURES)
 
     # Reading --------------------------------------------------------------------------
 

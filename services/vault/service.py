@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from nameko.rpc import RpcProxy, rpc
 
+from services.vault import privacy
 from services.vault.dependencies import ReleaseDispatcher, VaultKeys
 from services.vault.erasure import erase_user
 from services.vault.keys import keyring_from_settings
@@ -16,9 +19,11 @@ from services.vault.storage import INDEXES, VaultRepository
 from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
+from shared.erasure import ERASURES, answer_erasure
 from shared.errors import ServiceError
-from shared.events import Event, event_handler
+from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
+from shared.logging import request_id
 from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file.
@@ -118,3 +123,23 @@ class VaultService:
     @rpc
     def health(self) -> dict:
         return health_report(self.name, self.store.messages)
+
+    # Privacy (services/vault/privacy.py) --------------------------------------------------
+
+    # Only the erasure saga's answers go through an outbox here (release.py says why
+    # MessageReleased does not).
+    erasure_outbox = OutboxRelay(ERASURES)
+
+    @rpc
+    def export_user(self, user_id: str) -> dict:
+        return privacy.export_user(self.store, self._data_keys(), user_id)
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event: Event) -> None:
+        data = event.data
+        answer_erasure(
+            self.store.erasures, data, service=self.name,
+            erase=lambda: erase_user(self.store, self._data_keys(), data.user_id),
+            now=self.clock.now(), keep_for=timedelta(days=self.settings.retention_closed_days),
+            request_id=request_id.get(),
+        )
