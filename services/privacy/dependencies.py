@@ -14,6 +14,7 @@ back late never runs a question nobody waits for any more).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import eventlet
@@ -103,25 +104,19 @@ class BoundedCalls:
                                           timeout=self.export_timeout)
             except UnknownService:
                 answers[service] = PartAnswer(problem=f"the {service} service is not running")
-        deadline = eventlet.Timeout(self.export_timeout)
-        try:
-            for service, reply in sent.items():
-                answers[service] = self._part(service, reply)
-        except eventlet.Timeout as exc:
-            if exc is not deadline:
-                raise
-        finally:
-            deadline.cancel()
+        # One deadline for all: a silent service costs its wait once, and the answers that
+        # arrived meanwhile are still collected.
+        deadline = time.monotonic() + self.export_timeout
         for service, reply in sent.items():
-            if service not in answers:
-                self._forget(reply)
-                answers[service] = PartAnswer(
-                    problem=f"no answer within {self.export_timeout:g} s")
+            remaining = max(deadline - time.monotonic(), 0.001)
+            answers[service] = self._part(service, reply, remaining)
         return answers
 
-    def _part(self, service: str, reply: RpcReply) -> PartAnswer:
+    def _part(self, service: str, reply: RpcReply, timeout: float) -> PartAnswer:
         try:
-            data = reply.result()
+            data = self.wait(reply, timeout)
+        except eventlet.Timeout:
+            return PartAnswer(problem=f"no answer within {self.export_timeout:g} s")
         except RemoteError as exc:
             log.error("%s.export_user failed: %s", service, exc)
             return PartAnswer(problem=f"the {service} service failed: {exc.exc_type}",

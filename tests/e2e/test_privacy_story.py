@@ -328,9 +328,34 @@ def test_an_export_holds_the_users_data_from_every_service_and_nothing_of_anyone
         assert theirs not in text
     assert bob.call("GET", f"/api/v1/privacy/requests/{request['id']}").status_code == 404
     assert requests.get(link, headers=bob.headers, timeout=10).status_code == 404
+    listed = ada.call("GET", "/api/v1/privacy/requests").json()["requests"]
+    assert [r["id"] for r in listed] == [request["id"]]
     # The export rests sealed: privacy's file never holds the message in clear.
     stored = b"".join(p.read_bytes() for p in system.data_dir.glob("privacy.sqlite3*"))
     assert ada_secret.encode() not in stored
+
+
+@pytest.mark.fault
+def test_an_export_waits_for_a_service_that_is_down_and_never_completes_with_a_hole(system):
+    user, _ = busy_user(system)
+    system.supervisor.stop("billing")
+    try:
+        asked = user.call("POST", "/api/v1/privacy/requests", json={"type": "export"})
+        assert asked.status_code == 202, asked.text
+        path = f"/api/v1/privacy/requests/{asked.json()['id']}"
+        view = wait_for(lambda: (v := user.call("GET", path).json())["services"]["billing"]
+                        ["status"] == "waiting" and v, timeout=40,
+                        what="the export to wait for billing")
+        assert view["status"] == "in_progress" and "no answer" in view["services"]["billing"][
+            "detail"]
+        assert view["services"]["vault"]["status"] == "done"
+        assert user.call("GET", path + "/download").status_code == 409
+    finally:
+        system.supervisor.start("billing")
+        system.supervisor.wait_ready("billing")
+    user.mail(EXPORT_READY, timeout=90)
+    export = user.call("GET", path + "/download").json()
+    assert export["services"]["billing"]["customer"]["email"] == user.email
 
 
 # Erasure ---------------------------------------------------------------------------------------
