@@ -5,7 +5,9 @@ it on. Each change is recorded as an append-only consent receipt, in the same co
 update that changes the choices and puts `ConsentChanged` in the outbox:
 
     {id, at, method, changes: [{purpose, choice}], notice_version, notice_sha256,
-     ip_truncated, user_agent}
+     ip_truncated, user_agent, gpc, dnt}
+
+(`gpc`/`dnt`: the privacy signals the request carried.)
 
 `method` is how the choice was made: `signup` (the policy accepted with the account),
 `api` (a signed-in request), `gpc` / `dnt` (a browser's privacy signal), or
@@ -128,6 +130,7 @@ class Consents:
                 return _view(doc, client.signal, kept_off)
             receipt = self._receipt(str(uuid.uuid4()), method, changes, client.ip,
                                     client.user_agent, self.notice, self.now)
+            receipt.update(gpc=client.gpc, dnt=client.dnt)
             written = self.repo.change_consent(doc, fields_of(after), receipt,
                                                self._changed_event(user_id, after, method),
                                                self.now)

@@ -51,6 +51,7 @@ def test_a_change_is_stored_with_its_receipt_and_announced(world):
     assert receipt["notice_sha256"] == world.notice.sha256
     assert receipt["ip_truncated"] == "203.0.113.0/24", "never the full address"
     assert receipt["user_agent"] == "Firefox/130" and receipt["at"] == NOW
+    assert receipt["gpc"] is False and receipt["dnt"] is False
     [event] = world.outbox("consents", USER)
     assert event.type == "ConsentChanged"
     assert event.data.marketing.email is True and event.data.source == "api"
@@ -81,7 +82,7 @@ def test_gpc_on_a_write_keeps_marketing_and_cookies_off_and_says_so(world):
     assert not any(view.marketing.model_dump().values())
     assert not any(view.cookies.model_dump().values())
     receipt = receipts(world)[-1]
-    assert receipt["method"] == "gpc"
+    assert receipt["method"] == "gpc" and receipt["gpc"] is True and receipt["dnt"] is False
     assert receipt["changes"] == [{"purpose": "cookies.marketing", "choice": False},
                                   {"purpose": "marketing.email", "choice": False}]
     assert world.outbox("consents", USER)[-1].data.gpc is True
