@@ -117,13 +117,23 @@ class PrivacyService:
     @event_handler("UserRegistered")
     def on_user_registered(self, event: Event) -> None:
         data = event.data
+        if self._erased(data.user_id):
+            return
         self._consents().signed_up(data.user_id, data.policy_version, data.client.ip_truncated,
                                    data.client.user_agent, event.event_id, event.occurred_at)
 
     @event_handler("Unsubscribed")
     def on_unsubscribed(self, event: Event) -> None:
+        if self._erased(event.data.user_id):
+            return
         self._consents().unsubscribed(event.data.user_id, event.data.source, event.event_id,
                                       event.occurred_at)
+
+    def _erased(self, user_id: str) -> bool:
+        # An event that arrives after the person's erasure must not bring their consent
+        # record back (an unsubscribe clicked just before closing the account, say).
+        subject = subject_of(self.settings.derived_key(SUBJECT_KEY_PURPOSE), user_id)
+        return self.store.erasure_asked(subject)
 
     # Requests --------------------------------------------------------------------------
 

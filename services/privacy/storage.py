@@ -190,6 +190,10 @@ class PrivacyRepository:
         fields = {key: value for key, value in entry.items() if key != "_id"}
         self.ledger.update_one({"_id": entry["_id"]}, {"$set": fields}, upsert=True)
 
+    def erasure_asked(self, subject: str) -> bool:
+        """Whether the person with this pseudonym asked (or was made) to be erased."""
+        return self.ledger.find_one({"subject": subject, "type": ERASURE}) is not None
+
     def ledger_entries(self, subject: str) -> list[dict[str, Any]]:
         return self.ledger.find({"subject": subject}, sort=[("requested_at", 1)])
 

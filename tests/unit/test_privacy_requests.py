@@ -7,12 +7,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from nameko.testing.services import worker_factory
 
 from services.privacy.exports import PartAnswer
-from services.privacy.ledger import subject_of
+from services.privacy.ledger import SUBJECT_KEY_PURPOSE, subject_of
 from services.privacy.saga import erase_privacy_part
 from services.privacy.schemas import ClientContext, NewPrivacyRequest
+from services.privacy.service import PrivacyService
+from shared.config import load_settings
 from shared.errors import Conflict, Forbidden, Gone, NotFound, RateLimited
+from shared.events import new_event, parse_event
 from shared.events.schemas import ErasureCompleted
 from tests.unit.privacy_fixtures import ALL, NOW, PASSWORD, PrivacyWorld
 
@@ -271,3 +275,21 @@ def test_an_export_whose_owner_was_erased_meanwhile_leaves_no_chunks(world):
     world.repo.requests.delete_one({"_id": created.id})  # privacy's part of an erasure
     assert world.exports().gather(claimed) is False
     assert world.repo.chunks_of(created.id) == []
+
+
+def test_a_late_event_never_brings_back_the_consent_of_an_erased_person(world, tmp_path):
+    settings = load_settings({"JICM_ENV": "test", "JICM_DATA_DIR": str(tmp_path / "data")})
+    world.key = settings.derived_key(SUBJECT_KEY_PURPOSE)
+    created = ask_erasure(world)
+    erase_privacy_part(world.repo, ADA, created.id)
+    service = worker_factory(PrivacyService, store=world.repo, settings=settings,
+                             clock=world.clock)
+    late = parse_event(new_event("Unsubscribed", {"user_id": ADA, "source": "one_click"},
+                                 producer="delivery", now=NOW))
+    service.on_unsubscribed(late)
+    assert world.repo.consent(ADA) is None
+    bob_unsubscribed = parse_event(new_event("Unsubscribed", {"user_id": BOB,
+                                                              "source": "one_click"},
+                                             producer="delivery", now=NOW))
+    service.on_unsubscribed(bob_unsubscribed)
+    assert world.repo.consent(BOB)["marketing"]["email"] is False
