@@ -66,6 +66,7 @@ class BoundedCalls:
     # Accounts --------------------------------------------------------------------------------
 
     def ask_accounts(self, method: str, *args: Any) -> Any:
+        """`accounts.<method>(*args)`, or Unavailable (503) when accounts does not answer."""
         try:
             return self.wait(self.send("accounts", method, *args, timeout=ACCOUNTS_TIMEOUT),
                              ACCOUNTS_TIMEOUT)
