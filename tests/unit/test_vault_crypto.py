@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -255,7 +256,8 @@ def test_the_cache_is_bounded_and_forgets_old_entries(monkeypatch):
         cache.put(f"user-{number}", key)
     assert cache.get("user-0") is None
     assert cache.get("user-2") is keys[2]
-    clock = iter([10_000.0])
+    # Relative to now: a fixed value is in the past once the machine has been up that long.
+    clock = iter([time.monotonic() + 10_000.0])
     monkeypatch.setattr("services.vault.keys.time.monotonic", lambda: next(clock))
     assert cache.get("user-2") is None
 
