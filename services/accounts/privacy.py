@@ -30,10 +30,10 @@ from services.accounts.emails import normalize_email
 from services.accounts.links import ACCOUNT_EXISTS_MAILS, RESETS_PER_ADDRESS, VERIFICATION_RESENDS
 from services.accounts.passwords import PasswordHasher
 from services.accounts.storage import AccountsRepository
-from shared.erasure import forget_throttle
 from shared.errors import InvalidInput, RateLimited
 from shared.events import new_event
 from shared.events.outbox import with_event
+from shared.privacy import forget_throttle
 from shared.throttle import hashed_key
 
 log = logging.getLogger(__name__)

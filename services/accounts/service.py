@@ -21,11 +21,11 @@ from services.accounts.schemas import (
 from services.accounts.storage import INDEXES, USERS, AccountsRepository
 from services.accounts.tokens import LinkSettings
 from shared.dependencies import Clock, Config, LogContext
-from shared.erasure import ERASURES, answer_erasure
 from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.privacy import Erasures
 from shared.retention import retention
 from shared.storage.provider import Storage
 
@@ -40,7 +40,7 @@ class AccountsService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=AccountsRepository)
-    outbox = OutboxRelay(USERS, ERASURES)
+    outbox = OutboxRelay(USERS)
 
     def _accounts(self) -> Accounts:
         return Accounts(
@@ -122,15 +122,13 @@ class AccountsService:
     def export_user(self, user_id: str) -> dict:
         return privacy.export_user(self.store, user_id)
 
+    erasures = Erasures()
+
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
-        answer_erasure(
-            self.store.erasures, data, service=self.name,
-            erase=lambda: privacy.erase_user(self.store, data.user_id, data.email),
-            now=self.clock.now(), keep_for=timedelta(days=self.settings.retention_closed_days),
-            request_id=request_id.get(),
-        )
+        self.erasures.answer(data, lambda: privacy.erase_user(self.store, data.user_id,
+                                                              data.email))
 
     @retention
     def purge(self) -> None:

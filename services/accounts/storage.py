@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -25,7 +24,6 @@ INDEXES: dict[str, list[Index]] = {
     SESSIONS: [Index.on("user_id"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
     TOKENS: [Index.on("user_id", "purpose"), Index.on("purge_at", expire_after_seconds=0)],
-    **ERASURE_INDEXES,
 }
 
 
@@ -41,7 +39,6 @@ class AccountsRepository:
         self.sessions = db.collection(SESSIONS)
         self.throttle = Throttle(db.collection(THROTTLE))
         self.tokens = db.collection(TOKENS)
-        self.erasures = db.collection(ERASURES)
 
     # Users --------------------------------------------------------------------------
 

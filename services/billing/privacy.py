@@ -24,7 +24,7 @@ from services.billing.billing import CHECKOUTS_PER_USER, PORTALS_PER_USER
 from services.billing.erasure import erase_customer
 from services.billing.storage import BillingRepository
 from services.billing.stripe_api import Payments
-from shared.erasure import forget_throttle
+from shared.privacy import forget_throttle
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from services.billing.storage import CUSTOMERS, INDEXES, BillingRepository
 from services.billing.stripe_api import StripePayments
 from services.billing.webhooks import Webhooks
 from shared.dependencies import Clock, Config, LogContext
-from shared.erasure import ERASURES, answer_erasure
 from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.privacy import Erasures
 from shared.retention import retention
 from shared.storage.provider import Storage
 
@@ -48,7 +48,7 @@ class BillingService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=BillingRepository)
-    outbox = OutboxRelay(CUSTOMERS, ERASURES)
+    outbox = OutboxRelay(CUSTOMERS)
     payments = StripePayments()
 
     def _billing(self) -> Billing:
@@ -95,16 +95,13 @@ class BillingService:
     def export_user(self, user_id: str) -> dict:
         return privacy.export_user(self.store, user_id)
 
+    erasures = Erasures()
+
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
-        answer_erasure(
-            self.store.erasures, data, service=self.name,
-            erase=lambda: privacy.erase_user(self.store, self.payments, data.user_id,
-                                             self.clock.now()),
-            now=self.clock.now(), keep_for=timedelta(days=self.settings.retention_closed_days),
-            request_id=request_id.get(),
-        )
+        self.erasures.answer(data, lambda: privacy.erase_user(
+            self.store, self.payments, data.user_id, self.clock.now()))
 
     @retention
     def purge(self) -> None:

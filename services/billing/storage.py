@@ -10,7 +10,6 @@
 - `stripe_events`: each Stripe event id once (it is the `_id`), with its outcome; expires
   after 30 days, far beyond Stripe's three days of retries.
 - `throttle`: rate-limit counters.
-- `erasures`: billing's answers in the erasure saga (`shared.erasure`).
 
 Users billing never heard of have no document: they are on the free plan.
 """
@@ -20,7 +19,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -39,7 +37,6 @@ INDEXES: dict[str, list[Index]] = {
     INVOICES: [Index.on("user_id"), Index.on("pseudonymised_at")],
     STRIPE_EVENTS: [Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
-    **ERASURE_INDEXES,
 }
 
 CLAIMED, DONE, BUSY = "claimed", "done", "busy"
@@ -53,7 +50,6 @@ class BillingRepository:
         self.invoices = db.collection(INVOICES)
         self.stripe_events = db.collection(STRIPE_EVENTS)
         self.throttle = Throttle(db.collection(THROTTLE))
-        self.erasures = db.collection(ERASURES)
 
     # Customers ----------------------------------------------------------------------
 

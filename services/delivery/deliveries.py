@@ -15,8 +15,8 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from services.delivery import privacy
 from services.delivery.kinds import kind_named
-from services.delivery.privacy import announce_unsubscribe
 from services.delivery.render import render
 from services.delivery.schemas import Delivery, MailRequest, MailStatus, StatusRequest
 from services.delivery.sealing import ContextSeal
@@ -159,7 +159,7 @@ class Deliveries:
         addr_key, user_id = self._read_unsubscribe(token)
         if user_id:
             # Privacy records the consent receipt from the announcement (privacy.py).
-            announce_unsubscribe(self.repo, addr_key, user_id, source, self.now)
+            privacy.announce_unsubscribe(self.repo, addr_key, user_id, source, self.now)
             self.repo.record_consent(user_id, False, self.now)
         else:
             self.repo.suppress(addr_key, user_id, source, self.now)

@@ -20,11 +20,10 @@ from services.delivery.smtp import SmtpSession, SmtpTransport
 from services.delivery.storage import DELIVERIES, INDEXES, SUPPRESSIONS, DeliveryRepository
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE
 from shared.dependencies import Clock, Config, LogContext
-from shared.erasure import ERASURES, answer_erasure
 from shared.errors import InvalidInput, ServiceError
 from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
-from shared.logging import request_id
+from shared.privacy import Erasures
 from shared.retention import retention
 from shared.storage.provider import Storage
 
@@ -40,7 +39,7 @@ class DeliveryService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=DeliveryRepository)
-    outbox = OutboxRelay(DELIVERIES, SUPPRESSIONS, ERASURES)
+    outbox = OutboxRelay(DELIVERIES, SUPPRESSIONS)
     wake_sender = SendingLoopWaker()
 
     def _seal(self) -> ContextSeal:
@@ -106,16 +105,13 @@ class DeliveryService:
     def export_user(self, user_id: str) -> dict:
         return privacy.export_user(self.store, user_id)
 
+    erasures = Erasures()
+
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
-        answer_erasure(
-            self.store.erasures, data, service=self.name,
-            erase=lambda: privacy.erase_user(self.store, data.user_id, data.email,
-                                             self.clock.now()),
-            now=self.clock.now(), keep_for=timedelta(days=self.settings.retention_closed_days),
-            request_id=request_id.get(),
-        )
+        self.erasures.answer(data, lambda: privacy.erase_user(
+            self.store, data.user_id, data.email, self.clock.now()))
 
     @retention
     def purge(self) -> None:

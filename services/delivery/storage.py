@@ -16,7 +16,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import with_event
 from shared.storage import Database, DuplicateKeyError, Index
 
@@ -44,7 +43,6 @@ INDEXES: dict[str, list[Index]] = {
     SUPPRESSIONS: [Index.on("user_id")],
     # The mail log reduced to counts, with no person in them (privacy.py).
     MAIL_COUNTS: [],
-    **ERASURE_INDEXES,
 }
 
 
@@ -56,7 +54,6 @@ class DeliveryRepository:
         self.consents = db.collection(CONSENTS)
         self.suppressions = db.collection(SUPPRESSIONS)
         self.mail_counts = db.collection(MAIL_COUNTS)
-        self.erasures = db.collection(ERASURES)
 
     # Records ------------------------------------------------------------------------
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from services.privacy.ledger import ledger_entry
 from services.privacy.storage import ERASURE, PrivacyRepository
-from shared.erasure import forget_throttle
 from shared.events import new_event
 from shared.events.schemas import ErasureCompleted
+from shared.privacy import forget_throttle
 from shared.throttle import hashed_key
 
 log = logging.getLogger(__name__)

@@ -33,12 +33,12 @@ from services.privacy.sealing import KEY_PURPOSE as EXPORT_KEY_PURPOSE
 from services.privacy.storage import CONSENTS, INDEXES, REQUESTS, PrivacyRepository
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
-from shared.erasure import ERASURES, answer_erasure
 from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
 from shared.events.topology import ERASING_SERVICES
 from shared.health import health_report
 from shared.logging import request_id
+from shared.privacy import Erasures
 from shared.storage.provider import Storage
 
 # Pseudonyms in the ledger and the sealing of exports are keyed from the secret key.
@@ -65,7 +65,8 @@ class PrivacyService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=PrivacyRepository)
-    outbox = OutboxRelay(CONSENTS, REQUESTS, ERASURES)
+    outbox = OutboxRelay(CONSENTS, REQUESTS)
+    erasures = Erasures()
     services = Services()
 
     def _consents(self) -> Consents:
@@ -181,12 +182,8 @@ class PrivacyService:
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
-        answer_erasure(
-            self.store.erasures, data, service=self.name,
-            erase=lambda: erase_privacy_part(self.store, data.user_id, data.request_id),
-            now=self.clock.now(), keep_for=timedelta(days=self.settings.retention_closed_days),
-            request_id=request_id.get(),
-        )
+        self.erasures.answer(data, lambda: erase_privacy_part(self.store, data.user_id,
+                                                              data.request_id))
 
     @event_handler("ErasureCompleted")
     def on_erasure_completed(self, event: Event) -> None:

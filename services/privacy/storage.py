@@ -12,7 +12,7 @@
 - `ledger`: who asked what when and the outcome, no content, the subject as an HMAC of the
   user id; kept `JICM_RETENTION_LEDGER_DAYS` and never touched by an erasure.
 - `throttle`: rate-limit counters (keyed by hashes, never by a raw id).
-- `erasures`: privacy's own answers in the erasure saga (`shared.erasure`).
+- `erasures`: privacy's own answers in the erasure saga (`shared.privacy`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -47,7 +46,6 @@ INDEXES: dict[str, list[Index]] = {
     LEDGER: [Index.on("subject"), Index.on("requested_at"),
              Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
-    **ERASURE_INDEXES,
 }
 
 # A user has a handful of requests in a lifetime; this only bounds a runaway answer.
@@ -63,7 +61,6 @@ class PrivacyRepository:
         self.export_chunks = db.collection(EXPORT_CHUNKS)
         self.ledger = db.collection(LEDGER)
         self.throttle = Throttle(db.collection(THROTTLE))
-        self.erasures = db.collection(ERASURES)
 
     # Consent --------------------------------------------------------------------------
 

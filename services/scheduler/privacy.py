@@ -22,8 +22,8 @@ from typing import Any
 from services.scheduler.scheduler import CHECKINS_PER_USER
 from services.scheduler.storage import SchedulerRepository
 from services.scheduler.switches import UNARMED
-from shared.erasure import forget_throttle
 from shared.events.schemas import CheckedIn
+from shared.privacy import forget_throttle
 from shared.storage import DuplicateKeyError
 
 SWITCH_FIELDS = (
@@ -67,13 +67,13 @@ def export_user(repo: SchedulerRepository, user_id: str) -> dict[str, Any]:
         ]
         switches.append(switch)
     history = repo.checkins.find({"user_id": user_id}, sort=[("at", 1)])
-    plan = repo.plan_of(user_id)
+    plan = repo.cached_plans.get(user_id)
     return {
         "switches": switches,
         "check_ins": [{key: entry.get(key) for key in (
             "switch_id", "cycle", "method", "at", "deadline")} for entry in history],
         "plan": None if plan is None else {
-            key: plan.get(key) for key in ("plan", "status", "switches", "occurred_at")},
+            key: value for key, value in plan.items() if key != "_id"},
     }
 
 
@@ -88,7 +88,7 @@ def erase_user(repo: SchedulerRepository, user_id: str, reason: str) -> dict[str
     return {
         "switches": repo.switches.delete_many({"user_id": user_id}),
         "check_ins": repo.checkins.delete_many({"user_id": user_id}),
-        "plans": int(repo.entitlements.delete_one({"_id": user_id})),
+        "plans": int(repo.cached_plans.delete_one({"_id": user_id})),
         "throttle_counters": forget_throttle(repo.throttle.collection,
                                              (CHECKINS_PER_USER.scope,), user_id),
     }

@@ -15,11 +15,11 @@ from services.scheduler.schemas import CheckInRequest, ClientContext, SwitchSett
 from services.scheduler.storage import INDEXES, SWITCHES, SchedulerRepository
 from services.scheduler.tokens import link_key
 from shared.dependencies import Clock, Config, LogContext
-from shared.erasure import ERASURES, answer_erasure
 from shared.errors import ServiceError
 from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.privacy import Erasures
 from shared.storage.provider import Storage
 
 REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)
@@ -32,7 +32,7 @@ class SchedulerService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=SchedulerRepository)
-    outbox = OutboxRelay(SWITCHES, ERASURES)
+    outbox = OutboxRelay(SWITCHES)
     delivery = DeliveryStatus()
     instance = InstanceId()
 
@@ -141,16 +141,13 @@ class SchedulerService:
     def export_user(self, user_id: str) -> dict:
         return privacy.export_user(self.store, user_id)
 
+    erasures = Erasures()
+
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
         try:
-            answer_erasure(
-                self.store.erasures, data, service=self.name,
-                erase=lambda: privacy.erase_user(self.store, data.user_id, data.reason),
-                now=self.clock.now(),
-                keep_for=timedelta(days=self.settings.retention_closed_days),
-                request_id=request_id.get(),
-            )
+            self.erasures.answer(data, lambda: privacy.erase_user(self.store, data.user_id,
+                                                                  data.reason))
         except privacy.ArmedSwitchKept as refused:
             raise DeadLetter(str(refused)) from None

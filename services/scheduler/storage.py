@@ -28,16 +28,15 @@ from services.scheduler.switches import (
     STATES,
     Switch,
 )
-from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
 SWITCHES = "switches"
-CHECKINS = "checkins"
 ENTITLEMENTS = "entitlements"
 HEARTBEATS = "heartbeats"
 THROTTLE = "throttle"
+CHECKINS = "checkins"
 
 HEARTBEAT_TTL = timedelta(days=1)
 
@@ -52,9 +51,8 @@ INDEXES: dict[str, list[Index]] = {
     ENTITLEMENTS: [],
     HEARTBEATS: [Index.on("at"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
-    # The owner's check-in history and the erasure saga's answers (privacy.py).
+    # The owner's check-in history, for their export (privacy.py).
     CHECKINS: [Index.on("user_id", "at"), Index.on("expires_at", expire_after_seconds=0)],
-    **ERASURE_INDEXES,
 }
 
 
@@ -67,7 +65,8 @@ class SchedulerRepository:
         self.heartbeats = db.collection(HEARTBEATS)
         self.throttle = Throttle(db.collection(THROTTLE))
         self.checkins = db.collection(CHECKINS)
-        self.erasures = db.collection(ERASURES)
+        # The plan documents as stored: privacy exports and erases them whole.
+        self.cached_plans = db.collection(ENTITLEMENTS)
 
     # Reading --------------------------------------------------------------------------
 

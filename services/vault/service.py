@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from nameko.rpc import RpcProxy, rpc
 
 from services.vault import privacy
@@ -19,11 +17,10 @@ from services.vault.storage import INDEXES, VaultRepository
 from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
-from shared.erasure import ERASURES, answer_erasure
 from shared.errors import ServiceError
-from shared.events import Event, OutboxRelay, event_handler
+from shared.events import Event, event_handler
 from shared.health import health_report
-from shared.logging import request_id
+from shared.privacy import Erasures
 from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file.
@@ -126,9 +123,9 @@ class VaultService:
 
     # Privacy (services/vault/privacy.py) --------------------------------------------------
 
-    # Only the erasure saga's answers go through an outbox here (release.py says why
-    # MessageReleased does not).
-    erasure_outbox = OutboxRelay(ERASURES)
+    # The erasure saga's answers, through their own outbox (release.py says why the
+    # vault's other events do not use one).
+    erasures = Erasures()
 
     @rpc
     def export_user(self, user_id: str) -> dict:
@@ -137,9 +134,5 @@ class VaultService:
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
-        answer_erasure(
-            self.store.erasures, data, service=self.name,
-            erase=lambda: erase_user(self.store, self._data_keys(), data.user_id),
-            now=self.clock.now(), keep_for=timedelta(days=self.settings.retention_closed_days),
-            request_id=request_id.get(),
-        )
+        self.erasures.answer(data, lambda: erase_user(self.store, self._data_keys(),
+                                                      data.user_id))

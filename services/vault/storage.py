@@ -7,7 +7,6 @@
 - `read_tokens`: the lookup of a released message's read links, by SHA-256 of the token.
 - `entitlements`: the newest plan limits billing announced per user (`PlanChanged`).
 - `throttle`: rate-limit counters (reading released messages, per client).
-- `erasures`: the vault's answers in the erasure saga (`shared.erasure`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.erasure import ERASURE_INDEXES, ERASURES
 from shared.storage import Database, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
@@ -38,7 +36,6 @@ INDEXES: dict[str, list[Index]] = {
     READ_TOKENS: [Index.on("message_id"), Index.on("user_id")],
     ENTITLEMENTS: [],
     THROTTLE: THROTTLE_INDEXES,
-    **ERASURE_INDEXES,
 }
 
 # A user holds a few messages per switch; this only bounds a runaway answer.
@@ -54,7 +51,6 @@ class VaultRepository:
         self.read_tokens = db.collection(READ_TOKENS)
         self.entitlements = db.collection(ENTITLEMENTS)
         self.throttle = Throttle(db.collection(THROTTLE))
-        self.erasures = db.collection(ERASURES)
 
     # Messages of an author ----------------------------------------------------------
 

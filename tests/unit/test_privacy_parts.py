@@ -21,11 +21,12 @@ from services.vault import privacy as vault_privacy
 from services.vault.erasure import erase_user as erase_from_vault
 from shared.clock import FrozenClock
 from shared.config import PasswordHashStrength
-from shared.erasure import ERASURE_INDEXES, ERASURES, answer_erasure, forget_throttle
 from shared.errors import AuthenticationFailed
 from shared.events import parse_event
 from shared.events.schemas import CheckedIn, ErasureRequested
+from shared.privacy import answer_erasure, forget_throttle
 from shared.storage import open_database
+from shared.storage.provider import ERASURES, PLATFORM_INDEXES
 from shared.throttle import THROTTLE_INDEXES, Limit, Throttle
 from tests.stripe_helpers import BillingWorld
 from tests.unit.scheduler_world import World
@@ -42,7 +43,7 @@ CLIENT = ClientContext(ip="203.0.113.77", user_agent="pytest")
 @pytest.fixture
 def erasures(tmp_path):
     db = open_database("anyservice", mongo_uri=None, data_dir=tmp_path)
-    for name, indexes in {**ERASURE_INDEXES, "throttle": THROTTLE_INDEXES}.items():
+    for name, indexes in {**PLATFORM_INDEXES, "throttle": THROTTLE_INDEXES}.items():
         db.ensure_indexes(name, indexes)
     yield db
     db.close()

@@ -1,10 +1,19 @@
 """Each service's part of the erasure saga: erase once, answer every time.
 
 Privacy publishes `ErasureRequested`; every service that holds personal data erases or
-pseudonymises its part and answers `ErasureCompleted`. The answer is written through the
-service's own outbox, in the very write that records "done" in the service's `erasures`
-collection (one small document per request id, holding no personal data: the request id,
-the reason, what was erased and when). So:
+pseudonymises its part and answers `ErasureCompleted`. A service declares the `Erasures`
+dependency and hands it its own erasure::
+
+    erasures = Erasures()
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event):
+        self.erasures.answer(event.data, erase=lambda: erase_user(self.store, ...))
+
+The answer is written through the service's own outbox (`Erasures` relays it), in the
+very write that records "done" in the service's `erasures` collection: one small document
+per request id, holding no personal data (the request id, the reason, what was erased and
+when). So:
 
 - a crash after the erasure and before that write runs the erasure again on redelivery
   (every service's erasure is idempotent: a second run finds nothing and changes nothing);
@@ -13,8 +22,9 @@ the reason, what was erased and when). So:
   asking again) erases nothing twice: it finds the record and answers again with the
   summary of the first run.
 
-The record expires after `JICM_RETENTION_CLOSED_DAYS`; a request replayed after that is
-erased again (finding nothing) and answered again, which is just as harmless.
+Records expire `JICM_RETENTION_CLOSED_DAYS` after the erasure (the `erasures` collection is
+declared for every service by the storage layer); a request replayed after that is erased
+again (finding nothing) and answered again, which is just as harmless.
 
 `forget_throttle` removes rate-limit counters keyed by a user's id or hashed address, so an
 erased user's id does not linger in a counter until its window ends.
@@ -27,17 +37,14 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
+from shared.config import settings_of
 from shared.events import new_event
-from shared.events.outbox import new_document_with_events, with_event
+from shared.events.outbox import OutboxRelay, new_document_with_events, with_event
 from shared.events.schemas import ErasureRequested
-from shared.storage import Collection, DuplicateKeyError, Index
+from shared.storage import Collection, DuplicateKeyError
+from shared.storage.provider import ERASURES, database_of
 
 log = logging.getLogger(__name__)
-
-ERASURES = "erasures"
-ERASURE_INDEXES: dict[str, list[Index]] = {
-    ERASURES: [Index.on("expires_at", expire_after_seconds=0)],
-}
 
 
 def answer_erasure(
@@ -89,6 +96,40 @@ def _completed(request: ErasureRequested, service: str, summary: dict[str, int],
         now=now,
         request_id=request_id,
     )
+
+
+class ErasureAnswers:
+    """What a worker holds: `answer(request, erase)` for its service."""
+
+    def __init__(self, erasures: Collection, service: str, now: datetime, keep_for: timedelta,
+                 request_id: str | None) -> None:
+        self.erasures = erasures
+        self.service = service
+        self.now = now
+        self.keep_for = keep_for
+        self.request_id = request_id
+
+    def answer(self, request: ErasureRequested,
+               erase: Callable[[], dict[str, int]]) -> dict[str, int]:
+        return answer_erasure(self.erasures, request, service=self.service, erase=erase,
+                              now=self.now, keep_for=self.keep_for, request_id=self.request_id)
+
+
+class Erasures(OutboxRelay):
+    """A service's erasure records, and the relay that publishes their answers."""
+
+    def __init__(self) -> None:
+        super().__init__(ERASURES)
+
+    def setup(self) -> None:
+        super().setup()
+        days = settings_of(self.container).retention_closed_days
+        self.keep_for = timedelta(days=days)
+
+    def get_dependency(self, worker_ctx) -> ErasureAnswers:
+        erasures = database_of(self.container).collection(ERASURES)
+        return ErasureAnswers(erasures, self.container.service_name, self.clock.now(),
+                              self.keep_for, worker_ctx.data.get("request_id"))
 
 
 def forget_throttle(throttle: Collection, scopes: Iterable[str], key: str) -> int:
