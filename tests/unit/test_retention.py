@@ -103,7 +103,6 @@ def test_an_armed_switch_of_a_user_silent_for_years_survives_every_purge(account
     scheduler.verified_user(user)
     vault = Vault(tmp_path / "vault")
     vault.clock = clock
-    vault.switches.default_switch_id = lambda user_id: switch_id_for(user_id, 0)
     message = vault.write(user)
     delivery_db = open_database("delivery", mongo_uri=None, data_dir=tmp_path / "delivery")
     privacy_db = open_database("privacy", mongo_uri=None, data_dir=tmp_path / "privacy")
