@@ -23,6 +23,7 @@ from gateway.routes import (
     links,
     messages,
     metrics,
+    privacy,
     released,
     switches,
 )
@@ -32,7 +33,8 @@ from shared.config import SETTINGS_CONFIG_KEY, ConfigError, Settings, load_setti
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{8,64}")
 BLUEPRINTS = (health.bp, accounts.bp, billing.bp, links.bp, messages.bp, released.bp,
-              switches.bp, checkin_link.bp, metrics.bp)
+              switches.bp, checkin_link.bp, metrics.bp,
+              privacy.bp)
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 

@@ -13,3 +13,17 @@ def client_context() -> dict:
         "ip": request.remote_addr,
         "user_agent": (request.headers.get("User-Agent") or "")[:USER_AGENT_MAX] or None,
     }
+
+
+def privacy_signals() -> dict:
+    """The browser's privacy signals: Global Privacy Control (`Sec-GPC: 1`) and Do Not
+    Track (`DNT: 1`). Both mean "do not sell or share, no tracking"; we honour both."""
+    return {
+        "gpc": request.headers.get("Sec-GPC", "").strip() == "1",
+        "dnt": request.headers.get("DNT", "").strip() == "1",
+    }
+
+
+def consent_context() -> dict:
+    """`client_context()` with the privacy signals, for the privacy service."""
+    return {**client_context(), **privacy_signals()}

@@ -167,13 +167,42 @@ class Settings(BaseSettings):
         0, validation_alias=_env("JICM_TRUSTED_PROXIES")
     )
     services: str = Field(
-        "accounts,billing,delivery,scheduler,vault", validation_alias=_env("JICM_SERVICES")
+        "accounts,billing,delivery,privacy,scheduler,vault", validation_alias=_env("JICM_SERVICES")
     )
     verify_token_ttl: Annotated[int, Field(ge=60)] = Field(
         48 * 3600, validation_alias=_env("JICM_VERIFY_TOKEN_TTL")
     )
     reset_token_ttl: Annotated[int, Field(ge=60, le=86_400)] = Field(
         3600, validation_alias=_env("JICM_RESET_TOKEN_TTL")
+    )
+
+    # Privacy: exports, and how long each kind of data is kept (see the README's retention).
+    export_ttl: Annotated[int, Field(ge=60)] = Field(
+        7 * 86_400, validation_alias=_env("JICM_EXPORT_TTL")
+    )
+    export_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, validation_alias=_env("JICM_EXPORT_TIMEOUT")
+    )
+    retention_interval: Annotated[float, Field(gt=0)] = Field(
+        3600.0, validation_alias=_env("JICM_RETENTION_INTERVAL")
+    )
+    retention_unverified_days: Annotated[int, Field(ge=1)] = Field(
+        30, validation_alias=_env("JICM_RETENTION_UNVERIFIED_DAYS")
+    )
+    retention_mail_log_days: Annotated[int, Field(ge=1)] = Field(
+        90, validation_alias=_env("JICM_RETENTION_MAIL_LOG_DAYS")
+    )
+    retention_checkin_days: Annotated[int, Field(ge=1)] = Field(
+        365, validation_alias=_env("JICM_RETENTION_CHECKIN_DAYS")
+    )
+    retention_closed_days: Annotated[int, Field(ge=1)] = Field(
+        30, validation_alias=_env("JICM_RETENTION_CLOSED_DAYS")
+    )
+    retention_ledger_days: Annotated[int, Field(ge=1)] = Field(
+        730, validation_alias=_env("JICM_RETENTION_LEDGER_DAYS")
+    )
+    retention_invoice_days: Annotated[int, Field(ge=1)] = Field(
+        3650, validation_alias=_env("JICM_RETENTION_INVOICE_DAYS")
     )
 
     smtp_host: str = Field("127.0.0.1", validation_alias=_env("SMTP_HOST"))

@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_SINK_PORT = 1025
 DEFAULT_GATEWAY_BIND = "127.0.0.1:8000"
-DEFAULT_SERVICES = "accounts,billing,delivery,scheduler,vault"
+DEFAULT_SERVICES = "accounts,billing,delivery,privacy,scheduler,vault"
 MAILDIR = "var/mail"
 DEFAULT_STRIPE_STANDIN_PORT = 12111
 # Used only with the local Stripe stand-in (STRIPE_API_BASE unset): a test key and the

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from nameko.rpc import rpc
 
+from services.accounts import privacy
 from services.accounts.accounts import Accounts
 from services.accounts.links import EmailLinks
 from services.accounts.passwords import password_hasher
@@ -19,9 +22,11 @@ from services.accounts.storage import INDEXES, USERS, AccountsRepository
 from services.accounts.tokens import LinkSettings
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import ServiceError
-from shared.events import OutboxRelay
+from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.privacy import Erasures
+from shared.retention import retention
 from shared.storage.provider import Storage
 
 # Links in mail (verification, password reset) are keyed from the secret key.
@@ -97,3 +102,35 @@ class AccountsService:
     @rpc
     def health(self) -> dict:
         return health_report(self.name, self.store.users)
+
+    # Privacy (services/accounts/privacy.py) -------------------------------------------------
+
+    @rpc
+    def verify_password(self, user_id: str, password: str) -> dict:
+        return privacy.verify_password(self.store, password_hasher(self.settings.password_hash),
+                                       user_id, password, self.clock.now())
+
+    @rpc
+    def close_account(self, user_id: str) -> bool:
+        return privacy.close_account(self.store, user_id, self.clock.now())
+
+    @rpc
+    def find_user(self, email_or_id: str) -> dict | None:
+        return privacy.find_user(self.store, email_or_id)
+
+    @rpc
+    def export_user(self, user_id: str) -> dict:
+        return privacy.export_user(self.store, user_id)
+
+    erasures = Erasures()
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event: Event) -> None:
+        data = event.data
+        self.erasures.answer(data, lambda: privacy.erase_user(self.store, data.user_id,
+                                                              data.email))
+
+    @retention
+    def purge(self) -> None:
+        privacy.expire_unverified(self.store, self.clock.now(),
+                                  timedelta(days=self.settings.retention_unverified_days))

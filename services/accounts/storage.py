@@ -15,8 +15,12 @@ THROTTLE = "throttle"
 TOKENS = "tokens"
 
 INDEXES: dict[str, list[Index]] = {
-    # The case-folded address is the identity: Ada@Example.org and ada@example.org are one.
-    USERS: [Index.on("email_key", unique=True)],
+    USERS: [
+        # The case-folded address is the identity: Ada@Example.org and ada@example.org are one.
+        Index.on("email_key", unique=True),
+        # Retention finds accounts never verified, by age (services/accounts/privacy.py).
+        Index.on("email_verified", "status", "created_at"),
+    ],
     SESSIONS: [Index.on("user_id"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
     TOKENS: [Index.on("user_id", "purpose"), Index.on("purge_at", expire_after_seconds=0)],

@@ -9,15 +9,18 @@ RPC methods (all answers are JSON-ready dicts):
 - `receive_webhook(payload_b64, signature)`: `POST /webhooks/stripe`, the raw body as
   base64 so not one byte changes on the way.
 - `erase_customer(user_id)`: the erasure hook for the privacy saga.
+- `export_user(user_id)`: billing's part of a privacy export.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from datetime import timedelta
 
 from nameko.rpc import rpc
 
+from services.billing import privacy
 from services.billing.billing import Billing
 from services.billing.erasure import erase_customer
 from services.billing.schemas import StartCheckout
@@ -26,9 +29,11 @@ from services.billing.stripe_api import StripePayments
 from services.billing.webhooks import Webhooks
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import ServiceError
-from shared.events import OutboxRelay
+from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.privacy import Erasures
+from shared.retention import retention
 from shared.storage.provider import Storage
 
 # Production refuses to start billing without these.
@@ -83,3 +88,22 @@ class BillingService:
     @rpc
     def health(self) -> dict:
         return health_report(self.name, self.store.customers)
+
+    # Privacy (services/billing/privacy.py) ------------------------------------------------
+
+    @rpc
+    def export_user(self, user_id: str) -> dict:
+        return privacy.export_user(self.store, user_id)
+
+    erasures = Erasures()
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event: Event) -> None:
+        data = event.data
+        self.erasures.answer(data, lambda: privacy.erase_user(
+            self.store, self.payments, data.user_id, self.clock.now()))
+
+    @retention
+    def purge(self) -> None:
+        privacy.purge_old_invoices(self.store, self.clock.now(),
+                                   timedelta(days=self.settings.retention_invoice_days))

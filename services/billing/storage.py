@@ -34,7 +34,7 @@ STRIPE_EVENT_LEASE = timedelta(minutes=2)
 INDEXES: dict[str, list[Index]] = {
     # One Stripe customer per user, and the way back from Stripe's ids to ours.
     CUSTOMERS: [Index.on("stripe_customer_id", unique=True)],
-    INVOICES: [Index.on("user_id")],
+    INVOICES: [Index.on("user_id"), Index.on("pseudonymised_at")],
     STRIPE_EVENTS: [Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
 }

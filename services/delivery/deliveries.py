@@ -15,6 +15,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from services.delivery import privacy
 from services.delivery.kinds import kind_named
 from services.delivery.render import placeholders, render
 from services.delivery.schemas import Delivery, MailRequest, MailStatus, StatusRequest
@@ -95,6 +96,8 @@ class Deliveries:
         """Accept one mail (once); InvalidInput for a kind, address or context we cannot use."""
         kind = kind_named(request.kind)
         recipient, recipient_key = normalize_recipient(request.to)
+        if kind.forget_recipient:
+            recipient_key = address_key(recipient)  # the address itself goes once sent
         # Rendered once now only to refuse a bad request at the door; the loop renders again.
         render(kind, request.context, public_url=self.public_url, to_name=request.to_name,
                unsubscribe_link=self.public_url if kind.marketing else None,
@@ -155,9 +158,12 @@ class Deliveries:
     def unsubscribe(self, token: str, source: str) -> None:
         """Stop marketing mail to the token's address, at once (idempotent)."""
         addr_key, user_id = self._read_unsubscribe(token)
-        self.repo.suppress(addr_key, user_id, source, self.now)
         if user_id:
+            # Privacy records the consent receipt from the announcement (privacy.py).
+            privacy.announce_unsubscribe(self.repo, addr_key, user_id, source, self.now)
             self.repo.record_consent(user_id, False, self.now)
+        else:
+            self.repo.suppress(addr_key, user_id, source, self.now)
 
     def _read_unsubscribe(self, token: str) -> tuple[str, str | None]:
         try:

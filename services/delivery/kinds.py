@@ -47,6 +47,8 @@ class MailKind:
     variant_key: str | None = None
     marketing: bool = False
     reason: str = field(default="", compare=False)  # for operators: why this mail exists
+    # Mail about an erasure: its record keeps only a hash of the address once it has left.
+    forget_recipient: bool = False
 
     def variant(self, context: Mapping[str, str]) -> Variant:
         """The variant `context` asks for; InvalidInput if it names none."""
@@ -127,11 +129,13 @@ KINDS: dict[str, MailKind] = {
             _single("privacy_erasure_received",
                     "We received your request to erase your Just in Case data", "due_at"),
             reason="the account owner asked for their data to be erased",
+            forget_recipient=True,
         ),
         MailKind(
             "privacy_erasure_completed",
             _single("privacy_erasure_completed", "Your Just in Case data has been erased"),
             reason="an erasure the owner asked for is complete",
+            forget_recipient=True,
         ),
         MailKind(
             "payment_failed",

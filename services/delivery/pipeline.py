@@ -208,10 +208,12 @@ class Pipeline:
             self._retry(record, lease, outcome.detail)
 
     def _sent(self, record: dict[str, Any], lease: str) -> None:
+        forget = ({"recipient": "", "to_name": ""}
+                  if kind_named(record["kind"]).forget_recipient else {})
         done = self.repo.settle(record["_id"], lease, {
             "$set": {"state": SENT, "sent_at": self.clock.now()},
             # The sealed values (links, tokens) are of no use once the mail has left.
-            "$unset": {"next_attempt_at": "", "lease": "", "context_sealed": ""},
+            "$unset": {"next_attempt_at": "", "lease": "", "context_sealed": "", **forget},
         })
         self._check_settled(done, record)
         log.info("delivery %s (%s %s) sent after %d attempt(s)", record["_id"], record["kind"],

@@ -4,10 +4,12 @@ mail, status, consent) and `pipeline.py` (sending)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from nameko.rpc import rpc
 from pydantic import BaseModel, ValidationError
 
+from services.delivery import privacy
 from services.delivery.deliveries import Deliveries, reminder_request
 from services.delivery.loop import SendingLoopWaker, sending_loop
 from services.delivery.pipeline import Pipeline
@@ -16,12 +18,14 @@ from services.delivery.schemas import MailRequest, StatusRequest
 from services.delivery.sealing import PURPOSE as SEAL_PURPOSE
 from services.delivery.sealing import ContextSeal
 from services.delivery.smtp import SmtpSession, SmtpTransport
-from services.delivery.storage import DELIVERIES, INDEXES, DeliveryRepository
+from services.delivery.storage import DELIVERIES, INDEXES, SUPPRESSIONS, DeliveryRepository
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import InvalidInput, ServiceError
 from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
+from shared.privacy import Erasures
+from shared.retention import retention
 from shared.storage.provider import Storage
 
 # The sealed mail values and the unsubscribe links are keyed from the secret key.
@@ -36,7 +40,7 @@ class DeliveryService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=DeliveryRepository)
-    outbox = OutboxRelay(DELIVERIES)
+    outbox = OutboxRelay(DELIVERIES, SUPPRESSIONS)
     wake_sender = SendingLoopWaker()
     # Asked for an inline release's text when its mail is built (never stored here).
     vault = vault_rpc()
@@ -112,6 +116,25 @@ class DeliveryService:
     @event_handler("ConsentChanged")
     def on_consent_changed(self, event: Event) -> None:
         self._deliveries().consent_changed(event.data, event.occurred_at)
+
+    # Privacy (services/delivery/privacy.py) -----------------------------------------------
+
+    @rpc
+    def export_user(self, user_id: str) -> dict:
+        return privacy.export_user(self.store, user_id)
+
+    erasures = Erasures()
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event: Event) -> None:
+        data = event.data
+        self.erasures.answer(data, lambda: privacy.erase_user(
+            self.store, data.user_id, data.email, self.clock.now()))
+
+    @retention
+    def purge(self) -> None:
+        privacy.reduce_old_records(self.store, self.clock.now(),
+                                   timedelta(days=self.settings.retention_mail_log_days))
 
     # The sending loop -------------------------------------------------------------------------
 

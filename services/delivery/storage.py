@@ -22,6 +22,7 @@ from shared.storage import Database, DuplicateKeyError, Index
 DELIVERIES = "deliveries"
 CONSENTS = "consents"
 SUPPRESSIONS = "suppressions"
+MAIL_COUNTS = "mail_counts"
 
 QUEUED, SENDING, RETRYING = "queued", "sending", "retrying"
 SENT, FAILED, SUPPRESSED = "sent", "failed", "suppressed"
@@ -34,9 +35,14 @@ INDEXES: dict[str, list[Index]] = {
         Index.on("next_attempt_at"),
         Index.on("state", "created_at"),
         Index.on("created_at"),  # retention (issue 7) purges old records by age
+        # A person's mail, for their export and erasure (privacy.py).
+        Index.on("user_id"),
+        Index.on("recipient_key"),
     ],
     CONSENTS: [],
     SUPPRESSIONS: [Index.on("user_id")],
+    # The mail log reduced to counts, with no person in them (privacy.py).
+    MAIL_COUNTS: [],
 }
 
 
@@ -47,6 +53,7 @@ class DeliveryRepository:
         self.deliveries = db.collection(DELIVERIES)
         self.consents = db.collection(CONSENTS)
         self.suppressions = db.collection(SUPPRESSIONS)
+        self.mail_counts = db.collection(MAIL_COUNTS)
 
     # Records ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from nameko.rpc import rpc
 
+from services.scheduler import privacy
 from services.scheduler.dependencies import DeliveryStatus, InstanceId, tick
 from services.scheduler.loop import REMINDER_KIND, DueSwitches, LoopSettings, liveness
 from services.scheduler.scheduler import Scheduler
@@ -16,9 +17,10 @@ from services.scheduler.tokens import link_key
 from shared.dependencies import Clock, Config, LogContext
 from shared.entitlements import billing_rpc
 from shared.errors import ServiceError
-from shared.events import OutboxRelay, event_handler
+from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.privacy import Erasures
 from shared.storage.provider import Storage
 
 REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)
@@ -139,3 +141,25 @@ class SchedulerService:
     @rpc
     def health(self) -> dict:
         return health_report(self.name, self.store.switches)
+
+    # Privacy (services/scheduler/privacy.py) ----------------------------------------------
+
+    @event_handler("CheckedIn")
+    def on_checked_in(self, event: Event) -> None:
+        privacy.record_check_in(self.store, event.event_id, event.data, event.occurred_at,
+                                timedelta(days=self.settings.retention_checkin_days))
+
+    @rpc
+    def export_user(self, user_id: str) -> dict:
+        return privacy.export_user(self.store, user_id)
+
+    erasures = Erasures()
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event: Event) -> None:
+        data = event.data
+        try:
+            self.erasures.answer(data, lambda: privacy.erase_user(self.store, data.user_id,
+                                                                  data.reason))
+        except privacy.ArmedSwitchKept as refused:
+            raise DeadLetter(str(refused)) from None

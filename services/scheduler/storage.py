@@ -36,6 +36,7 @@ from shared.throttle import THROTTLE_INDEXES, Throttle
 SWITCHES = "switches"
 HEARTBEATS = "heartbeats"
 THROTTLE = "throttle"
+CHECKINS = "checkins"
 
 HEARTBEAT_TTL = timedelta(days=1)
 
@@ -50,6 +51,8 @@ INDEXES: dict[str, list[Index]] = {
     **ENTITLEMENTS_INDEXES,
     HEARTBEATS: [Index.on("at"), Index.on("expires_at", expire_after_seconds=0)],
     THROTTLE: THROTTLE_INDEXES,
+    # The owner's check-in history, for their export (privacy.py).
+    CHECKINS: [Index.on("user_id", "at"), Index.on("expires_at", expire_after_seconds=0)],
 }
 
 
@@ -62,6 +65,9 @@ class SchedulerRepository:
         self.entitlements = EntitlementsCache(db.collection(ENTITLEMENTS))
         self.heartbeats = db.collection(HEARTBEATS)
         self.throttle = Throttle(db.collection(THROTTLE))
+        self.checkins = db.collection(CHECKINS)
+        # The plan documents as stored: privacy exports and erases them whole.
+        self.cached_plans = db.collection(ENTITLEMENTS)
 
     # Reading --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from nameko.rpc import rpc
 from nameko.timer import timer
 
+from services.vault import privacy
 from services.vault.dependencies import ReleaseDispatcher, VaultKeys
 from services.vault.erasure import erase_user
 from services.vault.keys import keyring_from_settings
@@ -21,6 +22,7 @@ from shared.entitlements import billing_rpc, limits_for
 from shared.errors import ServiceError
 from shared.events import Event, event_handler
 from shared.health import health_report
+from shared.privacy import Erasures
 from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file.
@@ -130,3 +132,19 @@ class VaultService:
     @rpc
     def health(self) -> dict:
         return health_report(self.name, self.store.messages)
+
+    # Privacy (services/vault/privacy.py) --------------------------------------------------
+
+    # The erasure saga's answers, through their own outbox (release.py says why the
+    # vault's other events do not use one).
+    erasures = Erasures()
+
+    @rpc
+    def export_user(self, user_id: str) -> dict:
+        return privacy.export_user(self.store, self._data_keys(), user_id)
+
+    @event_handler("ErasureRequested")
+    def on_erasure_requested(self, event: Event) -> None:
+        data = event.data
+        self.erasures.answer(data, lambda: erase_user(self.store, self._data_keys(),
+                                                      data.user_id))

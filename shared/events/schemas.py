@@ -165,6 +165,24 @@ class ErasureCompleted(EventData):
     summary: dict[str, int] = {}
 
 
+class AccountExpired(EventData):
+    """Accounts' retention found an account that was never verified within its window:
+    privacy erases it through the erasure saga (reason `retention`)."""
+
+    user_id: str
+    email: str
+    reason: Literal["unverified"] = "unverified"
+
+
+class Unsubscribed(EventData):
+    """Someone used the unsubscribe link of a marketing mail: delivery stopped marketing at
+    once; privacy records the consent receipt (method `unsubscribe_link`)."""
+
+    user_id: str
+    channel: Literal["email"] = "email"
+    source: str
+
+
 EVENT_SCHEMAS: dict[str, type[EventData]] = {
     cls.__name__: cls
     for cls in (
@@ -180,6 +198,8 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
         ErasureRequested,
         ErasureCompleted,
         MailRequested,
+        AccountExpired,
+        Unsubscribed,
     )
 }
 

@@ -38,7 +38,17 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     "delivery": ("MailRequested", "ReminderDue", "ConsentChanged", "MessageReleased"),
     "vault": ("CheckInMissed", "PlanChanged"),
     "scheduler": ("UserRegistered", "EmailVerified", "PlanChanged"),
+    "privacy": ("UserRegistered", "ErasureCompleted", "AccountExpired", "Unsubscribed"),
 }
+
+# Every service that holds personal data takes part in the erasure saga: it erases its
+# part on ErasureRequested and answers ErasureCompleted (privacy waits for each of them).
+ERASING_SERVICES: tuple[str, ...] = ("accounts", "billing", "delivery", "privacy", "scheduler",
+                                     "vault")
+for _service in ERASING_SERVICES:
+    CONSUMERS[_service] = (*CONSUMERS.get(_service, ()), "ErasureRequested")
+# The scheduler keeps each owner's check-in history (for the export) from its own events.
+CONSUMERS["scheduler"] = (*CONSUMERS["scheduler"], "CheckedIn")
 
 EVENTS_EXCHANGE = Exchange(
     EVENTS_EXCHANGE_NAME,

@@ -26,8 +26,11 @@ PURGE_INTERVAL_SECONDS = 60.0
 
 # Collections the platform itself keeps in every service's database.
 PROCESSED_EVENTS = "processed_events"
+# Each service's answers in the erasure saga (shared/privacy.py).
+ERASURES = "erasures"
 PLATFORM_INDEXES: dict[str, list[Index]] = {
     PROCESSED_EVENTS: [Index.on("expires_at", expire_after_seconds=0)],
+    ERASURES: [Index.on("expires_at", expire_after_seconds=0)],
 }
 
 

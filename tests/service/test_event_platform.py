@@ -221,9 +221,11 @@ def test_an_event_published_while_its_consumer_is_down_waits_for_it(
 
 
 def test_an_event_nobody_consumes_is_parked_not_dropped(producer, service_config):
-    publish_raw(service_config["AMQP_URI"], registered_event("u-9"), routing_key="CheckedIn")
+    # DeliveryFailed is for operators and metrics: no service consumes it.
+    publish_raw(service_config["AMQP_URI"], registered_event("u-9"),
+                routing_key="DeliveryFailed")
     parked = wait_for(lambda: dead_letters(service_config["AMQP_URI"], topo.UNROUTED_NAME))
-    assert parked[0].routing_key == "CheckedIn"
+    assert parked[0].routing_key == "DeliveryFailed"
 
 
 def test_an_operator_can_replay_a_dead_letter_once_the_bug_is_fixed(listener, service_config):

@@ -14,7 +14,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_PARTS = {"accounts", "billing", "delivery", "scheduler", "vault", "gateway"}
+APP_PARTS = {"accounts", "billing", "delivery", "scheduler", "vault", "gateway", "privacy"}
 INFRASTRUCTURE = {"rabbitmq": "/var/lib/rabbitmq", "mongo": "/data/db", "mailpit": "/data"}
 REQUIRED_APP_ENV = {"AMQP_URI", "MONGO_URI", "JICM_SECRET_KEY", "JICM_PUBLIC_URL", "SMTP_HOST"}
 

@@ -1,0 +1,1 @@
+"""The privacy service: consent, Global Privacy Control, export and erasure."""

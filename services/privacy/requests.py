@@ -1,0 +1,236 @@
+"""Data subject requests: asking for an export or an erasure, and seeing where they stand.
+
+Every request is due 30 days after it was made (stricter than GDPR's month and CCPA's 45
+days), is written to the ledger, and is its owner's alone: another user's request is
+answered exactly like one that does not exist (404).
+
+An erasure needs the password again (accounts checks it, rate limited like a log-in). It
+is stored together with `ErasureRequested` (and, when the person asked, the "we received
+your request" mail) in one write; then accounts closes the account at once, so no session
+of the person works any longer while the services erase their parts. The address the
+final receipt goes to is kept on the request until that receipt is queued, then dropped.
+A person has at most one open request of each type: asking again answers the open one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from services.privacy.ledger import ledger_entry, subject_of
+from services.privacy.schemas import (
+    ClientContext,
+    Download,
+    NewPrivacyRequest,
+    PrivacyRequestCreated,
+    PrivacyRequestList,
+    PrivacyRequestView,
+    ServicePart,
+)
+from services.privacy.storage import (
+    COMPLETE,
+    ERASURE,
+    EXPORT,
+    PENDING,
+    PrivacyRepository,
+)
+from shared.errors import Forbidden, NotFound
+from shared.events import new_event
+from shared.storage import DuplicateKeyError
+from shared.throttle import Limit, hashed_key
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "privacy"
+DUE_AFTER = timedelta(days=30)
+REQUESTS_PER_USER = Limit("privacy-request-user", count=10, window_seconds=3600)
+REQUESTS_PER_CLIENT = Limit("privacy-request-client", count=30, window_seconds=3600)
+# Retention erasures get an id derived from the user: asking twice finds the first one.
+RETENTION_NAMESPACE = uuid.UUID("c5d0b1f6-2a9e-4d53-8f11-7b3e6c0a4d92")
+
+
+class AccountsDirectory(Protocol):
+    """What privacy asks accounts (over RPC, each call bounded in time)."""
+
+    def verify_password(self, user_id: str, password: str) -> bool: ...
+
+    def close_account(self, user_id: str) -> None: ...
+
+    def find_user(self, email_or_id: str) -> dict[str, str] | None: ...
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    subject_key: bytes
+    public_url: str
+    ledger_retention: timedelta
+    erasing_services: tuple[str, ...]
+    export_services: tuple[str, ...]
+
+
+def human_time(moment: datetime) -> str:
+    """A moment as a person reads it in a mail: `Tuesday 3 June 2030 at 14:00 UTC`."""
+    return f"{moment:%A} {moment.day} {moment:%B %Y at %H:%M} UTC"
+
+
+def retention_request_id(user_id: str) -> str:
+    return str(uuid.uuid5(RETENTION_NAMESPACE, f"retention:{user_id}"))
+
+
+def view(doc: dict[str, Any], now: datetime, public_url: str) -> PrivacyRequestView:
+    """A stored request as its owner sees it."""
+    download = None
+    expires_at = doc.get("expires_at")
+    if doc["type"] == EXPORT and doc["status"] == COMPLETE and expires_at and expires_at > now:
+        download = Download(url=f"{public_url}/api/v1/privacy/requests/{doc['_id']}/download",
+                            expires_at=expires_at)
+    return PrivacyRequestView(
+        id=doc["_id"],
+        type=doc["type"],
+        status=doc["status"],
+        created_at=doc["created_at"],
+        due_at=doc["due_at"],
+        overdue=doc["status"] != COMPLETE and doc["due_at"] < now,
+        completed_at=doc.get("completed_at"),
+        services={name: ServicePart(status=part["status"], detail=part.get("detail"),
+                                    completed_at=part.get("completed_at"))
+                  for name, part in sorted(doc.get("services", {}).items())},
+        download=download,
+    )
+
+
+def created(doc: dict[str, Any]) -> PrivacyRequestCreated:
+    return PrivacyRequestCreated(id=doc["_id"], type=doc["type"], status=doc["status"],
+                                 due_at=doc["due_at"])
+
+
+class Requests:
+    """Use cases of data subject requests, for one RPC or event."""
+
+    def __init__(self, repo: PrivacyRepository, now: datetime, settings: RequestSettings,
+                 accounts: AccountsDirectory, *, request_id: str | None = None) -> None:
+        self.repo = repo
+        self.now = now
+        self.settings = settings
+        self.accounts = accounts
+        self.request_id = request_id
+
+    # Asking -----------------------------------------------------------------------------
+
+    def create(self, user_id: str, email: str, new: NewPrivacyRequest,
+               client: ClientContext) -> PrivacyRequestCreated:
+        """A new export or erasure for the signed-in user (or the open one of that type)."""
+        self.repo.throttle.consume(REQUESTS_PER_USER, hashed_key(user_id), self.now)
+        if client.ip:
+            self.repo.throttle.consume(REQUESTS_PER_CLIENT, hashed_key(client.ip), self.now)
+        if new.type == EXPORT:
+            return created(self.start_export(user_id))
+        assert new.password is not None  # the schema requires it for an erasure
+        if not self.accounts.verify_password(user_id, new.password):
+            raise Forbidden("the password is not correct; an erasure needs your password",
+                            code="password_incorrect", details={"field": "password"})
+        return created(self.start_erasure(user_id, email, reason="user", requested_by="user"))
+
+    def start_export(self, user_id: str) -> dict[str, Any]:
+        open_request = self.repo.open_request(user_id, EXPORT)
+        if open_request is not None:
+            return open_request
+        doc = self._new_request(str(uuid.uuid4()), EXPORT, user_id, "user", "user",
+                                self.settings.export_services)
+        doc.update(next_attempt_at=self.now, attempts=0)
+        self.repo.add_request(doc, now=self.now)
+        self._record(doc)
+        log.info("export %s requested", doc["_id"])
+        return doc
+
+    def start_erasure(self, user_id: str, email: str, *, reason: str, requested_by: str,
+                      request_id: str | None = None) -> dict[str, Any]:
+        """Start the erasure saga (or answer the open erasure of this user)."""
+        open_request = self.repo.open_request(user_id, ERASURE)
+        if open_request is not None:
+            return open_request
+        doc = self._new_request(request_id or str(uuid.uuid4()), ERASURE, user_id, reason,
+                                requested_by, self.settings.erasing_services)
+        events = [new_event("ErasureRequested",
+                            {"request_id": doc["_id"], "user_id": user_id, "reason": reason,
+                             "email": email},
+                            producer=PRODUCER, now=self.now, request_id=self.request_id)]
+        if reason == "user":
+            # The person asked: they get a receipt now and another when it is done, at the
+            # address they have now (kept on the request until the last receipt is queued).
+            doc["email"] = email
+            events.append(self._mail("privacy_erasure_received", doc, email,
+                                     {"due_at": human_time(doc["due_at"])}))
+        try:
+            self.repo.add_request(doc, *events, now=self.now)
+        except DuplicateKeyError:
+            existing = self.repo.request(doc["_id"])
+            assert existing is not None
+            return existing
+        self._record(doc)
+        log.info("erasure %s requested (%s, by %s)", doc["_id"], reason, requested_by)
+        self._close_account(user_id)
+        return doc
+
+    def erase_child(self, email_or_user_id: str) -> PrivacyRequestCreated:
+        """An operator learned that an account belongs to someone under 16: erase it."""
+        found = self.accounts.find_user(email_or_user_id.strip())
+        if found is None:
+            raise NotFound("no account has this address or id", code="account_not_found")
+        doc = self.start_erasure(found["user_id"], found["email"], reason="child",
+                                 requested_by="operator")
+        return created(doc)
+
+    def _new_request(self, request_id: str, request_type: str, user_id: str, reason: str,
+                     requested_by: str, services: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "_id": request_id,
+            "type": request_type,
+            "status": PENDING,
+            "user_id": user_id,
+            "subject": subject_of(self.settings.subject_key, user_id),
+            "reason": reason,
+            "requested_by": requested_by,
+            "created_at": self.now,
+            "due_at": self.now + DUE_AFTER,
+            "status_changed_at": self.now,
+            "services": {name: {"status": "pending"} for name in services},
+        }
+
+    def _mail(self, kind: str, doc: dict[str, Any], email: str, context: dict[str, str]) -> dict:
+        # No user id on purpose: these receipts are about an erasure, and delivery's own
+        # erasure must not cancel them; delivery drops the address once they have left.
+        return new_event("MailRequested",
+                         {"kind": kind, "reference": f"{doc['_id']}:{kind}", "to": email,
+                          "context": context},
+                         producer=PRODUCER, now=self.now, request_id=self.request_id)
+
+    def _close_account(self, user_id: str) -> None:
+        try:
+            self.accounts.close_account(user_id)
+        except Exception:
+            # The erasure goes on regardless: accounts' part of it ends every session too.
+            log.warning("could not close account %s at once; its erasure will", user_id,
+                        exc_info=True)
+
+    def _record(self, doc: dict[str, Any]) -> None:
+        self.repo.record(ledger_entry(doc, self.settings.ledger_retention))
+
+    # Reading ------------------------------------------------------------------------------
+
+    def list(self, user_id: str) -> PrivacyRequestList:
+        return PrivacyRequestList(requests=[view(doc, self.now, self.settings.public_url)
+                                            for doc in self.repo.requests_of(user_id)])
+
+    def get(self, user_id: str, request_id: str) -> PrivacyRequestView:
+        return view(self.owned(user_id, request_id), self.now, self.settings.public_url)
+
+    def owned(self, user_id: str, request_id: str) -> dict[str, Any]:
+        doc = self.repo.request_of(user_id, request_id)
+        if doc is None:
+            raise NotFound(f"you have no privacy request {request_id[:64]}",
+                           code="request_not_found")
+        return doc

@@ -1,0 +1,201 @@
+"""Privacy's collections, their indexes, and every write it makes.
+
+- `consents`: one document per user (`_id` = user id): the current choices, the policy
+  version accepted, a `version` counter every change compares and sets, and `receipts`, the
+  append-only list of consent receipts. A change, its receipt and its `ConsentChanged` event
+  are one conditional update: a receipt can never exist for a change that did not happen,
+  nor a change without its receipt.
+- `requests`: data subject requests (export, erasure): status, due date, per-service status,
+  and the outbox (`ErasureRequested`, receipts by mail). Exports due for gathering carry
+  `next_attempt_at` (indexed). Finished requests are pseudonymised and carry `purge_at`.
+- `export_chunks`: a finished export, sealed, in chunks of at most 1 MiB; expire with it.
+- `ledger`: who asked what when and the outcome, no content, the subject as an HMAC of the
+  user id; kept `JICM_RETENTION_LEDGER_DAYS` and never touched by an erasure.
+- `throttle`: rate-limit counters (keyed by hashes, never by a raw id).
+- `erasures`: privacy's own answers in the erasure saga (`shared.privacy`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.events.outbox import new_document_with_events, strip_outbox, with_event
+from shared.storage import Database, DuplicateKeyError, Index
+from shared.throttle import THROTTLE_INDEXES, Throttle
+
+CONSENTS = "consents"
+REQUESTS = "requests"
+EXPORT_CHUNKS = "export_chunks"
+LEDGER = "ledger"
+THROTTLE = "throttle"
+
+EXPORT, ERASURE = "export", "erasure"
+PENDING, IN_PROGRESS, COMPLETE, ERROR = "pending", "in_progress", "complete", "error"
+OPEN = (PENDING, IN_PROGRESS, ERROR)
+
+INDEXES: dict[str, list[Index]] = {
+    CONSENTS: [],
+    REQUESTS: [
+        Index.on("user_id", "type", "status"),  # a user's requests, and the open one of a type
+        Index.on("next_attempt_at"),  # exports due for gathering
+        Index.on("status", "due_at"),  # operators: open and overdue requests
+        Index.on("purge_at", expire_after_seconds=0),
+    ],
+    EXPORT_CHUNKS: [Index.on("request_id", "n"), Index.on("expires_at", expire_after_seconds=0)],
+    LEDGER: [Index.on("subject"), Index.on("requested_at"),
+             Index.on("expires_at", expire_after_seconds=0)],
+    THROTTLE: THROTTLE_INDEXES,
+}
+
+# A user has a handful of requests in a lifetime; this only bounds a runaway answer.
+LIST_LIMIT = 200
+
+
+class PrivacyRepository:
+    """Consents, requests, exports and the ledger, over privacy's own database."""
+
+    def __init__(self, db: Database) -> None:
+        self.consents = db.collection(CONSENTS)
+        self.requests = db.collection(REQUESTS)
+        self.export_chunks = db.collection(EXPORT_CHUNKS)
+        self.ledger = db.collection(LEDGER)
+        self.throttle = Throttle(db.collection(THROTTLE))
+
+    # Consent --------------------------------------------------------------------------
+
+    def consent(self, user_id: str) -> dict[str, Any] | None:
+        return strip_outbox(self.consents.get(user_id))
+
+    def ensure_consent(self, user_id: str, defaults: dict[str, Any]) -> dict[str, Any]:
+        """The user's consent document, created with everything off if there is none."""
+        try:
+            doc = self.consents.update_one({"_id": user_id}, {"$setOnInsert": defaults},
+                                           upsert=True)
+        except DuplicateKeyError:  # created by a racing request: read it
+            doc = self.consents.get(user_id)
+        return strip_outbox(doc)
+
+    def change_consent(self, doc: dict[str, Any], fields: dict[str, Any], receipt: dict,
+                       event: dict, now: datetime) -> dict | None:
+        """Compare-and-set on `version`: new choices, their receipt and ConsentChanged in one
+        write. None when the document changed since it was read (read it again)."""
+        update = {"$set": {**fields, "updated_at": now}, "$inc": {"version": 1},
+                  "$push": {"receipts": receipt}}
+        return strip_outbox(self.consents.update_one(
+            {"_id": doc["_id"], "version": doc["version"]}, with_event(update, event, now=now)))
+
+    def add_receipt(self, doc: dict[str, Any], fields: dict[str, Any], receipt: dict,
+                    now: datetime) -> dict | None:
+        """A receipt that changes no choice (the policy accepted at sign-up)."""
+        return strip_outbox(self.consents.update_one(
+            {"_id": doc["_id"], "version": doc["version"]},
+            {"$set": fields, "$inc": {"version": 1}, "$push": {"receipts": receipt}}))
+
+    # Requests -------------------------------------------------------------------------
+
+    def add_request(self, doc: dict[str, Any], *events: dict, now: datetime) -> None:
+        self.requests.insert(new_document_with_events(doc, *events, now=now))
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        return strip_outbox(self.requests.get(request_id))
+
+    def request_of(self, user_id: str, request_id: str) -> dict[str, Any] | None:
+        """The request if it is `user_id`'s; another user's is None, like none at all."""
+        doc = self.request(request_id)
+        return doc if doc is not None and doc.get("user_id") == user_id else None
+
+    def requests_of(self, user_id: str) -> list[dict[str, Any]]:
+        found = self.requests.find({"user_id": user_id}, limit=LIST_LIMIT)
+        return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["created_at"])]
+
+    def open_request(self, user_id: str, request_type: str) -> dict[str, Any] | None:
+        for status in OPEN:
+            doc = self.requests.find_one({"user_id": user_id, "type": request_type,
+                                          "status": status})
+            if doc is not None:
+                return strip_outbox(doc)
+        return None
+
+    def due_exports(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        return self.requests.find({"next_attempt_at": {"$lte": now}},
+                                  sort=[("next_attempt_at", 1)], limit=limit)
+
+    def claim_export(self, doc: dict[str, Any], lease_until: datetime,
+                     now: datetime) -> dict | None:
+        """Compare-and-set on the due time: of several gatherers, one takes the export."""
+        return strip_outbox(self.requests.update_one(
+            {"_id": doc["_id"], "next_attempt_at": doc["next_attempt_at"]},
+            {"$set": {"next_attempt_at": lease_until, "status_changed_at": now},
+             "$inc": {"attempts": 1}}))
+
+    def update_held(self, doc: dict[str, Any], update: dict,
+                    event: dict | None = None, now: datetime | None = None) -> dict | None:
+        """Write `update` to an export while this gatherer's claim still holds."""
+        if event is not None:
+            update = with_event(update, event, now=now)
+        return strip_outbox(self.requests.update_one(
+            {"_id": doc["_id"], "next_attempt_at": doc["next_attempt_at"]}, update))
+
+    def mark_part(self, request_id: str, service: str, part: dict[str, Any]) -> dict | None:
+        """Record one service's answer to an erasure, once."""
+        return strip_outbox(self.requests.update_one(
+            {"_id": request_id, f"services.{service}.status": {"$ne": "done"}},
+            {"$set": {f"services.{service}": part}}))
+
+    def start_progress(self, request_id: str, now: datetime) -> None:
+        self.requests.update_one({"_id": request_id, "status": PENDING},
+                                 {"$set": {"status": IN_PROGRESS, "status_changed_at": now}})
+
+    def complete_erasure(self, request_id: str, fields: dict[str, Any], event: dict | None,
+                         now: datetime) -> dict | None:
+        """Open -> complete, once; the request keeps no user id and no address after it."""
+        update: dict[str, Any] = {"$set": {**fields, "status": COMPLETE},
+                                  "$unset": {"user_id": "", "email": ""}}
+        if event is not None:
+            update = with_event(update, event, now=now)
+        return strip_outbox(self.requests.update_one(
+            {"_id": request_id, "status": {"$in": list(OPEN)}}, update))
+
+    def delete_requests_of(self, user_id: str, keep: str) -> list[str]:
+        """Delete the user's other requests (their exports); returns their ids."""
+        removed = []
+        for doc in self.requests.find({"user_id": user_id}, limit=LIST_LIMIT):
+            if doc["_id"] != keep and self.requests.delete_one({"_id": doc["_id"]}):
+                removed.append(doc["_id"])
+        return removed
+
+    # Exports --------------------------------------------------------------------------
+
+    def store_chunks(self, request_id: str, chunks: list[dict[str, Any]]) -> None:
+        # Chunks of an earlier attempt that died half-way go first: ids are deterministic.
+        self.export_chunks.delete_many({"request_id": request_id})
+        for chunk in chunks:
+            self.export_chunks.insert(chunk)
+
+    def chunks_of(self, request_id: str) -> list[dict[str, Any]]:
+        return self.export_chunks.find({"request_id": request_id}, sort=[("n", 1)])
+
+    def delete_chunks(self, request_id: str) -> int:
+        return self.export_chunks.delete_many({"request_id": request_id})
+
+    # Ledger ---------------------------------------------------------------------------
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Write the ledger entry of a request (upsert: every change of the request
+        writes the whole entry again, so a crash between two writes heals itself)."""
+        fields = {key: value for key, value in entry.items() if key != "_id"}
+        self.ledger.update_one({"_id": entry["_id"]}, {"$set": fields}, upsert=True)
+
+    def erasure_asked(self, subject: str) -> bool:
+        """Whether the person with this pseudonym asked (or was made) to be erased."""
+        return self.ledger.find_one({"subject": subject, "type": ERASURE}) is not None
+
+    def ledger_entries(self, subject: str) -> list[dict[str, Any]]:
+        return self.ledger.find({"subject": subject}, sort=[("requested_at", 1)])
+
+    def open_requests(self, limit: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for status in OPEN:
+            found += self.requests.find({"status": status}, sort=[("due_at", 1)], limit=limit)
+        return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["due_at"])][:limit]
