@@ -17,21 +17,19 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
-from deploy.local.supervisor import DEFAULT_SERVICES, Supervisor, default_specs
+from deploy.local.supervisor import DEFAULT_SERVICES
 from services.privacy.notices import notice
 from shared.events import new_event
 from tests import data_map
 from tests.e2e.conftest import System, free_port, start_system, system_environment
 from tests.helpers import wait_for
 from tests.service.vault_helpers import publish
-from tests.standins import scheduler_directory
 
 pytestmark = pytest.mark.e2e
 
@@ -58,28 +56,9 @@ def system(tmp_path_factory, vhost) -> Iterator[System]:
         # A service that does not answer an export is asked again after seconds, not minutes.
         JICM_EXPORT_TIMEOUT="5",
     )
-    system = start_with_scheduler(tmp, environ)
+    system = start_system(tmp, environ)
     yield system
     system.supervisor.stop_all()
-
-
-def start_with_scheduler(tmp: Path, environ: dict[str, str]) -> System:
-    """`make run`'s parts; the scheduler with the vault's two questions if it lacks them."""
-    if not scheduler_directory.needed():
-        return start_system(tmp, environ)
-    specs = [
-        replace(spec, argv=[sys.executable, "-m", "tests.standins.scheduler_directory"])
-        if spec.name == "scheduler" else spec
-        for spec in default_specs(environ)
-    ]
-    supervisor = Supervisor(specs, env=environ, log_dir=tmp / "logs")
-    for spec in specs:
-        supervisor.start(spec.name)
-    for spec in specs:
-        supervisor.wait_ready(spec.name)
-    return System(supervisor=supervisor, base_url=f"http://{environ['JICM_GATEWAY_BIND']}",
-                  maildir=Path(environ["JICM_MAILDIR"]), data_dir=Path(environ["JICM_DATA_DIR"]),
-                  environ=environ)
 
 
 # A user of the running system ---------------------------------------------------------------
