@@ -12,15 +12,19 @@ dependency and hands it its own erasure::
 
 The answer is written through the service's own outbox (`Erasures` relays it), in the
 very write that records "done" in the service's `erasures` collection: one small document
-per request id, holding no personal data (the request id, the reason, what was erased and
-when). So:
+per request id, holding nothing that names the person (the request id, the reason, what was
+erased and when, and the person's pseudonym: `subject_of` their user id). So:
 
 - a crash after the erasure and before that write runs the erasure again on redelivery
   (every service's erasure is idempotent: a second run finds nothing and changes nothing);
 - a crash after that write loses nothing: the relay publishes the answer;
 - a replayed `ErasureRequested` (a redelivery, an operator replaying a dead letter, privacy
   asking again) erases nothing twice: it finds the record and answers again with the
-  summary of the first run.
+  summary of the first run;
+- an event about the person that arrives after their erasure (one that waited in a retry
+  queue behind it, or a dead letter replayed later) must not bring their data back:
+  handlers that create or change a user's data first ask `erased(user_id)`, which finds
+  the record by the pseudonym.
 
 Records expire `JICM_RETENTION_CLOSED_DAYS` after the erasure (the `erasures` collection is
 declared for every service by the storage layer); a request replayed after that is erased
@@ -33,6 +37,8 @@ erased user's id does not linger in a counter until its window ends.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -46,6 +52,15 @@ from shared.storage.provider import ERASURES, database_of
 
 log = logging.getLogger(__name__)
 
+# The key of every service's pseudonym of a user (derived from JICM_SECRET_KEY), the same
+# everywhere so that whoever holds the key and a user id finds every record about them.
+SUBJECT_KEY_PURPOSE = "privacy/subject"
+
+
+def subject_of(key: bytes, user_id: str) -> str:
+    """A user's pseudonym: the HMAC-SHA256 of their id. It leads back to nobody without the key."""
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
+
 
 def answer_erasure(
     erasures: Collection,
@@ -53,6 +68,7 @@ def answer_erasure(
     *,
     service: str,
     erase: Callable[[], dict[str, int]],
+    subject: str,
     now: datetime,
     keep_for: timedelta,
     request_id: str | None = None,
@@ -71,6 +87,7 @@ def answer_erasure(
     record = {
         "_id": request.request_id,
         "reason": request.reason,
+        "subject": subject,
         "summary": summary,
         "completed_at": now,
         "answers": 1,
@@ -98,13 +115,19 @@ def _completed(request: ErasureRequested, service: str, summary: dict[str, int],
     )
 
 
-class ErasureAnswers:
-    """What a worker holds: `answer(request, erase)` for its service."""
+def was_erased(erasures: Collection, subject: str) -> bool:
+    """Whether this service erased the person with this pseudonym (within the record's life)."""
+    return erasures.find_one({"subject": subject}) is not None
 
-    def __init__(self, erasures: Collection, service: str, now: datetime, keep_for: timedelta,
-                 request_id: str | None) -> None:
+
+class ErasureAnswers:
+    """What a worker holds: `answer(request, erase)` and `erased(user_id)` for its service."""
+
+    def __init__(self, erasures: Collection, service: str, subject_key: bytes, now: datetime,
+                 keep_for: timedelta, request_id: str | None) -> None:
         self.erasures = erasures
         self.service = service
+        self.subject_key = subject_key
         self.now = now
         self.keep_for = keep_for
         self.request_id = request_id
@@ -112,7 +135,16 @@ class ErasureAnswers:
     def answer(self, request: ErasureRequested,
                erase: Callable[[], dict[str, int]]) -> dict[str, int]:
         return answer_erasure(self.erasures, request, service=self.service, erase=erase,
+                              subject=subject_of(self.subject_key, request.user_id),
                               now=self.now, keep_for=self.keep_for, request_id=self.request_id)
+
+    def erased(self, user_id: str | None, event_type: str = "event") -> bool:
+        """True (and logged) if the user was erased here: their late event must change nothing."""
+        if user_id is None or not was_erased(self.erasures,
+                                             subject_of(self.subject_key, user_id)):
+            return False
+        log.info("%s about an erased user ignored by %s", event_type, self.service)
+        return True
 
 
 class Erasures(OutboxRelay):
@@ -123,13 +155,14 @@ class Erasures(OutboxRelay):
 
     def setup(self) -> None:
         super().setup()
-        days = settings_of(self.container).retention_closed_days
-        self.keep_for = timedelta(days=days)
+        settings = settings_of(self.container)
+        self.keep_for = timedelta(days=settings.retention_closed_days)
+        self.subject_key = settings.derived_key(SUBJECT_KEY_PURPOSE)
 
     def get_dependency(self, worker_ctx) -> ErasureAnswers:
         erasures = database_of(self.container).collection(ERASURES)
-        return ErasureAnswers(erasures, self.container.service_name, self.clock.now(),
-                              self.keep_for, worker_ctx.data.get("request_id"))
+        return ErasureAnswers(erasures, self.container.service_name, self.subject_key,
+                              self.clock.now(), self.keep_for, worker_ctx.data.get("request_id"))
 
 
 def forget_throttle(throttle: Collection, scopes: Iterable[str], key: str) -> int:

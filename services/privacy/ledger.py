@@ -2,25 +2,17 @@
 
 It is the evidence that a request was received and answered in time, so it outlives the
 data it is about: an erasure never erases its own entry (nor any other). The person is
-named only by a pseudonym, the HMAC-SHA256 of their user id under a key derived from
-`JICM_SECRET_KEY`: nothing in the ledger leads back to them, but whoever holds the key
-and a user id can find that user's entries (to answer a regulator, say). Entries expire
-`JICM_RETENTION_LEDGER_DAYS` (24 months by default) after the request.
+named only by a pseudonym (`shared.privacy.subject_of`, the one every service uses): the
+HMAC-SHA256 of their user id under a key derived from `JICM_SECRET_KEY`. Nothing in the
+ledger leads back to them, but whoever holds the key and a user id can find that user's
+entries (to answer a regulator, say). Entries expire `JICM_RETENTION_LEDGER_DAYS` (24
+months by default) after the request.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import timedelta
 from typing import Any
-
-SUBJECT_KEY_PURPOSE = "privacy/subject"
-
-
-def subject_of(key: bytes, user_id: str) -> str:
-    """The pseudonym of a user in the ledger and in finished requests."""
-    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
 
 def ledger_entry(request: dict[str, Any], keep_for: timedelta) -> dict[str, Any]:

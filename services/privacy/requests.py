@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from services.privacy.ledger import ledger_entry, subject_of
+from services.privacy.ledger import ledger_entry
 from services.privacy.schemas import (
     ClientContext,
     Download,
@@ -39,6 +39,7 @@ from services.privacy.storage import (
 )
 from shared.errors import Forbidden, NotFound
 from shared.events import new_event
+from shared.privacy import subject_of
 from shared.storage import DuplicateKeyError
 from shared.throttle import Limit, hashed_key
 

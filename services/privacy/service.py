@@ -24,7 +24,6 @@ from nameko.timer import timer
 from services.privacy.consent import Consents
 from services.privacy.dependencies import Services
 from services.privacy.exports import Exports, ExportSettings, privacy_part
-from services.privacy.ledger import SUBJECT_KEY_PURPOSE, subject_of
 from services.privacy.notices import current_notice
 from services.privacy.requests import Requests, RequestSettings, retention_request_id
 from services.privacy.saga import Saga, erase_privacy_part
@@ -38,7 +37,7 @@ from shared.events import Event, OutboxRelay, event_handler
 from shared.events.topology import ERASING_SERVICES
 from shared.health import health_report
 from shared.logging import request_id
-from shared.privacy import Erasures
+from shared.privacy import SUBJECT_KEY_PURPOSE, Erasures, subject_of
 from shared.storage.provider import Storage
 
 # Pseudonyms in the ledger and the sealing of exports are keyed from the secret key.

@@ -67,16 +67,25 @@ class SchedulerService:
 
     # Events ---------------------------------------------------------------------------
 
+    # An event about a user erased here (it waited in a retry queue behind the erasure, or
+    # was replayed from a dead letter) must not bring back a switch or an address.
+
     @event_handler("UserRegistered")
-    def on_user_registered(self, event) -> None:
+    def on_user_registered(self, event: Event) -> None:
+        if self.erasures.erased(event.data.user_id, event.type):
+            return
         self._scheduler().on_user_registered(event.data.user_id, event.data.email)
 
     @event_handler("EmailVerified")
-    def on_email_verified(self, event) -> None:
+    def on_email_verified(self, event: Event) -> None:
+        if self.erasures.erased(event.data.user_id, event.type):
+            return
         self._scheduler().on_email_verified(event.data.user_id, event.data.email)
 
     @event_handler("PlanChanged")
-    def on_plan_changed(self, event) -> None:
+    def on_plan_changed(self, event: Event) -> None:
+        if self.erasures.erased(event.data.user_id, event.type):
+            return
         self._scheduler().on_plan_changed(event.data)
 
     # The owner's API ------------------------------------------------------------------
@@ -146,6 +155,8 @@ class SchedulerService:
 
     @event_handler("CheckedIn")
     def on_checked_in(self, event: Event) -> None:
+        if self.erasures.erased(event.data.user_id, event.type):
+            return
         privacy.record_check_in(self.store, event.event_id, event.data, event.occurred_at,
                                 timedelta(days=self.settings.retention_checkin_days))
 

@@ -123,6 +123,8 @@ class VaultService:
 
     @event_handler("PlanChanged")
     def on_plan_changed(self, event: Event) -> None:
+        if self.erasures.erased(event.data.user_id, event.type):
+            return  # a late announcement must not bring an erased user's id back
         self.store.entitlements.record(event.data, self.clock.now())
 
     @rpc(expected_exceptions=ServiceError)

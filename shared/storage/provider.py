@@ -30,7 +30,7 @@ PROCESSED_EVENTS = "processed_events"
 ERASURES = "erasures"
 PLATFORM_INDEXES: dict[str, list[Index]] = {
     PROCESSED_EVENTS: [Index.on("expires_at", expire_after_seconds=0)],
-    ERASURES: [Index.on("expires_at", expire_after_seconds=0)],
+    ERASURES: [Index.on("expires_at", expire_after_seconds=0), Index.on("subject")],
 }
 
 

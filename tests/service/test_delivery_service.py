@@ -111,10 +111,10 @@ def publish(amqp_uri: str, envelope: dict[str, Any]) -> None:
 
 
 def mail_requested(reference: str = "ref-1", to: str = "bob@example.org",
-                   kind: str = "verification") -> dict[str, Any]:
+                   kind: str = "verification", user_id: str = "user-1") -> dict[str, Any]:
     return new_event(
         "MailRequested",
-        {"kind": kind, "reference": reference, "to": to, "user_id": "user-1",
+        {"kind": kind, "reference": reference, "to": to, "user_id": user_id,
          "context": {"link": f"{PUBLIC}/verify?token=t0k3n", "expires_at": "tomorrow"}},
         producer="accounts", now=datetime.now(UTC),
     )
@@ -198,6 +198,35 @@ def test_the_same_event_delivered_twice_sends_one_mail(start_delivery, sinks, ra
     [record] = records(delivery).deliveries.find({})
     wait_for(lambda: sent(delivery, record["_id"]))
     assert len(sink.mail()) == 1
+
+
+def test_mail_about_an_erased_user_that_arrives_after_the_erasure_is_never_sent(
+        start_delivery, sinks, rabbit_config):
+    sink = sinks()
+    delivery = start_delivery(sink)
+    amqp = rabbit_config["AMQP_URI"]
+    processed = database_of(delivery).collection("processed_events")
+    erasure = new_event("ErasureRequested", {"request_id": "req-1", "user_id": "user-1",
+                                             "reason": "user", "email": "bob@example.org"},
+                        producer="privacy", now=datetime.now(UTC))
+    publish(amqp, erasure)
+    wait_for(lambda: processed.count({"event_id": erasure["event_id"], "state": "done"}) == 1,
+             what="the erasure")
+    # As if these had waited in a retry queue behind the erasure; then someone else's mail.
+    late = [mail_requested(reference="late-verification"), new_event(
+        "ReminderDue",
+        {"user_id": "user-1", "switch_id": "s1", "cycle": 1, "step": 0, "stage": "upcoming",
+         "deadline": datetime(2030, 6, 4, tzinfo=UTC).isoformat(),
+         "email": "bob@example.org", "checkin_token": "chk"},
+        producer="scheduler", now=datetime.now(UTC))]
+    for event in late:
+        publish(amqp, event)
+    wait_for(lambda: all(processed.count({"event_id": e["event_id"], "state": "done"}) == 1
+                         for e in late), what="the late events")
+    assert records(delivery).deliveries.find({"recipient": "bob@example.org"}) == []
+    publish(amqp, mail_requested(reference="carol", to="carol@example.org", user_id="user-2"))
+    [mail] = sink.wait_for_mail(1)
+    assert mail["To"] == "carol@example.org"
 
 
 def test_a_reminder_carries_the_one_click_link_and_the_deadline(start_delivery, sinks, rpc,

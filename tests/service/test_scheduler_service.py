@@ -21,6 +21,7 @@ from gateway.rpc import RpcClientPool
 from services.accounts.service import AccountsService
 from services.scheduler.scheduler import switch_id_for
 from services.scheduler.service import SchedulerService
+from services.scheduler.storage import SWITCHES
 from services.scheduler.tokens import link_key, verify
 from shared.clock import CLOCK_CONFIG_KEY, FrozenClock, SystemClock
 from shared.config import SETTINGS_CONFIG_KEY, load_settings
@@ -125,12 +126,14 @@ def wait_for(condition, timeout: float = PATIENCE, what: str = ""):
     return _wait_for(condition, timeout=timeout, what=what)
 
 
-def publish(amqp_uri: str, event_type: str, data: dict) -> None:
+def publish(amqp_uri: str, event_type: str, data: dict) -> dict:
+    """Publish one event as its producer would; returns its envelope."""
     event = new_event(event_type, data, producer="test", now=datetime.now(UTC))
     with Connection(amqp_uri) as conn:
         conn.Producer().publish(json.dumps(event).encode(), exchange=EVENTS_EXCHANGE_NAME,
                                 routing_key=event_type, content_type="application/json",
                                 content_encoding="utf-8", delivery_mode=2)
+    return event
 
 
 def verified_owner(amqp_uri: str, rpc: RpcClientPool, user_id: str | None = None) -> str:
@@ -168,6 +171,31 @@ def test_a_registration_becomes_an_unarmed_switch_that_verification_arms(schedul
             {"user_id": user_id, "email": "ada@example.org"})
     wait_for(lambda: state_of(rpc, user_id) == "armed", what="the switch to be armed")
     assert len(switches(rpc, user_id)) == 1
+
+
+def handled(container, event: dict) -> bool:
+    """Whether the service finished with this event (its idempotency record says done)."""
+    processed = database_of(container).collection("processed_events")
+    return processed.find_one({"event_id": event["event_id"], "state": "done"}) is not None
+
+
+def test_a_registration_arriving_after_the_erasure_brings_no_switch_back(scheduler, rpc,
+                                                                         rabbit_config):
+    amqp, user_id = rabbit_config["AMQP_URI"], str(uuid.uuid4())
+    erasure = publish(amqp, "ErasureRequested", {
+        "request_id": str(uuid.uuid4()), "user_id": user_id, "reason": "user",
+        "email": "ada@example.org"})
+    wait_for(lambda: handled(scheduler, erasure), what="the erasure")
+    # As if both had waited in a retry queue behind the erasure.
+    late = [publish(amqp, "UserRegistered", {
+                "user_id": user_id, "email": "ada@example.org",
+                "policy_version": "2024-04-29"}),
+            publish(amqp, "EmailVerified", {"user_id": user_id,
+                                                  "email": "ada@example.org"})]
+    wait_for(lambda: all(handled(scheduler, event) for event in late), what="the late events")
+    assert switches(rpc, user_id) == []
+    stored = database_of(scheduler).collection(SWITCHES)
+    assert stored.find_one({"user_id": user_id}) is None
 
 
 def test_reminders_and_the_release_leave_through_the_broker(scheduler, start, rpc, clock,

@@ -24,7 +24,7 @@ from shared.config import PasswordHashStrength
 from shared.errors import AuthenticationFailed
 from shared.events import parse_event
 from shared.events.schemas import CheckedIn, ErasureRequested
-from shared.privacy import answer_erasure, forget_throttle
+from shared.privacy import answer_erasure, forget_throttle, subject_of, was_erased
 from shared.storage import open_database
 from shared.storage.provider import ERASURES, PLATFORM_INDEXES
 from shared.throttle import THROTTLE_INDEXES, Limit, Throttle
@@ -49,6 +49,10 @@ def erasures(tmp_path):
     db.close()
 
 
+SUBJECT_KEY = b"k" * 32
+ADA_SUBJECT = subject_of(SUBJECT_KEY, "user-1")
+
+
 def request(request_id="req-1", user_id="user-1", reason="user") -> ErasureRequested:
     return ErasureRequested(request_id=request_id, user_id=user_id, reason=reason,
                             email="ada@example.org")
@@ -63,10 +67,10 @@ def test_a_service_erases_once_per_request_and_answers_every_time(erasures):
 
     collection = erasures.collection(ERASURES)
     kept = timedelta(days=30)
-    first = answer_erasure(collection, request(), service="vault", erase=erase, now=NOW,
-                           keep_for=kept)
-    again = answer_erasure(collection, request(), service="vault", erase=erase, now=NOW,
-                           keep_for=kept)
+    first = answer_erasure(collection, request(), service="vault", erase=erase,
+                           subject=ADA_SUBJECT, now=NOW, keep_for=kept)
+    again = answer_erasure(collection, request(), service="vault", erase=erase,
+                           subject=ADA_SUBJECT, now=NOW, keep_for=kept)
     assert first == again == {"documents": 3} and len(runs) == 1
     record = collection.get("req-1")
     answers = [parse_event(e) for e in record["outbox"]]
@@ -84,9 +88,19 @@ def test_a_failed_erasure_records_nothing_and_is_tried_again(erasures):
         raise ConnectionError("Stripe is down")
 
     with pytest.raises(ConnectionError):
-        answer_erasure(collection, request(), service="billing", erase=broken, now=NOW,
-                       keep_for=timedelta(days=30))
+        answer_erasure(collection, request(), service="billing", erase=broken,
+                       subject=ADA_SUBJECT, now=NOW, keep_for=timedelta(days=30))
     assert collection.get("req-1") is None
+    assert not was_erased(collection, ADA_SUBJECT)
+
+
+def test_the_record_finds_an_erased_user_by_pseudonym_and_nobody_else(erasures):
+    collection = erasures.collection(ERASURES)
+    answer_erasure(collection, request(), service="scheduler", erase=lambda: {},
+                   subject=ADA_SUBJECT, now=NOW, keep_for=timedelta(days=30))
+    assert was_erased(collection, subject_of(SUBJECT_KEY, "user-1"))
+    assert not was_erased(collection, subject_of(SUBJECT_KEY, "user-2"))
+    assert not was_erased(collection, subject_of(b"another key" * 3, "user-1"))
 
 
 def test_forgetting_a_key_removes_its_counters_in_every_window_and_no_other(erasures):

@@ -10,7 +10,6 @@ import pytest
 from nameko.testing.services import worker_factory
 
 from services.privacy.exports import PartAnswer
-from services.privacy.ledger import SUBJECT_KEY_PURPOSE, subject_of
 from services.privacy.saga import erase_privacy_part
 from services.privacy.schemas import ClientContext, NewPrivacyRequest
 from services.privacy.service import PrivacyService
@@ -18,6 +17,7 @@ from shared.config import load_settings
 from shared.errors import Conflict, Forbidden, Gone, NotFound, RateLimited
 from shared.events import new_event, parse_event
 from shared.events.schemas import ErasureCompleted
+from shared.privacy import SUBJECT_KEY_PURPOSE, subject_of
 from tests.unit.privacy_fixtures import ALL, NOW, PASSWORD, PrivacyWorld
 
 ADA, BOB = "user-ada", "user-bob"
