@@ -21,6 +21,32 @@ class RpcTimeout(Exception):
     """The service did not answer in time."""
 
 
+def reply_within(listener: Any, reply: RpcReply, timeout: float, what: str) -> Any:
+    """The result of `reply` (an `RpcReply` from `call_async`), or RpcTimeout after `timeout`.
+
+    `listener` is the proxy's `rpc_reply_listener`: on timeout the reply's slot is dropped
+    from it, since a reply that never comes would keep it for ever. `what` names the call
+    in the error.
+    """
+    timer = eventlet.Timeout(timeout)
+    try:
+        return reply.result()
+    except eventlet.Timeout as exc:
+        if exc is not timer:
+            raise
+        _forget(listener, reply)
+        raise RpcTimeout(f"{what} did not answer within {timeout:g} s") from None
+    finally:
+        timer.cancel()
+
+
+def _forget(listener: Any, reply: RpcReply) -> None:
+    pending = listener._reply_events
+    for correlation_id, event in list(pending.items()):
+        if event is reply.reply_event:
+            pending.pop(correlation_id, None)
+
+
 class BoundedClient:
     """What a worker holds: calls to one service, each within the deadline."""
 
@@ -33,23 +59,7 @@ class BoundedClient:
     def call(self, method: str, *args: Any) -> Any:
         """`service.method(*args)`; RpcTimeout after the deadline."""
         reply = getattr(self._proxy, method).call_async(*args)
-        timer = eventlet.Timeout(self._timeout)
-        try:
-            return reply.result()
-        except eventlet.Timeout as exc:
-            if exc is not timer:
-                raise
-            self._forget(reply)
-            raise RpcTimeout(f"{self._service}.{method} did not answer within "
-                             f"{self._timeout:g} s") from None
-        finally:
-            timer.cancel()
-
-    def _forget(self, reply: RpcReply) -> None:
-        pending = self._listener._reply_events
-        for correlation_id, event in list(pending.items()):
-            if event is reply.reply_event:
-                pending.pop(correlation_id, None)
+        return reply_within(self._listener, reply, self._timeout, f"{self._service}.{method}")
 
 
 class BoundedRpcProxy(RpcProxy):

@@ -17,11 +17,11 @@ import logging
 import time
 from typing import Any
 
-import eventlet
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.rpc import RpcProxy, RpcReply, ServiceProxy
 
 from services.privacy.exports import PartAnswer
+from shared.bounded_rpc import RpcTimeout, reply_within
 from shared.config import settings_of
 from shared.errors import RateLimited, Unavailable
 
@@ -42,26 +42,9 @@ class BoundedCalls:
         proxy = ServiceProxy(self.worker_ctx, service, self.listener, expiration=timeout)
         return getattr(proxy, method).call_async(*args)
 
-    def wait(self, reply: RpcReply, timeout: float) -> Any:
-        """The reply's result; eventlet.Timeout when none comes in time."""
-        timer = eventlet.Timeout(timeout)
-        try:
-            return reply.result()
-        except eventlet.Timeout as exc:
-            if exc is not timer:
-                raise
-            self._forget(reply)
-            raise
-        finally:
-            timer.cancel()
-
-    def _forget(self, reply: RpcReply) -> None:
-        # The reply listener keeps a waiting event per call until a reply comes; one that
-        # never comes would stay for ever.
-        pending = self.listener._reply_events
-        for correlation_id, event in list(pending.items()):
-            if event is reply.reply_event:
-                pending.pop(correlation_id, None)
+    def wait(self, reply: RpcReply, timeout: float, what: str) -> Any:
+        """The reply's result; RpcTimeout when none comes in time."""
+        return reply_within(self.listener, reply, timeout, what)
 
     # Accounts --------------------------------------------------------------------------------
 
@@ -69,8 +52,8 @@ class BoundedCalls:
         """`accounts.<method>(*args)`, or Unavailable (503) when accounts does not answer."""
         try:
             return self.wait(self.send("accounts", method, *args, timeout=ACCOUNTS_TIMEOUT),
-                             ACCOUNTS_TIMEOUT)
-        except eventlet.Timeout:
+                             ACCOUNTS_TIMEOUT, f"accounts.{method}")
+        except RpcTimeout:
             log.warning("accounts.%s did not answer within %ss", method, ACCOUNTS_TIMEOUT)
         except UnknownService:
             log.warning("accounts.%s: no accounts service is running", method)
@@ -115,8 +98,8 @@ class BoundedCalls:
 
     def _part(self, service: str, reply: RpcReply, timeout: float) -> PartAnswer:
         try:
-            data = self.wait(reply, timeout)
-        except eventlet.Timeout:
+            data = self.wait(reply, timeout, f"{service}.export_user")
+        except RpcTimeout:
             return PartAnswer(problem=f"no answer within {self.export_timeout:g} s")
         except RemoteError as exc:
             log.error("%s.export_user failed: %s", service, exc)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from nameko.rpc import rpc
 
 from services.scheduler import privacy
-from services.scheduler.dependencies import DeliveryStatus, InstanceId, tick
+from services.scheduler.dependencies import InstanceId, delivery_status, tick
 from services.scheduler.loop import REMINDER_KIND, DueSwitches, LoopSettings, liveness
 from services.scheduler.scheduler import Scheduler
 from services.scheduler.schemas import CheckInRequest, ClientContext, SwitchSettings, SwitchUpdate
@@ -34,7 +34,7 @@ class SchedulerService:
     clock = Clock()
     store = Storage(INDEXES, repository=SchedulerRepository)
     outbox = OutboxRelay(SWITCHES)
-    delivery = DeliveryStatus()
+    delivery = delivery_status()
     instance = InstanceId()
     # Asked for a user's plan (creating a switch) when the scheduler's copy says "free".
     billing = billing_rpc()
@@ -62,7 +62,7 @@ class SchedulerService:
         )
         DueSwitches(
             self.store, self.clock.now(), settings,
-            lambda references: self.delivery.mail_status(REMINDER_KIND, references),
+            lambda references: self.delivery.call("mail_status", REMINDER_KIND, references),
         ).tick()
 
     # Events ---------------------------------------------------------------------------
