@@ -21,18 +21,15 @@ from collections.abc import Sequence
 from services.delivery.storage import INDEXES, DeliveryRepository
 from shared.clock import SystemClock
 from shared.config import ConfigError, load_settings
-from shared.storage import Database, open_database
+from shared.storage import Database
+from shared.storage.provider import open_service_database
 
 DEFAULT_LIMIT = 100
 REASON_WIDTH = 100
 
 
 def open_store() -> Database:
-    settings = load_settings()
-    db = open_database("delivery", mongo_uri=settings.mongo_uri, data_dir=settings.data_dir)
-    for name, indexes in INDEXES.items():
-        db.ensure_indexes(name, indexes)
-    return db
+    return open_service_database("delivery", INDEXES, load_settings())
 
 
 def list_failed(repo: DeliveryRepository, limit: int) -> int:

@@ -27,18 +27,15 @@ from services.privacy.storage import INDEXES, PrivacyRepository
 from shared.clock import SystemClock
 from shared.config import ConfigError, load_settings
 from shared.errors import rebuild
-from shared.storage import Database, open_database
+from shared.storage import Database
+from shared.storage.provider import open_service_database
 
 DEFAULT_LIMIT = 100
 RPC_TIMEOUT = 15.0
 
 
 def open_store() -> Database:
-    settings = load_settings()
-    db = open_database("privacy", mongo_uri=settings.mongo_uri, data_dir=settings.data_dir)
-    for name, indexes in INDEXES.items():
-        db.ensure_indexes(name, indexes)
-    return db
+    return open_service_database("privacy", INDEXES, load_settings())
 
 
 def describe(doc: dict[str, Any], now: datetime) -> list[str]:

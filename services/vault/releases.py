@@ -20,18 +20,15 @@ from typing import Any
 
 from services.vault.storage import INDEXES, NOTIFIED, REFUSED, RELEASING, VaultRepository
 from shared.config import ConfigError, load_settings
-from shared.storage import Database, open_database
+from shared.storage import Database
+from shared.storage.provider import open_service_database
 
 DEFAULT_LIMIT = 100
 REASON_WIDTH = 100
 
 
 def open_store() -> Database:
-    settings = load_settings()
-    db = open_database("vault", mongo_uri=settings.mongo_uri, data_dir=settings.data_dir)
-    for name, indexes in INDEXES.items():
-        db.ensure_indexes(name, indexes)
-    return db
+    return open_service_database("vault", INDEXES, load_settings())
 
 
 def describe(repo: VaultRepository, release: dict[str, Any]) -> list[str]:

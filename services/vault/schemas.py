@@ -95,7 +95,31 @@ def _check_switch_id(value: str | None) -> str | None:
     return value
 
 
-class NewMessage(Strict):
+class _MessageFieldRules(Strict):
+    """The checks a message's fields pass, whether written anew or changed."""
+
+    @field_validator("subject", "sender_name", check_fields=False)
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        return None if value is None else one_line(value)
+
+    @field_validator("body", check_fields=False)
+    @classmethod
+    def _body(cls, value: str) -> str:
+        return _refuse_unprintable(value, multiline=True)
+
+    @field_validator("recipients", check_fields=False)
+    @classmethod
+    def _recipients(cls, value: list[RecipientIn]) -> list[RecipientIn]:
+        return _distinct_recipients(value)
+
+    @field_validator("switch_id", check_fields=False)
+    @classmethod
+    def _switch(cls, value: str | None) -> str | None:
+        return _check_switch_id(value)
+
+
+class NewMessage(_MessageFieldRules):
     """A message to write. `switch_id` defaults to your default switch."""
 
     subject: str = Field(min_length=1, max_length=SUBJECT_MAX)
@@ -117,26 +141,6 @@ class NewMessage(Strict):
         description="how recipients see you named; default: your email address",
     )
 
-    @field_validator("subject", "sender_name")
-    @classmethod
-    def _one_line(cls, value: str | None) -> str | None:
-        return None if value is None else one_line(value)
-
-    @field_validator("body")
-    @classmethod
-    def _body(cls, value: str) -> str:
-        return _refuse_unprintable(value, multiline=True)
-
-    @field_validator("recipients")
-    @classmethod
-    def _recipients(cls, value: list[RecipientIn]) -> list[RecipientIn]:
-        return _distinct_recipients(value)
-
-    @field_validator("switch_id")
-    @classmethod
-    def _switch(cls, value: str | None) -> str | None:
-        return _check_switch_id(value)
-
 
 def _no_documented_defaults(schema: dict) -> None:
     # A left-out field keeps its value: there is no default to document.
@@ -144,7 +148,7 @@ def _no_documented_defaults(schema: dict) -> None:
         prop.pop("default", None)
 
 
-class MessageChanges(Strict):
+class MessageChanges(_MessageFieldRules):
     """Any fields of a message to change; those left out keep their value.
     `sender_name: null` goes back to your email address."""
 
@@ -160,26 +164,6 @@ class MessageChanges(Strict):
     inline: bool = Field(None)
     release_delay_seconds: int = Field(None, ge=0, le=RELEASE_DELAY_MAX)
     sender_name: str | None = Field(None, min_length=1, max_length=NAME_MAX)
-
-    @field_validator("subject", "sender_name")
-    @classmethod
-    def _one_line(cls, value: str | None) -> str | None:
-        return None if value is None else one_line(value)
-
-    @field_validator("body")
-    @classmethod
-    def _body(cls, value: str) -> str:
-        return _refuse_unprintable(value, multiline=True)
-
-    @field_validator("recipients")
-    @classmethod
-    def _recipients(cls, value: list[RecipientIn]) -> list[RecipientIn]:
-        return _distinct_recipients(value)
-
-    @field_validator("switch_id")
-    @classmethod
-    def _switch(cls, value: str) -> str:
-        return _check_switch_id(value)
 
     @model_validator(mode="after")
     def _something_to_change(self) -> MessageChanges:

@@ -17,7 +17,7 @@ import eventlet
 from nameko.extensions import DependencyProvider
 
 from shared.clock import CLOCK_CONFIG_KEY, SystemClock
-from shared.config import settings_of
+from shared.config import Settings, settings_of
 from shared.storage import Database, Index, open_database
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,19 @@ PLATFORM_INDEXES: dict[str, list[Index]] = {
 }
 
 
+def open_service_database(service: str, indexes: Mapping[str, list[Index]],
+                          settings: Settings) -> Database:
+    """`service`'s own database (MongoDB or the embedded file), its indexes ensured.
+
+    What the `Storage` dependency opens at start-up, and what an operator command opens
+    to read or repair the same store while the service runs.
+    """
+    db = open_database(service, mongo_uri=settings.mongo_uri, data_dir=settings.data_dir)
+    for name, declared in {**PLATFORM_INDEXES, **indexes}.items():
+        db.ensure_indexes(name, declared)
+    return db
+
+
 class Storage(DependencyProvider):
     """Hands each worker a repository built on the service's own database."""
 
@@ -48,14 +61,8 @@ class Storage(DependencyProvider):
         self._running = False
 
     def setup(self) -> None:
-        settings = settings_of(self.container)
-        self.db = open_database(
-            self.container.service_name,
-            mongo_uri=settings.mongo_uri,
-            data_dir=settings.data_dir,
-        )
-        for name, indexes in {**PLATFORM_INDEXES, **self.indexes}.items():
-            self.db.ensure_indexes(name, indexes)
+        self.db = open_service_database(self.container.service_name, self.indexes,
+                                        settings_of(self.container))
         log.info("storage: %s", self.db.describe())
 
     def start(self) -> None:
