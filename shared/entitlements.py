@@ -40,9 +40,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import eventlet
-from nameko.rpc import RpcProxy
-
+from shared.bounded_rpc import BoundedRpcProxy, RpcTimeout
 from shared.events.schemas import PlanChanged
 from shared.plans import FREE, Entitlements, PlanLimits, free_limits
 from shared.storage import Collection, DuplicateKeyError
@@ -58,9 +56,9 @@ ENTITLEMENTS_INDEXES: dict[str, list] = {ENTITLEMENTS: []}
 BILLING_RPC_TIMEOUT = 3.0
 
 
-def billing_rpc() -> RpcProxy:
+def billing_rpc() -> BoundedRpcProxy:
     """The RPC dependency to declare on a service that calls `limits_for`."""
-    return RpcProxy("billing", expiration=BILLING_RPC_TIMEOUT)
+    return BoundedRpcProxy("billing", timeout=BILLING_RPC_TIMEOUT)
 
 
 class EntitlementsCache:
@@ -116,8 +114,7 @@ class EntitlementsCache:
         return True
 
 
-def limits_for(user_id: str, cache: EntitlementsCache, billing: Any = None, *,
-               timeout: float = BILLING_RPC_TIMEOUT) -> PlanLimits:
+def limits_for(user_id: str, cache: EntitlementsCache, billing: Any = None) -> PlanLimits:
     """The limits to enforce for `user_id` on NEW content: cache, then billing, then free.
 
     A cached paid plan is used as it is. A cached free plan (or none) is checked with
@@ -128,7 +125,7 @@ def limits_for(user_id: str, cache: EntitlementsCache, billing: Any = None, *,
     cached = cache.get(user_id)
     if cached is not None and cached.plan != FREE.name:
         return cached
-    answer = _ask_billing(billing, user_id, timeout) if billing is not None else None
+    answer = _ask_billing(billing, user_id) if billing is not None else None
     if answer is None:
         return cached or free_limits(source="fallback")
     cache.record_answer(user_id, answer)
@@ -137,12 +134,11 @@ def limits_for(user_id: str, cache: EntitlementsCache, billing: Any = None, *,
                       source="billing", revision=int(answer.get("revision", 0)))
 
 
-def _ask_billing(billing: Any, user_id: str, timeout: float) -> dict[str, Any] | None:
+def _ask_billing(billing: Any, user_id: str) -> dict[str, Any] | None:
     try:
-        with eventlet.Timeout(timeout):
-            return billing.entitlements(user_id)
-    except eventlet.Timeout:
-        log.warning("billing did not answer within %ss; using the limits at hand", timeout)
+        return billing.call("entitlements", user_id)
+    except RpcTimeout as exc:
+        log.warning("%s; using the limits at hand", exc)
     except Exception as exc:
         log.warning("billing could not be asked for entitlements (%s: %s); "
                     "using the limits at hand", type(exc).__name__, exc)

@@ -3,9 +3,9 @@ a cached paid plan, else billing, else the cache, else the free plan."""
 
 from __future__ import annotations
 
-import eventlet
 import pytest
 
+from shared.bounded_rpc import RpcTimeout
 from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache, limits_for
 from shared.events.schemas import PlanChanged
 from shared.plans import FREE, PREMIUM_MONTHLY
@@ -30,15 +30,14 @@ def change(plan="premium_monthly", status="active", revision=1, user_id="u1") ->
 
 
 class Billing:
-    """Stands in for the RPC proxy: answers, fails or hangs as a test decides."""
+    """Stands in for the bounded RPC client: answers or fails as a test decides."""
 
-    def __init__(self, answer=None, error=None, hang=0.0):
-        self.answer, self.error, self.hang, self.calls = answer, error, hang, []
+    def __init__(self, answer=None, error=None):
+        self.answer, self.error, self.calls = answer, error, []
 
-    def entitlements(self, user_id):
+    def call(self, method, user_id):
+        assert method == "entitlements"
         self.calls.append(user_id)
-        if self.hang:
-            eventlet.sleep(self.hang)
         if self.error:
             raise self.error
         return self.answer
@@ -85,7 +84,8 @@ def test_with_billing_down_the_cached_copy_is_used(cache):
 
 
 def test_with_billing_silent_and_nothing_cached_new_content_gets_the_free_limits(cache):
-    limits = limits_for("nobody", cache, Billing(hang=5.0), timeout=0.05)
+    silent = RpcTimeout("billing.entitlements did not answer within 3 s")
+    limits = limits_for("nobody", cache, Billing(error=silent))
     assert limits.plan == "free"
     assert limits.source == "fallback"
     assert limits.entitlements == FREE.entitlements
