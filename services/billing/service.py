@@ -36,9 +36,10 @@ from shared.privacy import Erasures
 from shared.retention import retention
 from shared.storage.provider import Storage
 
-# Production refuses to start billing without these.
-REQUIRED_SETTINGS = ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_PRICE_MONTHLY",
-                     "STRIPE_PRICE_YEARLY")
+# Production refuses to start billing without these (the secret key names erased users'
+# pseudonyms in the erasure records).
+REQUIRED_SETTINGS = ("JICM_SECRET_KEY", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET",
+                     "STRIPE_PRICE_MONTHLY", "STRIPE_PRICE_YEARLY")
 
 
 class BillingService:

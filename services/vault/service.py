@@ -25,8 +25,9 @@ from shared.health import health_report
 from shared.privacy import Erasures
 from shared.storage.provider import Storage
 
-# The key-encryption key, inline or as a key file.
-REQUIRED_SETTINGS = ("JICM_VAULT_KEK|JICM_VAULT_KEK_FILE",)
+# The key-encryption key, inline or as a key file; the secret key names erased users'
+# pseudonyms in the erasure records.
+REQUIRED_SETTINGS = ("JICM_SECRET_KEY", "JICM_VAULT_KEK|JICM_VAULT_KEK_FILE")
 
 # Seconds between two looks for fired switches whose release the scheduler must hear of.
 NOTIFY_INTERVAL_SECONDS = 1.0
