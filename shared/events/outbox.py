@@ -66,6 +66,11 @@ def new_document_with_events(doc: dict[str, Any], *events: dict[str, Any], now: 
     return created
 
 
+def is_pending(doc: dict[str, Any]) -> bool:
+    """Whether the document still holds events that have not been published."""
+    return bool(doc.get(OUTBOX))
+
+
 def strip_outbox(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     """The document without the relay's bookkeeping, for callers that show it."""
     if doc is None:
