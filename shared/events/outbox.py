@@ -10,13 +10,19 @@ The relay claims a due document with a lease (several processes of one service m
 relay at once), publishes its pending events with publisher confirms, then removes
 exactly those events. A crash between the confirm and the removal publishes them
 again later, which is why every consumer deduplicates by `event_id`.
+
+Whether anything is still pending is read from the outbox list itself, never from a
+counter that could drift: after removing what it published, a relay stops the document
+being due only if the list it got back is empty and no event was pushed since, which a
+compare-and-set on `outbox_seq` (incremented by every push) decides. Two relays of the
+same document (one whose lease ran out, say) can therefore only publish an event twice,
+never leave one behind.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +40,7 @@ from shared.storage.provider import database_of
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
-PENDING = "outbox_pending"
+SEQ = "outbox_seq"
 DUE_AT = "outbox_due_at"
 
 LEASE = timedelta(seconds=30)
@@ -51,7 +57,7 @@ def with_event(update: dict[str, Any], event: dict[str, Any], *, now: datetime) 
     """Return `update` extended to append `event` to the document's outbox, atomically."""
     merged = copy.deepcopy(update)
     merged.setdefault("$push", {})[OUTBOX] = event
-    merged.setdefault("$inc", {})[PENDING] = 1
+    merged.setdefault("$inc", {})[SEQ] = 1
     merged.setdefault("$set", {})[DUE_AT] = now
     return merged
 
@@ -60,7 +66,7 @@ def new_document_with_events(doc: dict[str, Any], *events: dict[str, Any], now: 
     """Return a new document (for insert) that already carries `events` in its outbox."""
     created = dict(doc)
     created[OUTBOX] = list(events)
-    created[PENDING] = len(events)
+    created[SEQ] = len(events)
     if events:
         created[DUE_AT] = now
     return created
@@ -75,7 +81,7 @@ def strip_outbox(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     """The document without the relay's bookkeeping, for callers that show it."""
     if doc is None:
         return None
-    return {key: value for key, value in doc.items() if key not in (OUTBOX, PENDING, DUE_AT)}
+    return {key: value for key, value in doc.items() if key not in (OUTBOX, SEQ, DUE_AT)}
 
 
 class EventPublisher:
@@ -124,27 +130,24 @@ def _relay_document(
             failed = True
             break
         sent.append(envelope["event_id"])
-    _forget(collection, doc["_id"], sent)
+    left = _forget(collection, doc["_id"], sent)
     if failed:
-        collection.update_one(
-            {"_id": doc["_id"], PENDING: {"$gt": 0}},
-            {"$set": {DUE_AT: now + RETRY_AFTER_FAILURE}},
-        )
+        collection.update_one({"_id": doc["_id"]}, {"$set": {DUE_AT: now + RETRY_AFTER_FAILURE}})
+    elif left is not None and not is_pending(left):
+        # Nothing left to relay, unless an event was pushed since `left` was read: that
+        # push also made the document due again, and this write then misses.
+        collection.update_one({"_id": doc["_id"], SEQ: left.get(SEQ)}, {"$unset": {DUE_AT: ""}})
     return len(sent)
 
 
-def _forget(collection: Collection, doc_id: str, event_ids: Iterable[str]) -> None:
-    event_ids = list(event_ids)
-    if event_ids:
-        collection.update_one(
-            {"_id": doc_id},
-            {
-                "$pull": {OUTBOX: {"event_id": {"$in": event_ids}}},
-                "$inc": {PENDING: -len(event_ids)},
-            },
-        )
-    # Only an empty outbox stops being due; an event pushed meanwhile keeps it due.
-    collection.update_one({"_id": doc_id, PENDING: 0}, {"$unset": {DUE_AT: ""}})
+def _forget(collection: Collection, doc_id: str, event_ids: list[str]) -> dict | None:
+    """Remove the published events (those another relay removed already are simply absent);
+    returns the document as it is afterwards."""
+    if not event_ids:
+        return collection.get(doc_id)
+    return collection.update_one(
+        {"_id": doc_id}, {"$pull": {OUTBOX: {"event_id": {"$in": event_ids}}}}
+    )
 
 
 class OutboxRelay(DependencyProvider):

@@ -33,6 +33,7 @@ from services.scheduler.storage import INDEXES, SchedulerRepository
 from services.scheduler.tokens import link_key
 from shared.clock import SystemClock
 from shared.config import load_settings
+from shared.events.outbox import is_pending
 from shared.events.topology import EVENTS_EXCHANGE, declare_topology
 from shared.storage import open_database
 from tests.e2e.conftest import system_environment
@@ -134,7 +135,7 @@ def test_a_scheduler_killed_in_the_middle_of_a_claim_loses_nothing_and_doubles_n
                  timeout=120, interval=0.2, what="every switch to fire")
         # Every publish is done once no outbox holds anything (a dead relay's half-finished
         # work is taken over when its lease ends, and published again).
-        wait_for(lambda: all(doc["outbox_pending"] == 0 for doc in documents(db_path).values()),
+        wait_for(lambda: all(not is_pending(doc) for doc in documents(db_path).values()),
                  timeout=90, interval=0.2, what="every outbox to be relayed")
         published = drain(vhost, fired_queue)
         final = documents(db_path)

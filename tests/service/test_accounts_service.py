@@ -8,6 +8,7 @@ import pytest
 from gateway.rpc import RemoteError, RpcClientPool
 from services.accounts.service import AccountsService
 from shared.events import event_handler
+from shared.events.outbox import is_pending
 from shared.storage.provider import Storage, database_of
 from tests.helpers import wait_for
 
@@ -70,7 +71,7 @@ def test_a_sign_up_is_announced_to_listeners_through_the_outbox(accounts, listen
     assert event.data.email == "ada@example.org"
     assert event.request_id == "req-test-123"
     users = database_of(accounts).collection("users")
-    wait_for(lambda: users.get(account["id"])["outbox_pending"] == 0)
+    wait_for(lambda: not is_pending(users.get(account["id"])))
 
 
 def test_a_refused_sign_up_arrives_as_a_typed_error_and_announces_nothing(accounts, listener, rpc):

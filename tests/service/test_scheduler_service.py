@@ -26,6 +26,7 @@ from services.scheduler.tokens import link_key, verify
 from shared.clock import CLOCK_CONFIG_KEY, FrozenClock, SystemClock
 from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.events import event_handler, new_event
+from shared.events.outbox import is_pending
 from shared.events.topology import EVENTS_EXCHANGE_NAME
 from shared.storage.provider import Storage, database_of
 from tests.helpers import wait_for as _wait_for
@@ -417,7 +418,7 @@ def test_a_get_of_the_link_changes_nothing_and_its_button_checks_in(http, schedu
     [reminder] = wait_for(lambda: SEEN["ReminderDue"], what="the reminder")
     link = f"/c/{reminder.checkin_token}"
     stored = database_of(scheduler).collection("switches")
-    wait_for(lambda: stored.get(reminder.switch_id)["outbox_pending"] == 0)
+    wait_for(lambda: not is_pending(stored.get(reminder.switch_id)))
     before = stored.get(reminder.switch_id)
     checked_in_before = len(SEEN["CheckedIn"])
 
