@@ -27,7 +27,11 @@ def healthz() -> dict:
 @operation(bp, "GET", "/readyz", summary="Readiness", tag="operations", auth=False,
            errors=(503,),
            description="200 when the broker and every configured service answer, and the "
-                       "scheduler's loop has ticked recently; 503 naming what does not.")
+                       "scheduler's loop has ticked recently; 503 naming what does not. "
+                       "`scheduler.held_back` lists (ids and reasons only) the switches past "
+                       "their grace whose firing waits for their overdue notice to leave; "
+                       "they do not make the gateway unready. Serve it to your own network "
+                       "only.")
 def readyz() -> Response:
     rpc = rpc_pool()
     checks = {"broker": "ok" if rpc.check_broker(READINESS_TIMEOUT) else "unreachable"}
@@ -51,7 +55,8 @@ def _scheduler_loop(rpc: RpcClientPool, checks: dict[str, str]) -> dict:
     checks["scheduler_loop"] = loop_status(figures, stale_after)
     if figures is None:
         return {}
-    keys = ("heartbeat_age_seconds", "lag_seconds", "due_switches", "held_back_switches")
+    keys = ("heartbeat_age_seconds", "lag_seconds", "due_switches", "held_back_switches",
+            "held_back_by_reason", "held_back")
     return {"scheduler": {key: figures[key] for key in keys}}
 
 

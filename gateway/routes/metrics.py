@@ -47,8 +47,17 @@ def _scheduler_metrics(registry: CollectorRegistry) -> None:
     Gauge("jicm_scheduler_due_switches", "switches due now and not yet handled",
           registry=registry).set(figures["due_switches"])
     Gauge("jicm_scheduler_held_back_switches",
-          "switches past their grace whose firing waits for a reminder to leave",
+          "switches past their grace whose firing waits for the overdue notice to leave",
           registry=registry).set(figures["held_back_switches"])
+    held = Gauge("jicm_scheduler_held_back_switches_by_reason",
+                 "held-back switches by why: notice_waiting, notice_failed, notice_unknown, "
+                 "delivery_unavailable", ["reason"], registry=registry)
+    for reason, count in figures["held_back_by_reason"].items():
+        held.labels(reason=reason).set(count)
+    oldest = max((entry["held_seconds"] for entry in figures["held_back"]), default=0.0)
+    Gauge("jicm_scheduler_held_back_oldest_seconds",
+          "how long the switch held back longest has been waiting (0: none)",
+          registry=registry).set(oldest)
     switches = Gauge("jicm_switches", "switches by state", ["state"], registry=registry)
     for state, count in figures["switches"].items():
         switches.labels(state=state).set(count)

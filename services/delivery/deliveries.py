@@ -15,12 +15,19 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from services.delivery import privacy
+from services.delivery import privacy, reminders
 from services.delivery.kinds import kind_named
 from services.delivery.render import placeholders, render
-from services.delivery.schemas import Delivery, MailRequest, MailStatus, StatusRequest
+from services.delivery.schemas import (
+    Delivery,
+    MailRequest,
+    MailStatus,
+    ReminderStatus,
+    StatusRequest,
+)
 from services.delivery.sealing import ContextSeal
 from services.delivery.storage import (
+    BOUNCED,
     FAILED,
     QUEUED,
     SENT,
@@ -30,7 +37,7 @@ from services.delivery.storage import (
 )
 from services.delivery.unsubscribe import BadToken, address_key, read_token
 from shared.errors import InvalidInput, NotFound
-from shared.events.schemas import ConsentChanged, ReminderDue
+from shared.events.schemas import ConsentChanged
 
 STATUS_OF_STATE: dict[str, MailStatus] = {
     **{state: "pending" for state in WAITING},
@@ -41,6 +48,14 @@ STATUS_OF_STATE: dict[str, MailStatus] = {
 }
 
 
+def status_of(record: dict[str, Any]) -> MailStatus:
+    """Where one mail stands: pending, sent, bounced (the recipient's side refused the
+    address for good) or failed (for any other reason: ours to fix)."""
+    if record["state"] == FAILED and record.get("failure") == BOUNCED:
+        return "bounced"
+    return STATUS_OF_STATE[record["state"]]
+
+
 def normalize_recipient(raw: str) -> tuple[str, str]:
     """(address to write to, key for the unique index); InvalidInput for a bad address."""
     try:
@@ -48,26 +63,6 @@ def normalize_recipient(raw: str) -> tuple[str, str]:
     except EmailNotValidError as exc:
         raise InvalidInput(f"to: {exc}", code="invalid_email", details={"field": "to"}) from None
     return checked.normalized, checked.normalized.casefold()
-
-
-def format_deadline(moment: datetime) -> str:
-    """A deadline as a person reads it: `Tuesday 3 June 2030 at 14:00 UTC`."""
-    return f"{moment:%A} {moment.day} {moment:%B %Y at %H:%M} UTC"
-
-
-def reminder_request(event: ReminderDue, public_url: str) -> MailRequest:
-    """The reminder mail a ReminderDue event asks for, with its one-click check-in link."""
-    return MailRequest(
-        kind="reminder",
-        reference=f"{event.switch_id}:{event.cycle}:{event.step}",
-        to=event.email,
-        user_id=event.user_id,
-        context={
-            "stage": event.stage,
-            "link": f"{public_url}/c/{event.checkin_token}",
-            "deadline": format_deadline(event.deadline),
-        },
-    )
 
 
 class Deliveries:
@@ -104,9 +99,25 @@ class Deliveries:
                fetched=placeholders(kind, request.context))
         record, created = self.repo.add(self._new_record(request, recipient, recipient_key,
                                                          kind.marketing))
-        if created:
+        if not created and kind.holds_release:
+            record = self._asked_again(record)
+        if created or record["state"] in WAITING:
             self.wake_sender()
         return _delivery(record, created)
+
+    def _asked_again(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A mail a switch waits for was asked for again: the switch has not heard of it."""
+        status = status_of(record)
+        if status in ("sent", "bounced"):
+            # The first announcement was lost on the way (or is still on it): say it again.
+            at = record.get("sent_at") or record.get("failed_at") or self.now
+            self.repo.announce(record["_id"], reminders.settled_event(record, status, at),
+                               self.now)
+            return record
+        if status == "failed":
+            requeued = self.repo.requeue_failed(record["_id"], self.now)
+            return requeued or record
+        return record
 
     def _new_record(self, request: MailRequest, recipient: str, recipient_key: str,
                     marketing: bool) -> dict[str, Any]:
@@ -132,16 +143,31 @@ class Deliveries:
     # Where mail stands ------------------------------------------------------------------
 
     def status(self, request: StatusRequest) -> dict[str, MailStatus]:
-        """Per reference: unknown, pending, sent or failed (all recipients taken together)."""
+        """Per reference: unknown, pending, sent, bounced or failed (all recipients taken
+        together: the gravest wins)."""
         statuses: dict[str, MailStatus] = {ref: "unknown" for ref in request.references}
-        if not request.references:
-            return statuses
         seen: dict[str, list[MailStatus]] = {}
-        for record in self.repo.of_references(request.kind, list(set(request.references))):
-            seen.setdefault(record["reference"], []).append(STATUS_OF_STATE[record["state"]])
+        for record in self._records(request.kind, request.references):
+            seen.setdefault(record["reference"], []).append(status_of(record))
         for reference, found in seen.items():
             statuses[reference] = _combined(found)
         return statuses
+
+    def reminder_status(self, references: list[str]) -> dict[str, ReminderStatus]:
+        """Per reminder: its status, when it settled, and the last error while it waits."""
+        answers = {ref: ReminderStatus(status="unknown") for ref in references}
+        for record in self._records(reminders.KIND, references):
+            answers[record["reference"]] = ReminderStatus(
+                status=status_of(record),
+                settled_at=record.get("sent_at") or record.get("failed_at"),
+                last_error=record.get("last_error"),
+            )
+        return answers
+
+    def _records(self, kind: str, references: list[str]) -> list[dict[str, Any]]:
+        if not references:
+            return []
+        return self.repo.of_references(kind, list(set(references)))
 
     # Consent ------------------------------------------------------------------------------
 
@@ -182,14 +208,13 @@ def marketing_allowed(repo: DeliveryRepository, record: dict[str, Any]) -> bool:
 
 
 def _combined(found: list[MailStatus]) -> MailStatus:
-    if "pending" in found:
-        return "pending"
-    if "failed" in found:
-        return "failed"
+    for status in ("pending", "failed", "bounced"):
+        if status in found:
+            return status
     return "sent"
 
 
 def _delivery(record: dict[str, Any], created: bool) -> Delivery:
     return Delivery(id=record["_id"], kind=record["kind"], reference=record["reference"],
-                    state=record["state"], status=STATUS_OF_STATE[record["state"]],
+                    state=record["state"], status=status_of(record),
                     created=created)

@@ -49,6 +49,9 @@ class MailKind:
     reason: str = field(default="", compare=False)  # for operators: why this mail exists
     # Mail about an erasure: its record keeps only a hash of the address once it has left.
     forget_recipient: bool = False
+    # A switch may not fire while this mail waits to leave (reminders.py): its outcome is
+    # announced, and asking for it again sends it again if it failed on our side.
+    holds_release: bool = False
 
     def variant(self, context: Mapping[str, str]) -> Variant:
         """The variant `context` asks for; InvalidInput if it names none."""
@@ -101,6 +104,7 @@ KINDS: dict[str, MailKind] = {
             },
             variant_key="stage",
             reason="a switch's check-in deadline is near or has passed",
+            holds_release=True,
         ),
         MailKind(
             "released_message",

@@ -11,7 +11,13 @@ the records' `next_attempt_at`, so it survives any restart.
 
 Outcomes: accepted -> `sent`; a temporary failure -> `retrying` after an exponential
 back-off with jitter, until the attempts or the age run out; a permanent failure, or
-giving up -> `failed`, announced as `DeliveryFailed` through the record's outbox.
+giving up -> `failed` (with why: `bounced`, `refused`, `gave_up`, `unbuildable`),
+announced as `DeliveryFailed` through the record's outbox. A reminder that is sent or
+bounced is also announced as `ReminderSettled` in the same write (`reminders.py`).
+
+One attempt (building the mail and the SMTP conversation) must end while the claim still
+holds, or a second sender could take the mail over and send it too: the conversation
+gets a deadline a margin before the claim expires, and is cut off there.
 
 Values that must never be stored (the text of an inline release) are fetched by `fetch`
 while the mail is built; not getting them now is a temporary failure like any other.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+from services.delivery import reminders
 from services.delivery.deliveries import marketing_allowed
 from services.delivery.kinds import kind_named
 from services.delivery.message import build_message
@@ -35,22 +43,35 @@ from services.delivery.render import render
 from services.delivery.sealing import ContextSeal, Unreadable
 from services.delivery.smtp import ACCEPTED, PERMANENT, Outcome, SmtpSession
 from services.delivery.storage import (
+    BOUNCED,
     FAILED,
+    GAVE_UP,
+    REFUSED,
     RETRYING,
     SENDING,
     SENT,
     SUPPRESSED,
+    UNBUILDABLE,
     DeliveryRepository,
 )
 from services.delivery.unsubscribe import make_token
 from shared.config import Settings
 from shared.errors import InvalidInput
 from shared.events import new_event
+from shared.events.outbox import with_event
 
 log = logging.getLogger(__name__)
 
 BATCH = 50
+# Room left in a claim after the attempt's deadline, to record its outcome.
+RECORDING_MARGIN_SECONDS = 10.0
 _random = random.SystemRandom()
+
+
+def attempt_budget(lease_seconds: float) -> float:
+    """Seconds one attempt may take so that its claim still holds when the outcome is
+    written: the lease less a margin (a fifth of it, at most 10 s)."""
+    return lease_seconds - min(RECORDING_MARGIN_SECONDS, lease_seconds / 5)
 
 
 @dataclass(frozen=True)
@@ -137,6 +158,7 @@ class Pipeline:
         """Claim one record, send it, record the outcome (nothing if another sender claimed it)."""
         now = self.clock.now()
         lease = uuid.uuid4().hex
+        deadline = time.monotonic() + attempt_budget(self.lease.total_seconds())
         claimed = self.repo.claim(record, now=now, lease=lease, lease_until=now + self.lease)
         if claimed is None:
             return  # another sender took it, or it changed: the next batch looks again
@@ -146,12 +168,12 @@ class Pipeline:
             if claimed["attempts"] > self.policy.max_attempts:
                 # Every attempt so far died before its outcome was recorded: stop here.
                 self._fail(claimed, lease, f"gave up after {claimed['attempts'] - 1} "
-                                           "interrupted attempts")
+                                           "interrupted attempts", GAVE_UP)
                 return
         try:
             prepared = self._prepare(claimed)
         except (Unreadable, InvalidInput, ValuesGone) as exc:
-            self._fail(claimed, lease, f"cannot build the mail: {exc}")
+            self._fail(claimed, lease, f"cannot build the mail: {exc}", UNBUILDABLE)
             return
         except ValuesUnavailable as exc:
             self._settle(claimed, lease, Outcome.temporary(f"cannot build the mail yet: {exc}"))
@@ -165,7 +187,8 @@ class Pipeline:
         if isinstance(prepared, Suppressed):
             self._suppress(claimed, lease)
             return
-        outcome = smtp.send(prepared, self.settings.mail_from_address, claimed["recipient"])
+        outcome = smtp.send(prepared, self.settings.mail_from_address, claimed["recipient"],
+                            deadline=deadline)
         self._settle(claimed, lease, outcome)
 
     # Building the message -------------------------------------------------------------
@@ -200,21 +223,25 @@ class Pipeline:
         if outcome.result == ACCEPTED:
             self._sent(record, lease)
         elif outcome.result == PERMANENT:
-            self._fail(record, lease, outcome.detail)
+            self._fail(record, lease, outcome.detail, BOUNCED if outcome.bounced else REFUSED)
         elif self.policy.gives_up(record["attempts"], record["queued_at"], self.clock.now()):
             self._fail(record, lease, f"gave up after {record['attempts']} attempts; "
-                                      f"last: {outcome.detail}")
+                                      f"last: {outcome.detail}", GAVE_UP)
         else:
             self._retry(record, lease, outcome.detail)
 
     def _sent(self, record: dict[str, Any], lease: str) -> None:
-        forget = ({"recipient": "", "to_name": ""}
-                  if kind_named(record["kind"]).forget_recipient else {})
-        done = self.repo.settle(record["_id"], lease, {
-            "$set": {"state": SENT, "sent_at": self.clock.now()},
+        now = self.clock.now()
+        kind = kind_named(record["kind"])
+        forget = {"recipient": "", "to_name": ""} if kind.forget_recipient else {}
+        update = {
+            "$set": {"state": SENT, "sent_at": now},
             # The sealed values (links, tokens) are of no use once the mail has left.
             "$unset": {"next_attempt_at": "", "lease": "", "context_sealed": "", **forget},
-        })
+        }
+        if kind.holds_release:
+            update = with_event(update, reminders.settled_event(record, "sent", now), now=now)
+        done = self.repo.settle(record["_id"], lease, update)
         self._check_settled(done, record)
         log.info("delivery %s (%s %s) sent after %d attempt(s)", record["_id"], record["kind"],
                  record["reference"], record["attempts"])
@@ -230,7 +257,7 @@ class Pipeline:
         log.warning("delivery %s (%s) failed temporarily (attempt %d), retrying in %.0f s: %s",
                     record["_id"], record["kind"], record["attempts"], delay, detail)
 
-    def _fail(self, record: dict[str, Any], lease: str, reason: str) -> None:
+    def _fail(self, record: dict[str, Any], lease: str, reason: str, failure: str) -> None:
         now = self.clock.now()
         event = new_event(
             "DeliveryFailed",
@@ -240,13 +267,16 @@ class Pipeline:
             producer="delivery",
             now=now,
         )
-        done = self.repo.settle_with_event(record["_id"], lease, {
-            "$set": {"state": FAILED, "failed_at": now, "last_error": reason},
+        update = with_event({
+            "$set": {"state": FAILED, "failed_at": now, "failure": failure, "last_error": reason},
             "$unset": {"next_attempt_at": "", "lease": ""},
-        }, event, now)
+        }, event, now=now)
+        if failure == BOUNCED and kind_named(record["kind"]).holds_release:
+            update = with_event(update, reminders.settled_event(record, "bounced", now), now=now)
+        done = self.repo.settle(record["_id"], lease, update)
         self._check_settled(done, record)
-        log.error("delivery %s (%s %s) failed for good: %s", record["_id"], record["kind"],
-                  record["reference"], reason)
+        log.error("delivery %s (%s %s) failed for good (%s): %s", record["_id"], record["kind"],
+                  record["reference"], failure, reason)
 
     def _suppress(self, record: dict[str, Any], lease: str) -> None:
         done = self.repo.settle(record["_id"], lease, {

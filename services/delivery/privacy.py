@@ -11,7 +11,8 @@
   again. Mail addressed to them on another sender's behalf (a released message) is that
   sender's, and is left to the mail-log retention.
 - **Retention.** Records older than `JICM_RETENTION_MAIL_LOG_DAYS` that are settled (sent,
-  failed, suppressed) are reduced to counts the same way.
+  failed, suppressed) are reduced to counts the same way, once their outbox is empty (a
+  record's last word, such as a reminder's `ReminderSettled`, is never deleted unsaid).
 - **Receipts that forget.** Mail about an erasure (`privacy_erasure_*`) carries the address
   the person had when they asked; once such a mail has left, its record keeps only a hash
   of that address (`pipeline.py` drops it in the write that marks it sent).
@@ -31,7 +32,7 @@ from typing import Any
 from services.delivery.storage import FAILED, SENT, SUPPRESSED, DeliveryRepository
 from services.delivery.unsubscribe import address_key
 from shared.events import new_event
-from shared.events.outbox import with_event
+from shared.events.outbox import DUE_AT, with_event
 from shared.storage import DuplicateKeyError
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def reduce_old_records(repo: DeliveryRepository, now: datetime, window: timedelt
                                    limit=RETENTION_BATCH)
         settled = [record for record in old if record["state"] in SETTLED]
         for record in settled:
-            reduced += reduce_record(repo, record)
+            reduced += reduce_record(repo, record, only_if_relayed=True)
         if len(old) < RETENTION_BATCH or not settled:
             break
     if reduced:
@@ -99,9 +100,16 @@ def reduce_old_records(repo: DeliveryRepository, now: datetime, window: timedelt
     return reduced
 
 
-def reduce_record(repo: DeliveryRepository, record: dict[str, Any]) -> int:
-    """Delete one record and count it (only if this call deleted it: no double counts)."""
-    if not repo.deliveries.delete_one({"_id": record["_id"], "state": record["state"]}):
+def reduce_record(repo: DeliveryRepository, record: dict[str, Any], *,
+                  only_if_relayed: bool = False) -> int:
+    """Delete one record and count it (only if this call deleted it: no double counts).
+
+    `only_if_relayed`: leave it while its outbox still holds an event to publish.
+    """
+    condition: dict[str, Any] = {"_id": record["_id"], "state": record["state"]}
+    if only_if_relayed:
+        condition[DUE_AT] = {"$exists": False}
+    if not repo.deliveries.delete_one(condition):
         return 0
     month = f"{record['created_at']:%Y-%m}"
     count_id = f"{month}:{record['kind']}:{record['state']}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MailStatus = Literal["unknown", "pending", "sent", "failed"]
+# `bounced`: the recipient's side refused the address for good; `failed`: any other
+# reason the mail will not leave by itself (ours to fix: a resend sends it).
+MailStatus = Literal["unknown", "pending", "sent", "bounced", "failed"]
 MAX_STATUS_REFERENCES = 500
 
 
@@ -39,4 +42,18 @@ class StatusRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(min_length=1, max_length=64)
+    references: list[str] = Field(max_length=MAX_STATUS_REFERENCES)
+
+
+class ReminderStatus(BaseModel):
+    """Where one reminder stands, as the scheduler asks before a switch may fire."""
+
+    status: MailStatus
+    settled_at: datetime | None = None
+    last_error: str | None = None
+
+
+class ReminderStatusRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     references: list[str] = Field(max_length=MAX_STATUS_REFERENCES)

@@ -10,11 +10,12 @@ from nameko.rpc import rpc
 from pydantic import BaseModel, ValidationError
 
 from services.delivery import privacy
-from services.delivery.deliveries import Deliveries, reminder_request
+from services.delivery.deliveries import Deliveries
 from services.delivery.loop import SendingLoopWaker, sending_loop
 from services.delivery.pipeline import Pipeline
 from services.delivery.released import ReleasedContent, released_requests, vault_rpc
-from services.delivery.schemas import MailRequest, StatusRequest
+from services.delivery.reminders import reminder_request
+from services.delivery.schemas import MailRequest, ReminderStatusRequest, StatusRequest
 from services.delivery.sealing import PURPOSE as SEAL_PURPOSE
 from services.delivery.sealing import ContextSeal
 from services.delivery.smtp import SmtpSession, SmtpTransport
@@ -71,6 +72,13 @@ class DeliveryService:
     def mail_status(self, kind: str, references: list) -> dict:
         request = _validated(StatusRequest, kind=kind, references=references)
         return self._deliveries().status(request)
+
+    @rpc(expected_exceptions=ServiceError)
+    def reminder_status(self, references: list) -> dict:
+        """The scheduler asks, before a switch fires, where its reminders stand."""
+        request = _validated(ReminderStatusRequest, references=references)
+        answers = self._deliveries().reminder_status(request.references)
+        return {ref: answer.model_dump(mode="json") for ref, answer in answers.items()}
 
     @rpc(expected_exceptions=ServiceError)
     def check_unsubscribe(self, token: str) -> None:

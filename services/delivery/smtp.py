@@ -6,6 +6,16 @@ refused or dropped connections, timeouts, TLS trouble, and even a refused login 
 unsupported STARTTLS, which are our configuration's fault, not the mail's, and must not
 turn into lost mail while an operator fixes them.
 
+A permanent failure is a *bounce* only when the recipient's side refused the address: a
+5xx to RCPT, or a 5xx to DATA whose enhanced status names the mailbox (5.1.x, 5.2.x).
+Any other 5xx (to MAIL, or a policy refusal of our message) is a *refusal* of what we
+sent, which an operator can fix: a reminder that was refused has not reached its owner.
+
+One attempt never outlives its `deadline`: every socket operation is bounded by
+SMTP_TIMEOUT, and a watchdog shuts the connection down when the attempt as a whole
+(however many replies a slow server drips out) reaches the deadline, so that the
+sender's claim on the mail always outlives the conversation it covers.
+
 The connection is opened on the first mail of a batch and reused for the next ones; a
 connection error fails only the mail it touched and drops the connection, so the next
 mail of the batch opens a new one.
@@ -15,8 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import smtplib
+import socket
 import ssl
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,14 +42,20 @@ log = logging.getLogger(__name__)
 
 ACCEPTED, TEMPORARY, PERMANENT = "accepted", "temporary", "permanent"
 DETAIL_MAX = 500
+# RFC 3463 enhanced status codes about the addressee or its mailbox.
+_MAILBOX_STATUS = re.compile(r"^5\.[12]\.\d{1,3}\b")
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one attempt went: `accepted`, `temporary` (retry later) or `permanent` (give up)."""
+    """How one attempt went: `accepted`, `temporary` (retry later) or `permanent` (give up).
+
+    A permanent outcome is a `bounced` one when the recipient's side refused the address.
+    """
 
     result: str
     detail: str = ""
+    bounced: bool = False
 
     @classmethod
     def from_reply(cls, code: int, text: bytes | str, stage: str) -> Outcome:
@@ -44,7 +65,10 @@ class Outcome:
         detail = f"{stage}: {code} {text}".strip()[:DETAIL_MAX]
         # RFC 5321 4.5.3.1.10: a 552 to RCPT ("too much mail") is to be taken as 452.
         permanent = 500 <= code < 600 and not (stage == "RCPT" and code == 552)
-        return cls(PERMANENT if permanent else TEMPORARY, detail)
+        if not permanent:
+            return cls(TEMPORARY, detail)
+        bounced = stage == "RCPT" or (stage == "DATA" and bool(_MAILBOX_STATUS.match(text)))
+        return cls(PERMANENT, detail, bounced=bounced)
 
     @classmethod
     def temporary(cls, detail: str) -> Outcome:
@@ -78,8 +102,14 @@ class SmtpTransport:
             local_hostname=settings.mail_from_address.rpartition("@")[2] or "localhost",
         )
 
-    def connect(self) -> smtplib.SMTP:
-        """An open, greeted, (if configured) encrypted and authenticated connection."""
+    def connect(self, opening: Callable[[smtplib.SMTP], None] = lambda conn: None
+                ) -> smtplib.SMTP:
+        """An open, greeted, (if configured) encrypted and authenticated connection.
+
+        `opening` sees the connection once the server's greeting is in (connecting and
+        the greeting are bounded by SMTP_TIMEOUT), before EHLO, STARTTLS and the login,
+        so that a watchdog can cut those short too.
+        """
         if self.tls is SmtpTls.TLS:
             conn: smtplib.SMTP = smtplib.SMTP_SSL(
                 self.host, self.port, timeout=self.timeout,
@@ -89,6 +119,7 @@ class SmtpTransport:
             conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
                                 local_hostname=self.local_hostname)
         try:
+            opening(conn)
             conn.ehlo()
             if self.tls is SmtpTls.STARTTLS:
                 conn.starttls(context=self._tls_context())
@@ -112,6 +143,9 @@ class SmtpSession:
     def __init__(self, transport: SmtpTransport) -> None:
         self.transport = transport
         self._conn: smtplib.SMTP | None = None
+        # The connection being talked to, from before its greeting: what the watchdog cuts.
+        self._talking: smtplib.SMTP | None = None
+        self._aborted = threading.Event()
 
     def __enter__(self) -> SmtpSession:
         return self
@@ -119,8 +153,43 @@ class SmtpSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> Outcome:
-        """Offer one message for one recipient and report the server's verdict."""
+    def send(self, message: EmailMessage, sender: str, recipient: str,
+             deadline: float | None = None) -> Outcome:
+        """Offer one message for one recipient and report the server's verdict.
+
+        `deadline` (a `time.monotonic()` value) bounds the whole attempt, connecting
+        included: past it, the connection is shut down and the outcome is temporary.
+        """
+        if deadline is None:
+            return self._send(message, sender, recipient)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Outcome.temporary("no time left for this attempt")
+        self._aborted.clear()
+        watchdog = threading.Timer(remaining, self._abort)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            outcome = self._send(message, sender, recipient)
+        finally:
+            watchdog.cancel()
+        if self._aborted.is_set():
+            self._drop()
+            if outcome.result == ACCEPTED:
+                return outcome  # the server's yes came in before the cut
+            return Outcome.temporary(f"sending to {self._where()}: the attempt ran past its "
+                                     "deadline and was cut off")
+        return outcome
+
+    def _abort(self) -> None:
+        """The watchdog: wake whatever the conversation is blocked on, by ending it."""
+        self._aborted.set()
+        sock = getattr(self._talking, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _send(self, message: EmailMessage, sender: str, recipient: str) -> Outcome:
         try:
             conn = self._connection()
         except smtplib.SMTPAuthenticationError as exc:
@@ -159,8 +228,13 @@ class SmtpSession:
 
     def _connection(self) -> smtplib.SMTP:
         if self._conn is None:
-            self._conn = self.transport.connect()
+            self._conn = self.transport.connect(opening=self._opening)
         return self._conn
+
+    def _opening(self, conn: smtplib.SMTP) -> None:
+        self._talking = conn
+        if self._aborted.is_set():
+            self._abort()  # the deadline passed while the server was greeting us
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -6,7 +6,10 @@ or, while it is being sent, when the sender's claim expires. Records that need n
 more (sent, failed, suppressed) have none, so the loop's query touches only due mail.
 
 States: `queued` -> `sending` -> `sent`, or -> `retrying` -> `sending` ... -> `failed`;
-marketing mail without consent ends `suppressed`. `sending` is written before the SMTP
+marketing mail without consent ends `suppressed`. A failed record says why in `failure`:
+`bounced` (the recipient's side refused the address for good), `refused` (the server
+refused what we sent), `gave_up` (temporary failures outlasted the retry policy) or
+`unbuildable` (the mail could not be built). `sending` is written before the SMTP
 conversation starts and replaced after it ends: a record still `sending` once its claim
 expired was interrupted by a crash, and is sent again with the same Message-ID.
 """
@@ -27,6 +30,7 @@ MAIL_COUNTS = "mail_counts"
 QUEUED, SENDING, RETRYING = "queued", "sending", "retrying"
 SENT, FAILED, SUPPRESSED = "sent", "failed", "suppressed"
 WAITING = (QUEUED, SENDING, RETRYING)
+BOUNCED, REFUSED, GAVE_UP, UNBUILDABLE = "bounced", "refused", "gave_up", "unbuildable"
 
 INDEXES: dict[str, list[Index]] = {
     DELIVERIES: [
@@ -109,6 +113,10 @@ class DeliveryRepository:
         """`settle`, announcing `event` through the record's outbox in the same write."""
         return self.settle(record_id, lease, with_event(update, event, now=now))
 
+    def announce(self, record_id: str, event: dict, now: datetime) -> dict[str, Any] | None:
+        """Publish `event` about a record through its outbox, changing nothing else."""
+        return self.deliveries.update_one({"_id": record_id}, with_event({}, event, now=now))
+
     def waiting(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
         """Mail not sent yet, oldest first (optionally of one kind)."""
         query: dict[str, Any] = {"state": {"$in": list(WAITING)}}
@@ -127,7 +135,7 @@ class DeliveryRepository:
                 "$set": {"state": QUEUED, "next_attempt_at": now, "queued_at": now,
                          "attempts": 0},
                 "$inc": {"resends": 1},
-                "$unset": {"failed_at": ""},
+                "$unset": {"failed_at": "", "failure": ""},
             },
         )
 

@@ -4,9 +4,10 @@
   and then every interval (or as soon as a slow tick finishes). Like any nameko timer it
   fires in every instance; the loop's atomic claims are what make that safe.
 - `delivery_status()`: the bounded RPC client (`shared.bounded_rpc`) the loop asks
-  `delivery.mail_status(...)` with: a call gives up after `MAIL_STATUS_TIMEOUT`, and the
-  request itself expires in the queue after the same time, so a late delivery never
-  answers a question nobody is waiting for.
+  `delivery.reminder_status(...)` with: a call gives up after `MAIL_STATUS_TIMEOUT`, and
+  the request itself expires in the queue after the same time, so a late delivery never
+  answers a question nobody is waiting for. `reminder_question(client)` is that call as
+  the loop takes it: no answer at all is `DeliveryUnavailable`.
 - `InstanceId`: a name for this process in claims and heartbeats.
 """
 
@@ -15,11 +16,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from typing import Any
 
+from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 
-from shared.bounded_rpc import BoundedRpcProxy
+from services.scheduler.loop import DeliveryUnavailable, ReminderStatus
+from shared.bounded_rpc import BoundedClient, BoundedRpcProxy, RpcTimeout
 from shared.config import settings_of
 
 MAIL_STATUS_TIMEOUT = 5.0
@@ -39,8 +43,20 @@ tick = Tick.decorator
 
 
 def delivery_status() -> BoundedRpcProxy:
-    """`self.delivery.call("mail_status", kind, references)`, bounded in time."""
+    """`self.delivery.call("reminder_status", references)`, bounded in time."""
     return BoundedRpcProxy("delivery", timeout=MAIL_STATUS_TIMEOUT)
+
+
+def reminder_question(client: BoundedClient) -> ReminderStatus:
+    """Delivery's `reminder_status`, as the loop asks it."""
+
+    def ask(references: list[str]) -> dict[str, dict[str, Any]]:
+        try:
+            return client.call("reminder_status", references)
+        except (RpcTimeout, UnknownService) as exc:
+            raise DeliveryUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    return ask
 
 
 class InstanceId(DependencyProvider):

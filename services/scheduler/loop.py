@@ -6,10 +6,23 @@ what each needs with `switches.next_action`, and carries that out with one condi
 update per switch, holding the claim. The events it emits (ReminderDue, CheckInMissed)
 travel in the same write, through the outbox.
 
-Before firing it asks delivery whether every reminder of the cycle has left: our own
-outage is not the owner's silence. It asks once per tick for the whole batch, with a
-deadline, and never while any database write is in progress. Anything but "sent" or
-"failed" for every reminder (including no answer) postpones the firing.
+Our own outage is not the owner's silence: a switch fires only once the cycle's overdue
+notice has left (delivery's `ReminderSettled`, recorded on the switch). A switch whose
+grace is over without that word is one delivery is asked about, for the whole batch at
+once, in questions of at most `MAX_REFERENCES` (a question delivery refuses is asked again
+switch by switch, so it holds back no switch it did not concern), with a deadline, and
+never while any database write is in progress. Its answer is recorded like the event
+would have been; anything else holds the firing back and says why on the switch
+(`held`), for /readyz and /metrics:
+
+- `notice_waiting`: delivery has the notice and is still trying to send it;
+- `notice_failed`: delivery stopped trying (our relay, our credentials, a refusal of what
+  we sent): the notice is asked for again, which makes delivery try again;
+- `notice_unknown`: delivery never had it (a dead-lettered or lost event, a record gone):
+  it is asked for again, which makes delivery send it;
+- `delivery_unavailable`: delivery did not answer.
+
+Asking again backs off (1 minute, doubling, at most an hour).
 """
 
 from __future__ import annotations
@@ -23,10 +36,12 @@ from typing import Any
 from services.scheduler import tokens
 from services.scheduler.storage import SchedulerRepository
 from services.scheduler.switches import (
+    AwaitNotice,
     BecomeOverdue,
     Fire,
     Remind,
     Resume,
+    Settlement,
     Switch,
     Wait,
     fresh_cycle,
@@ -38,20 +53,42 @@ from shared.events import new_event
 log = logging.getLogger(__name__)
 
 PRODUCER = "scheduler"
-REMINDER_KIND = "reminder"
-# Statuses that mean a reminder is no longer waiting to leave.
-SETTLED = ("sent", "failed")
-# A check-in link outlives its cycle's grace by this much, then expires.
-LINK_MARGIN = timedelta(days=1)
+# Delivery answers at most this many references per question.
+MAX_REFERENCES = 500
+# Statuses of a reminder that mean it no longer waits to leave.
+SETTLED = ("sent", "bounced")
+HELD_REASONS = ("notice_waiting", "notice_failed", "notice_unknown", "delivery_unavailable")
+REASON_OF_STATUS = {"pending": "notice_waiting", "failed": "notice_failed",
+                    "unknown": "notice_unknown"}
+# Reasons for which the notice is asked for again.
+NUDGED = ("notice_failed", "notice_unknown")
+NUDGE_BASE = timedelta(minutes=1)
+NUDGE_CAP = timedelta(hours=1)
+HELD_SAMPLE = 20
 
-# references -> {reference: "unknown" | "pending" | "sent" | "failed"}; raises when
-# delivery cannot answer.
-MailStatus = Callable[[list[str]], dict[str, str]]
+
+class DeliveryUnavailable(Exception):
+    """Delivery did not answer the question at all (down, or too slow)."""
+
+
+# references -> {reference: {"status", "settled_at", "last_error"}}; raises
+# DeliveryUnavailable when delivery does not answer, anything else when it refuses.
+ReminderStatus = Callable[[list[str]], dict[str, dict[str, Any]]]
+
+
+def nudge_delay(nudges: int) -> timedelta:
+    """How long after the `nudges`-th request for a notice to ask for it once more."""
+    return min(NUDGE_CAP, NUDGE_BASE * 2 ** max(nudges - 1, 0))
 
 
 def reminder_reference(switch_id: str, cycle: int, step: int) -> str:
     """How delivery names the mail of one reminder (kind "reminder")."""
     return f"{switch_id}:{cycle}:{step}"
+
+
+def notice_reference(doc: dict[str, Any]) -> str:
+    """The reference of the overdue notice of the switch's current cycle."""
+    return reminder_reference(doc["_id"], doc["cycle"], len(doc["reminders_seconds"]))
 
 
 @dataclass(frozen=True)
@@ -71,7 +108,9 @@ class TickReport:
     reminded: int = 0
     overdue: int = 0
     fired: int = 0
-    postponed: int = 0
+    postponed: int = 0  # held back: the overdue notice has not left
+    settled: int = 0  # delivery's answer recorded in place of a lost ReminderSettled
+    nudged: int = 0  # the overdue notice asked for again
     resumed: int = 0
     lost: int = 0  # the owner's write landed first: nothing to do
     errors: int = 0
@@ -79,19 +118,19 @@ class TickReport:
 
     def figures(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in
-                ("claimed", "reminded", "overdue", "fired", "postponed", "resumed", "lost",
-                 "errors")}
+                ("claimed", "reminded", "overdue", "fired", "postponed", "settled", "nudged",
+                 "resumed", "lost", "errors")}
 
 
 class DueSwitches:
     """One tick of the loop, at one moment."""
 
     def __init__(self, repo: SchedulerRepository, now: datetime, settings: LoopSettings,
-                 mail_status: MailStatus) -> None:
+                 reminder_status: ReminderStatus) -> None:
         self.repo = repo
         self.now = now
         self.settings = settings
-        self.mail_status = mail_status
+        self.reminder_status = reminder_status
 
     def tick(self) -> TickReport:
         """Claim, decide, act, then record a heartbeat."""
@@ -102,23 +141,23 @@ class DueSwitches:
         # Catching up after downtime: the earliest deadlines first.
         claimed.sort(key=_deadline_order)
         decided = [(doc, next_action(Switch.from_doc(doc), self.now)) for doc in claimed]
-        delivered = self._reminders_left([doc for doc, action in decided
-                                          if isinstance(action, Fire)])
+        answers = self._notice_statuses([doc for doc, action in decided
+                                         if isinstance(action, AwaitNotice)])
         for doc, action in decided:
             report.order.append(doc["_id"])
             try:
-                self._carry_out(doc, action, delivered, report)
+                self._carry_out(doc, action, answers, report)
             except Exception:
                 # The claim stays until its lease ends; then this switch is simply due again.
                 log.exception("handling switch %s failed; it will be retried", doc["_id"])
                 report.errors += 1
         self.repo.beat(self.settings.instance, self.now, **report.figures())
-        if any((report.reminded, report.overdue, report.fired, report.postponed,
+        if any((report.reminded, report.overdue, report.fired, report.settled, report.nudged,
                 report.resumed, report.errors)):
             log.info("tick: %s", report.figures())
         return report
 
-    def _carry_out(self, doc: dict[str, Any], action: Any, delivered: set[str],
+    def _carry_out(self, doc: dict[str, Any], action: Any, answers: dict[str, dict[str, Any]],
                    report: TickReport) -> None:
         if isinstance(action, Remind):
             written = self.repo.remind(doc, action.step, "upcoming", action.due_at,
@@ -131,7 +170,9 @@ class DueSwitches:
             )
             report.overdue += written is not None
         elif isinstance(action, Fire):
-            written = self._fire_or_postpone(doc, doc["_id"] in delivered, report)
+            written = self._fire(doc, report)
+        elif isinstance(action, AwaitNotice):
+            written = self._await_notice(doc, answers[doc["_id"]], report)
         elif isinstance(action, Resume):
             fields = fresh_cycle(Switch.from_doc(doc).schedule, self.now)
             written = self.repo.resume(doc, fields, self.now)
@@ -142,36 +183,81 @@ class DueSwitches:
         if written is None:
             report.lost += 1
 
-    def _fire_or_postpone(self, doc: dict[str, Any], delivered: bool,
-                          report: TickReport) -> dict | None:
-        if not delivered:
-            log.warning("switch %s: grace is over but a reminder of cycle %d has not left "
-                        "yet; firing waits", doc["_id"], doc["cycle"])
-            report.postponed += 1
-            return self.repo.release(doc, self.now + self.settings.recheck)
-        written = self.repo.fire(doc, self._missed(doc), self.now)
+    # The overdue notice that has not been seen to leave -------------------------------
+
+    def _notice_statuses(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Delivery's answer about each switch's overdue notice, by switch id."""
+        by_reference = {notice_reference(doc): doc["_id"] for doc in docs}
+        references = list(by_reference)
+        answers: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(references), MAX_REFERENCES):
+            chunk = references[start:start + MAX_REFERENCES]
+            for reference, answer in self._ask(chunk).items():
+                answers[by_reference[reference]] = answer
+        return answers
+
+    def _ask(self, references: list[str], *, split: bool = True) -> dict[str, dict[str, Any]]:
+        try:
+            answered = self.reminder_status(references)
+            return {ref: answered.get(ref) or {"status": "unknown"} for ref in references}
+        except DeliveryUnavailable as exc:
+            log.warning("delivery cannot say whether overdue notices left (%s); firing waits",
+                        exc)
+            return {ref: {"status": "unavailable", "last_error": str(exc)} for ref in references}
+        except Exception as exc:
+            if split and len(references) > 1:
+                # One reference delivery cannot take must not hold back the others.
+                return {ref: answer for one in references
+                        for ref, answer in self._ask([one], split=False).items()}
+            log.error("delivery refused the question about %s: %s", references, exc)
+            return {ref: {"status": "unavailable", "last_error": f"refused: {exc}"}
+                    for ref in references}
+
+    def _await_notice(self, doc: dict[str, Any], answer: dict[str, Any],
+                      report: TickReport) -> dict | None:
+        switch = Switch.from_doc(doc)
+        step = switch.schedule.overdue_step
+        if answer["status"] not in SETTLED:
+            return self._hold(doc, answer, report)
+        settlement = Settlement(answer["status"], _moment(answer["settled_at"]))
+        report.settled += 1
+        grace_ends_at = switch.grace_after(step, settlement)
+        if grace_ends_at is None or grace_ends_at <= self.now:
+            return self._fire(doc, report, notice=(step, settlement))
+        # The notice left late: the owner gets the whole grace from that moment.
+        return self.repo.settle_held(doc, step, settlement, grace_ends_at, self.now)
+
+    def _fire(self, doc: dict[str, Any], report: TickReport,
+              notice: tuple[int, Settlement] | None = None) -> dict | None:
+        written = self.repo.fire(doc, self._missed(doc), self.now, notice)
         if written is not None:
             log.warning("switch %s fired (cycle %d)", doc["_id"], doc["cycle"])
             report.fired += 1
         return written
 
-    def _reminders_left(self, docs: list[dict[str, Any]]) -> set[str]:
-        """Ids of the switches whose every reminder of this cycle was sent or bounced."""
-        if not docs:
-            return set()
-        references = {doc["_id"]: [reminder_reference(doc["_id"], doc["cycle"], r["step"])
-                                   for r in doc.get("reminders", [])] for doc in docs}
-        wanted = [ref for refs in references.values() for ref in refs]
-        statuses: dict[str, str] = {}
-        if wanted:
-            try:
-                statuses = self.mail_status(wanted)
-            except Exception as exc:
-                log.warning("delivery cannot say whether reminders left (%s: %s); firing "
-                            "waits", type(exc).__name__, exc)
-                return set()
-        return {switch_id for switch_id, refs in references.items()
-                if all(statuses.get(ref) in SETTLED for ref in refs)}
+    def _hold(self, doc: dict[str, Any], answer: dict[str, Any],
+              report: TickReport) -> dict | None:
+        reason = REASON_OF_STATUS.get(answer["status"], "delivery_unavailable")
+        before = doc.get("held") or {}
+        held = {"reason": reason, "since": before.get("since", self.now),
+                "nudges": before.get("nudges", 0), "nudged_at": before.get("nudged_at")}
+        event = None
+        if reason in NUDGED and self._nudge_due(held):
+            event = self._reminder(doc, len(doc["reminders_seconds"]), "overdue",
+                                   doc["grace_ends_at"])
+            held.update(nudges=held["nudges"] + 1, nudged_at=self.now)
+            report.nudged += 1
+        if before.get("reason") != reason:
+            # Delivery's last error can name the owner's address: ids and reasons only here.
+            log.warning("switch %s: grace is over but its overdue notice has not left (%s); "
+                        "firing waits", doc["_id"], reason)
+        report.postponed += 1
+        return self.repo.hold(doc, held, self.now + self.settings.recheck, event, self.now)
+
+    def _nudge_due(self, held: dict[str, Any]) -> bool:
+        if held["nudged_at"] is None:
+            return True
+        return self.now >= held["nudged_at"] + nudge_delay(held["nudges"])
 
     # Events ---------------------------------------------------------------------------
 
@@ -180,7 +266,7 @@ class DueSwitches:
         deadline = doc["deadline"]
         ends = grace_ends_at or deadline + seconds(doc["grace_seconds"])
         token = tokens.issue(self.settings.link_key, doc["_id"], doc["cycle"],
-                             ends + LINK_MARGIN)
+                             ends + tokens.LINK_MARGIN)
         return new_event("ReminderDue", {
             "user_id": doc["user_id"], "switch_id": doc["_id"], "cycle": doc["cycle"],
             "step": step, "stage": stage, "deadline": deadline.isoformat(),
@@ -198,8 +284,13 @@ def _deadline_order(doc: dict[str, Any]) -> datetime:
     return doc.get("grace_ends_at") or doc.get("deadline") or doc["due_at"]
 
 
+def _moment(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
 def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
-    """The loop's heartbeat and lag, and switch counts by state: for /readyz and /metrics."""
+    """The loop's heartbeat and lag, switches by state, and those held back and why: for
+    /readyz and /metrics."""
     beat = repo.newest_heartbeat()
     oldest_due = repo.oldest_due(now)
     return {
@@ -208,6 +299,18 @@ def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
         "instance": beat["_id"] if beat else None,
         "lag_seconds": (now - oldest_due).total_seconds() if oldest_due else 0.0,
         "due_switches": repo.due_count(now),
-        "held_back_switches": repo.held_back_count(now),
+        "held_back_switches": repo.held_back_count(),
+        "held_back_by_reason": {reason: repo.held_back_count(reason) for reason in HELD_REASONS},
+        "held_back": [_held_view(doc, now) for doc in repo.held_back(HELD_SAMPLE)],
         "switches": repo.count_by_state(),
     }
+
+
+def _held_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A held-back switch as operators see it: ids and reasons, nobody's address."""
+    held = doc["held"]
+    return {"switch_id": doc["_id"], "cycle": doc["cycle"], "reason": held["reason"],
+            "since": held["since"].isoformat(),
+            "held_seconds": (now - held["since"]).total_seconds(),
+            "grace_ended_at": doc["grace_ends_at"].isoformat(),
+            "nudges": held.get("nudges", 0)}

@@ -35,6 +35,7 @@ from services.scheduler.switches import (
     PAUSED,
     RELEASED,
     UNARMED,
+    Settlement,
     Switch,
     default_schedule,
     fresh_cycle,
@@ -45,7 +46,7 @@ from services.scheduler.switches import (
 from shared.entitlements import limits_for
 from shared.errors import Conflict, Gone, NotFound
 from shared.events import new_event
-from shared.events.schemas import PlanChanged
+from shared.events.schemas import PlanChanged, ReminderSettled
 from shared.throttle import Limit, hashed_key
 
 log = logging.getLogger(__name__)
@@ -372,9 +373,10 @@ class Scheduler:
             raise NotFound("this check-in link is not valid", code="invalid_link")
         if doc["state"] in FINAL:
             raise fired_conflict(doc)
-        if claim.expired(self.now):
+        same_cycle = doc["cycle"] == claim.cycle
+        if claim.expired(self.now, doc.get("grace_ends_at") if same_cycle else None):
             raise Gone("this check-in link has expired; log in to check in", code="link_expired")
-        if doc["cycle"] != claim.cycle or doc["state"] not in LIVE:
+        if not same_cycle or doc["state"] not in LIVE:
             raise Gone("this check-in link was already used: you have checked in since it "
                        "was sent", code="link_used")
         return doc, claim
@@ -410,6 +412,33 @@ class Scheduler:
             return {"switch_id": switch_id, "cycle": cycle, "state": RELEASED}
         raise Conflict("this switch did not fire in that cycle", code="not_fired",
                        details={"state": current["state"], "cycle": current["cycle"]})
+
+    # Delivery's word on a reminder ------------------------------------------------------
+
+    def on_reminder_settled(self, settled: ReminderSettled) -> None:
+        """Note on the switch that a reminder of this cycle left (or bounced for good).
+
+        Recorded once per (cycle, step), so the fact outlives delivery's mail log. An overdue
+        notice accepted later than grace allowed for starts grace again from that moment.
+        A reminder of an earlier cycle no longer matters.
+        """
+        settlement = Settlement(settled.outcome, settled.settled_at)
+        for _ in range(CAS_ATTEMPTS):
+            doc = self.repo.switch(settled.switch_id)
+            if doc is None or doc["cycle"] != settled.cycle:
+                return
+            switch = Switch.from_doc(doc)
+            if settled.step in switch.settled:
+                return  # a redelivery, or delivery's answer recorded by the loop
+            grace_ends_at = switch.grace_after(settled.step, settlement)
+            if self.repo.record_settlement(switch, settled.step, settlement, grace_ends_at,
+                                           self.now) is not None:
+                if grace_ends_at is not None:
+                    log.warning("switch %s: the overdue notice left only at %s; grace now "
+                                "ends %s", switch.id, settlement.at.isoformat(),
+                                grace_ends_at.isoformat())
+                return
+        raise Conflict("the switch changed too often while we tried; try again", code="busy")
 
     # Plans ----------------------------------------------------------------------------
 

@@ -8,8 +8,13 @@ from datetime import timedelta
 from nameko.rpc import rpc
 
 from services.scheduler import privacy
-from services.scheduler.dependencies import InstanceId, delivery_status, tick
-from services.scheduler.loop import REMINDER_KIND, DueSwitches, LoopSettings, liveness
+from services.scheduler.dependencies import (
+    InstanceId,
+    delivery_status,
+    reminder_question,
+    tick,
+)
+from services.scheduler.loop import DueSwitches, LoopSettings, liveness
 from services.scheduler.scheduler import Scheduler
 from services.scheduler.schemas import CheckInRequest, ClientContext, SwitchSettings, SwitchUpdate
 from services.scheduler.storage import INDEXES, SWITCHES, SchedulerRepository
@@ -60,10 +65,8 @@ class SchedulerService:
             recheck=timedelta(seconds=self.settings.scheduler_recheck),
             link_key=link_key(self.settings.secret_key_bytes),
         )
-        DueSwitches(
-            self.store, self.clock.now(), settings,
-            lambda references: self.delivery.call("mail_status", REMINDER_KIND, references),
-        ).tick()
+        DueSwitches(self.store, self.clock.now(), settings,
+                    reminder_question(self.delivery)).tick()
 
     # Events ---------------------------------------------------------------------------
 
@@ -81,6 +84,12 @@ class SchedulerService:
         if self.erasures.erased(event.data.user_id, event.type):
             return
         self._scheduler().on_email_verified(event.data.user_id, event.data.email)
+
+    @event_handler("ReminderSettled")
+    def on_reminder_settled(self, event: Event) -> None:
+        if self.erasures.erased(event.data.user_id, event.type):
+            return
+        self._scheduler().on_reminder_settled(event.data)
 
     @event_handler("PlanChanged")
     def on_plan_changed(self, event: Event) -> None:

@@ -8,15 +8,18 @@ read-modify-write of a whole document anywhere, and no transaction to hold.
 Switch documents:
   _id, user_id, email, default, state, cycle, interval_seconds, grace_seconds,
   reminders_seconds, paused_until, deadline, grace_ends_at, next_step,
-  reminders [{step, stage, at}] (those emitted in this cycle), due_at (indexed; absent when
-  the switch needs no attention), claim {token, by, until} (while a loop instance holds it),
-  last_checkin_at, overdue_at, fired_at, released_at, created_at, updated_at, and the outbox.
+  reminders [{step, stage, at}] (those emitted in this cycle), settled {step: {outcome, at}}
+  (delivery's word that a reminder of this cycle left or bounced), due_at (indexed; absent
+  when the switch needs no attention), claim {token, by, until} (while a loop instance
+  holds it), held {reason, since, nudges, nudged_at} (while its firing waits for
+  the overdue notice), last_checkin_at, overdue_at, fired_at, released_at, created_at,
+  updated_at, and the outbox.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.scheduler.switches import (
@@ -26,6 +29,7 @@ from services.scheduler.switches import (
     PAUSED,
     RELEASED,
     STATES,
+    Settlement,
     Switch,
 )
 from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache
@@ -39,6 +43,9 @@ THROTTLE = "throttle"
 CHECKINS = "checkins"
 
 HEARTBEAT_TTL = timedelta(days=1)
+# "Held back at all", as a range on the indexed `held.since` (both stores answer a range
+# from the index; `$exists` would be a scan on SQLite).
+HELD_AT_ALL = {"$gte": datetime(2000, 1, 1, tzinfo=UTC)}
 
 INDEXES: dict[str, list[Index]] = {
     SWITCHES: [
@@ -47,6 +54,9 @@ INDEXES: dict[str, list[Index]] = {
         # number of due switches, never the total.
         Index.on("due_at"),
         Index.on("state"),
+        # Switches whose firing is held back, by why and since when (/readyz, /metrics).
+        Index.on("held.reason"),
+        Index.on("held.since"),
     ],
     **ENTITLEMENTS_INDEXES,
     HEARTBEATS: [Index.on("at"), Index.on("expires_at", expire_after_seconds=0)],
@@ -102,7 +112,7 @@ class SchedulerRepository:
         update: dict[str, Any] = {
             "$set": {**fields, "updated_at": now},
             "$inc": {"cycle": 1},
-            "$unset": {"claim": "", **{name: "" for name in unset}},
+            "$unset": {"claim": "", "held": "", **{name: "" for name in unset}},
         }
         if event is not None:
             update = with_event(update, event, now=now)
@@ -116,6 +126,22 @@ class SchedulerRepository:
             {"user_id": user_id},
             {"$set": {"email": email, "email_verified": True}},
         )
+
+    def record_settlement(self, switch: Switch, step: int, settlement: Settlement,
+                          grace_ends_at: datetime | None, now: datetime) -> dict | None:
+        """Note that reminder `step` of the switch's cycle settled, once per step; with a
+        later `grace_ends_at` when the overdue notice left late (grace starts again)."""
+        condition: dict[str, Any] = {"_id": switch.id, "state": switch.state,
+                                     "cycle": switch.cycle,
+                                     f"settled.{step}": {"$exists": False}}
+        fields: dict[str, Any] = {f"settled.{step}": settlement.as_fields(), "updated_at": now}
+        if grace_ends_at is not None:
+            condition["grace_ends_at"] = switch.grace_ends_at
+            fields["grace_ends_at"] = grace_ends_at
+        update: dict[str, Any] = {"$set": fields}
+        if step == switch.schedule.overdue_step:
+            update["$unset"] = {"held": ""}
+        return self.switches.update_one(condition, update)
 
     def mark_released(self, switch_id: str, cycle: int, now: datetime) -> dict | None:
         """fired -> released for this cycle (every message was handed to delivery)."""
@@ -174,18 +200,43 @@ class SchedulerRepository:
         return self.switches.update_one(self._held(claimed, ARMED),
                                         with_event(update, event, now=now))
 
-    def fire(self, claimed: dict, event: dict, now: datetime) -> dict | None:
-        """overdue -> fired, with CheckInMissed in the same write.
+    def fire(self, claimed: dict, event: dict, now: datetime,
+             notice: tuple[int, Settlement] | None = None) -> dict | None:
+        """overdue -> fired, with CheckInMissed in the same write (and, `notice`, delivery's
+        answer about the overdue notice, if the switch had not been told of it).
 
         This and the check-in's `start_cycle` name the same (id, state, cycle): exactly one
         of them can land.
         """
-        update = {
-            "$set": {"state": FIRED, "fired_at": now, "updated_at": now},
-            "$unset": {"claim": "", "due_at": ""},
-        }
+        fields: dict[str, Any] = {"state": FIRED, "fired_at": now, "updated_at": now}
+        if notice is not None:
+            fields[f"settled.{notice[0]}"] = notice[1].as_fields()
+        update = {"$set": fields, "$unset": {"claim": "", "due_at": "", "held": ""}}
         return self.switches.update_one(self._held(claimed, OVERDUE),
                                         with_event(update, event, now=now))
+
+    def settle_held(self, claimed: dict, step: int, settlement: Settlement,
+                    grace_ends_at: datetime | None, now: datetime) -> dict | None:
+        """What delivery answered for an overdue notice the switch was not told of: note
+        it, holding the claim, and look again when the (possibly new) grace ends."""
+        fields: dict[str, Any] = {f"settled.{step}": settlement.as_fields(), "updated_at": now,
+                                  "due_at": grace_ends_at or now}
+        if grace_ends_at is not None:
+            fields["grace_ends_at"] = grace_ends_at
+        return self.switches.update_one(
+            {**self._held(claimed, OVERDUE), f"settled.{step}": {"$exists": False}},
+            {"$set": fields, "$unset": {"claim": "", "held": ""}},
+        )
+
+    def hold(self, claimed: dict, held: dict[str, Any], due_at: datetime,
+             event: dict | None, now: datetime) -> dict | None:
+        """Grace is over but the overdue notice has not left: say why, look again at
+        `due_at`, and (`event`) ask delivery for the notice again."""
+        update: dict[str, Any] = {"$set": {"held": held, "due_at": due_at},
+                                  "$unset": {"claim": ""}}
+        if event is not None:
+            update = with_event(update, event, now=now)
+        return self.switches.update_one(self._held(claimed, OVERDUE), update)
 
     def resume(self, claimed: dict, fields: dict[str, Any], now: datetime) -> dict | None:
         """paused -> armed when the pause has run out, in a new cycle."""
@@ -199,9 +250,9 @@ class SchedulerRepository:
     def release(self, claimed: dict, due_at: datetime | None) -> dict | None:
         """Give the claim back, to be looked at again at `due_at` (None: not any more)."""
         if due_at is None:
-            update: dict[str, Any] = {"$unset": {"claim": "", "due_at": ""}}
+            update: dict[str, Any] = {"$unset": {"claim": "", "due_at": "", "held": ""}}
         else:
-            update = {"$set": {"due_at": due_at}, "$unset": {"claim": ""}}
+            update = {"$set": {"due_at": due_at}, "$unset": {"claim": "", "held": ""}}
         return self.switches.update_one(
             {"_id": claimed["_id"], "claim.token": claimed["claim"]["token"]}, update
         )
@@ -226,9 +277,16 @@ class SchedulerRepository:
     def due_count(self, now: datetime) -> int:
         return self.switches.count({"due_at": {"$lte": now}})
 
-    def held_back_count(self, now: datetime) -> int:
-        """Overdue switches past their grace: firing waits for a reminder to leave."""
-        return self.switches.count({"state": OVERDUE, "grace_ends_at": {"$lte": now}})
+    def held_back_count(self, reason: str | None = None) -> int:
+        """Switches past their grace whose firing waits for the overdue notice (by why)."""
+        if reason is None:
+            return self.switches.count({"held.since": HELD_AT_ALL})
+        return self.switches.count({"held.reason": reason})
+
+    def held_back(self, limit: int) -> list[dict[str, Any]]:
+        """The switches held back longest, first."""
+        return self.switches.find({"held.since": HELD_AT_ALL}, sort=[("held.since", 1)],
+                                  limit=limit)
 
     def count_by_state(self) -> dict[str, int]:
         """How many switches are in each state: one indexed count per state, no scan."""

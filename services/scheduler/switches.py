@@ -13,12 +13,18 @@ Reminders are numbered per cycle. With offsets `reminders_seconds` sorted farthe
 upcoming reminder `k` is due at `deadline - reminders_seconds[k]`, and the overdue notice is
 step `len(reminders_seconds)`, due at the deadline. `next_step` is the first step not yet
 decided in this cycle, so a step is emitted at most once per cycle.
+
+Our own outage is not the owner's silence. Delivery says when a reminder settled
+(`settled`: sent, or bounced for good), and a switch fires only once the cycle's overdue
+notice has settled: it is the last and most urgent reminder, so an earlier one still on
+its way means nothing more once it has left. Grace counts from the moment the notice was
+accepted by the mail server, if that was later than the deadline (delivery was down).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +57,10 @@ MAX_REMINDERS = 10
 MAX_PAUSE_SECONDS = 90 * DAY
 
 SETTING_FIELDS = ("interval_seconds", "grace_seconds", "reminders_seconds", "paused_until")
+
+
+# How a reminder settled (delivery's ReminderSettled).
+SENT, BOUNCED = "sent", "bounced"
 
 
 def seconds(n: int) -> timedelta:
@@ -107,6 +117,17 @@ def fitting_reminders(reminders: tuple[int, ...] | list[int], interval: int) -> 
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """How and when one reminder of the cycle stopped waiting: sent or bounced."""
+
+    outcome: str
+    at: datetime
+
+    def as_fields(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "at": self.at}
+
+
+@dataclass(frozen=True)
 class Switch:
     """What the rules need to know about a stored switch."""
 
@@ -120,6 +141,21 @@ class Switch:
     paused_until: datetime | None = None
     next_step: int = 0
     reminded_steps: tuple[int, ...] = ()
+    settled: Mapping[int, Settlement] = field(default_factory=dict)
+
+    @property
+    def notice_settled(self) -> bool:
+        """Whether the overdue notice of this cycle has left (or bounced for good)."""
+        return self.schedule.overdue_step in self.settled
+
+    def grace_after(self, step: int, settlement: Settlement) -> datetime | None:
+        """The end of grace once reminder `step` settled so: later than now planned only
+        when it is the overdue notice, accepted after the moment grace began."""
+        if (self.state != OVERDUE or step != self.schedule.overdue_step
+                or settlement.outcome != SENT or self.grace_ends_at is None):
+            return None
+        ends = settlement.at + seconds(self.schedule.grace_seconds)
+        return ends if ends > self.grace_ends_at else None
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Switch:
@@ -138,6 +174,8 @@ class Switch:
             paused_until=doc.get("paused_until"),
             next_step=doc.get("next_step", 0),
             reminded_steps=tuple(r["step"] for r in doc.get("reminders", [])),
+            settled={int(step): Settlement(s["outcome"], s["at"])
+                     for step, s in (doc.get("settled") or {}).items()},
         )
 
 
@@ -152,6 +190,7 @@ def fresh_cycle(schedule: Schedule, now: datetime) -> dict[str, Any]:
         "due_at": schedule.reminder_at(deadline, 0),
         "next_step": 0,
         "reminders": [],
+        "settled": {},
     }
 
 
@@ -180,7 +219,12 @@ class BecomeOverdue:
 
 @dataclass(frozen=True)
 class Fire:
-    """Grace is over. Fire, once every reminder of the cycle has left (or bounced for good)."""
+    """Grace is over and the overdue notice has left (or bounced for good): fire."""
+
+
+@dataclass(frozen=True)
+class AwaitNotice:
+    """Grace is over but the overdue notice has not been seen to leave: ask delivery."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +239,7 @@ class Wait:
     due_at: datetime | None
 
 
-Action = Remind | BecomeOverdue | Fire | Resume | Wait
+Action = Remind | BecomeOverdue | Fire | AwaitNotice | Resume | Wait
 
 
 def next_action(switch: Switch, now: datetime) -> Action:
@@ -204,7 +248,9 @@ def next_action(switch: Switch, now: datetime) -> Action:
         return _armed(switch, now)
     if switch.state == OVERDUE:
         assert switch.grace_ends_at is not None
-        return Fire() if now >= switch.grace_ends_at else Wait(switch.grace_ends_at)
+        if now < switch.grace_ends_at:
+            return Wait(switch.grace_ends_at)
+        return Fire() if switch.notice_settled else AwaitNotice()
     if switch.state == PAUSED:
         return Wait(switch.paused_until) if is_paused_at(switch.paused_until, now) else Resume()
     return Wait(None)

@@ -6,7 +6,9 @@ Nothing about it is stored: it is verified by recomputing the MAC (in constant t
 
 - *Bound*: it checks in that one switch, for that one cycle, and nothing else.
 - *Single-use*: a check-in starts a new cycle, after which the token no longer matches.
-- *Expiring*: it dies a little after the end of its cycle's grace period.
+- *Expiring*: it dies a little after the end of its cycle's grace period. When grace
+  starts again (the overdue notice left late, after our own outage), a link of that cycle
+  keeps working until a little after the new end of grace (`valid_until`).
 
 Layout (URL-safe base64, no padding): version byte, the switch id's 16 bytes, the cycle
 (4 bytes), the expiry in Unix seconds (8 bytes), then the 32-byte MAC over all of those.
@@ -22,7 +24,7 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 VERSION = 1
 PURPOSE = b"jicm/checkin-link/v1"
@@ -30,6 +32,8 @@ _BODY = struct.Struct(">B16sIQ")
 _MAC_BYTES = 32
 TOKEN_LENGTH = len(base64.urlsafe_b64encode(b"\0" * (_BODY.size + _MAC_BYTES)).rstrip(b"="))
 TOKEN_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}")
+# A check-in link outlives its cycle's grace by this much, then expires.
+LINK_MARGIN = timedelta(days=1)
 
 
 class BadToken(Exception):
@@ -44,8 +48,15 @@ class LinkClaim:
     cycle: int
     expires_at: datetime
 
-    def expired(self, now: datetime) -> bool:
-        return now >= self.expires_at
+    def expired(self, now: datetime, grace_ends_at: datetime | None = None) -> bool:
+        """Whether the link has expired, given the current end of its cycle's grace."""
+        return now >= self.valid_until(grace_ends_at)
+
+    def valid_until(self, grace_ends_at: datetime | None = None) -> datetime:
+        """The signed expiry, or a little after a later end of grace of the same cycle."""
+        if grace_ends_at is None:
+            return self.expires_at
+        return max(self.expires_at, grace_ends_at + LINK_MARGIN)
 
 
 def link_key(secret_key: bytes) -> bytes:

@@ -54,10 +54,16 @@ OUTBOX_INDEX = Index.on(DUE_AT)
 
 
 def with_event(update: dict[str, Any], event: dict[str, Any], *, now: datetime) -> dict[str, Any]:
-    """Return `update` extended to append `event` to the document's outbox, atomically."""
+    """Return `update` extended to append `event` to the document's outbox, atomically.
+
+    An update may carry several events: each call appends one more.
+    """
     merged = copy.deepcopy(update)
-    merged.setdefault("$push", {})[OUTBOX] = event
-    merged.setdefault("$inc", {})[SEQ] = 1
+    pushes = merged.setdefault("$push", {})
+    earlier = pushes.get(OUTBOX, {"$each": []})["$each"]
+    pushes[OUTBOX] = {"$each": [*earlier, event]}
+    increments = merged.setdefault("$inc", {})
+    increments[SEQ] = increments.get(SEQ, 0) + 1
     merged.setdefault("$set", {})[DUE_AT] = now
     return merged
 

@@ -61,6 +61,19 @@ class ReminderDue(EventData):
     checkin_token: str
 
 
+class ReminderSettled(EventData):
+    """Delivery's word that a reminder will not wait any longer: `sent` (the mail server
+    accepted it, at `settled_at`) or `bounced` (the owner's side refused the address for
+    good). The scheduler records it on the switch, where it cannot be forgotten."""
+
+    user_id: str
+    switch_id: str
+    cycle: int
+    step: int
+    outcome: Literal["sent", "bounced"]
+    settled_at: AwareDatetime
+
+
 class CheckInMissed(EventData):
     user_id: str
     switch_id: str
@@ -190,6 +203,7 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
         EmailVerified,
         CheckedIn,
         ReminderDue,
+        ReminderSettled,
         CheckInMissed,
         MessageReleased,
         DeliveryFailed,

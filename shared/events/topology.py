@@ -37,7 +37,7 @@ RETRY_DELAYS_SECONDS: tuple[int, ...] = (1, 5, 30, 120, 600)
 CONSUMERS: dict[str, tuple[str, ...]] = {
     "delivery": ("MailRequested", "ReminderDue", "ConsentChanged", "MessageReleased"),
     "vault": ("CheckInMissed", "PlanChanged"),
-    "scheduler": ("UserRegistered", "EmailVerified", "PlanChanged"),
+    "scheduler": ("UserRegistered", "EmailVerified", "PlanChanged", "ReminderSettled"),
     "privacy": ("UserRegistered", "ErasureCompleted", "AccountExpired", "Unsubscribed"),
 }
 

@@ -193,6 +193,10 @@ def _normalize_update_operand(op: str, path: str, value: Any) -> Any:
         return normalize_value(value)
     if op == "$pull":
         return _normalize_pull(path, value)
+    if op == "$push" and isinstance(value, Mapping) and "$each" in value:
+        if set(value) != {"$each"} or not isinstance(value["$each"], list | tuple):
+            raise StorageError(f"$push {path} takes a value or {{'$each': [...]}}")
+        return {"$each": normalize_value(value["$each"])}
     if op == "$setOnInsert" and path == "_id" and not isinstance(value, str):
         raise StorageError("_id is always a string")
     return normalize_value(value)

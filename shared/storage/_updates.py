@@ -73,7 +73,10 @@ def _push(doc: Document, path: str, value: Any) -> None:
     current = parent.setdefault(leaf, [])
     if not isinstance(current, list):
         raise StorageError(f"cannot $push onto {path!r}: it is not an array")
-    current.append(value)
+    if isinstance(value, dict) and "$each" in value:
+        current.extend(value["$each"])
+    else:
+        current.append(value)
 
 
 def _pull(doc: Document, path: str, condition: Any) -> None:

@@ -453,6 +453,23 @@ def test_push_appends_one_value_creating_the_array_if_needed(things):
     }
 
 
+def test_push_each_appends_several_values_in_one_write(things):
+    things.insert({"_id": "a", "outbox": [{"id": "e0"}]})
+
+    after = things.update_one({"_id": "a"},
+                              {"$push": {"outbox": {"$each": [{"id": "e1"}, {"id": "e2"}]}}})
+
+    assert after["outbox"] == [{"id": "e0"}, {"id": "e1"}, {"id": "e2"}]
+
+
+def test_push_each_takes_only_a_list(things):
+    things.insert({"_id": "a"})
+    with pytest.raises(StorageError):
+        things.update_one({"_id": "a"}, {"$push": {"log": {"$each": "abc"}}})
+    with pytest.raises(StorageError):
+        things.update_one({"_id": "a"}, {"$push": {"log": {"$each": [1], "$slice": 2}}})
+
+
 def test_pull_removes_every_element_equal_to_a_scalar(things):
     things.insert({"_id": "a", "tags": ["x", "y", "x", 1, 1.0, "1"]})
 

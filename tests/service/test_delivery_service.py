@@ -28,6 +28,7 @@ from tests.sink import start_sink
 pytestmark = pytest.mark.service
 
 FAILED_EVENTS: list = []
+SETTLED_EVENTS: list = []
 PUBLIC = "https://jic.example"
 
 
@@ -39,11 +40,16 @@ class Watcher:
     def on_delivery_failed(self, event) -> None:
         FAILED_EVENTS.append(event)
 
+    @event_handler("ReminderSettled")
+    def on_reminder_settled(self, event) -> None:
+        SETTLED_EVENTS.append(event)
+
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch):
     FAILED_EVENTS.clear()
-    monkeypatch.setitem(topo.CONSUMERS, "watcher", ("DeliveryFailed",))
+    SETTLED_EVENTS.clear()
+    monkeypatch.setitem(topo.CONSUMERS, "watcher", ("DeliveryFailed", "ReminderSettled"))
 
 
 @pytest.fixture
@@ -179,7 +185,8 @@ def test_a_permanent_refusal_ends_as_delivery_failed_and_is_never_retried(start_
     assert "RCPT: 550" in event.data.reason
     record = records(delivery).get(failed["id"])
     assert record["state"] == "failed" and "next_attempt_at" not in record
-    assert rpc.call("delivery", "mail_status", "verification", ["ref-1"]) == {"ref-1": "failed"}
+    # The address was refused for good: a bounce, not a failure of ours.
+    assert rpc.call("delivery", "mail_status", "verification", ["ref-1"]) == {"ref-1": "bounced"}
     send(rpc, reference="after")  # the loop keeps running: the next mail goes
     sink.wait_for_mail(1)
     assert records(delivery).get(failed["id"])["attempts"] == 1
@@ -229,8 +236,8 @@ def test_mail_about_an_erased_user_that_arrives_after_the_erasure_is_never_sent(
     assert mail["To"] == "carol@example.org"
 
 
-def test_a_reminder_carries_the_one_click_link_and_the_deadline(start_delivery, sinks, rpc,
-                                                                rabbit_config):
+def test_a_reminder_carries_the_one_click_link_and_the_deadline(start_delivery, watcher, sinks,
+                                                                rpc, rabbit_config):
     sink = sinks()
     start_delivery(sink)
     deadline = datetime(2030, 6, 4, 14, 0, tzinfo=UTC)
@@ -247,6 +254,14 @@ def test_a_reminder_carries_the_one_click_link_and_the_deadline(start_delivery, 
     assert mail["To"] == "ada@example.org"
     wait_for(lambda: rpc.call("delivery", "mail_status", "reminder", ["s1:3:0", "s1:3:1"])
              == {"s1:3:0": "sent", "s1:3:1": "unknown"})
+    # Delivery says the reminder left, on the broker, and when asked.
+    [settled] = wait_for(lambda: SETTLED_EVENTS, what="ReminderSettled")
+    assert (settled.data.switch_id, settled.data.cycle, settled.data.step,
+            settled.data.outcome) == ("s1", 3, 0, "sent")
+    answer = rpc.call("delivery", "reminder_status", ["s1:3:0", "s1:3:1"])
+    assert answer["s1:3:0"]["status"] == "sent"
+    assert datetime.fromisoformat(answer["s1:3:0"]["settled_at"]) == settled.data.settled_at
+    assert answer["s1:3:1"] == {"status": "unknown", "settled_at": None, "last_error": None}
 
 
 def test_mail_waiting_for_a_retry_survives_a_restart_of_the_service(start_delivery, sinks, rpc):

@@ -60,15 +60,21 @@ class Listener:
 
 
 class StandInDelivery:
-    """Answers `mail_status` as the test decides (the real delivery service is issue 3)."""
+    """Answers `reminder_status` as the test decides (the real one: test_release_delivery)."""
 
     name = "delivery"
 
     @rpc
-    def mail_status(self, kind: str, references: list[str]) -> dict[str, str]:
-        MAIL["questions"].append((kind, list(references)))
+    def reminder_status(self, references: list[str]) -> dict[str, dict]:
+        MAIL["questions"].append(list(references))
         eventlet.sleep(MAIL["delay"])
-        return {ref: MAIL["statuses"].get(ref, MAIL["default"]) for ref in references}
+        return {ref: _answer(MAIL["statuses"].get(ref, MAIL["default"])) for ref in references}
+
+
+def _answer(status: str) -> dict:
+    # Settled long before anything here was due: the grace is never started again.
+    settled_at = "2000-01-01T00:00:00+00:00" if status in ("sent", "bounced") else None
+    return {"status": status, "settled_at": settled_at, "last_error": None}
 
 
 @pytest.fixture(autouse=True)
@@ -220,10 +226,8 @@ def test_reminders_and_the_release_leave_through_the_broker(scheduler, start, rp
     [missed] = wait_for(lambda: SEEN["CheckInMissed"], what="the switch to fire")
     assert (missed.switch_id, missed.cycle) == (switch["id"], switch["cycle"])
     assert missed.fired_at == clock.now()
-    kind, references = MAIL["questions"][0]
-    assert kind == "reminder"
-    assert references == [f"{switch['id']}:{switch['cycle']}:0",
-                          f"{switch['id']}:{switch['cycle']}:1"]
+    # No word of the overdue notice had come: delivery was asked about it.
+    assert MAIL["questions"][0] == [f"{switch['id']}:{switch['cycle']}:1"]
     clock.advance(3600)
     wait_for(lambda: rpc.call("scheduler", "liveness")["heartbeat_age_seconds"] == 0)
     assert len(SEEN["CheckInMissed"]) == 1
@@ -258,6 +262,26 @@ def test_it_does_not_fire_while_delivery_says_a_reminder_has_not_left(scheduler,
     MAIL["default"] = "sent"
     clock.advance(1)
     wait_for(lambda: SEEN["CheckInMissed"], what="the switch to fire once the mail left")
+
+
+def test_delivery_s_word_that_the_notice_left_comes_through_the_broker_and_is_enough(
+        scheduler, start, rpc, clock, rabbit_config):
+    start(StandInDelivery)
+    MAIL["default"] = "unknown"  # delivery's log of it is gone: only the event can tell
+    user_id = verified_owner(rabbit_config["AMQP_URI"], rpc)
+    schedule(rpc, user_id, interval_seconds=10, grace_seconds=10, reminders_seconds=[])
+    clock.advance(10)
+    wait_for(lambda: state_of(rpc, user_id) == "overdue", what="the switch to be overdue")
+    switch = rpc.call("scheduler", "list_switches", user_id)["switches"][0]
+    publish(rabbit_config["AMQP_URI"], "ReminderSettled", {
+        "user_id": user_id, "switch_id": switch["id"], "cycle": switch["cycle"], "step": 0,
+        "outcome": "sent", "settled_at": clock.now().isoformat()})
+    stored = database_of(scheduler).collection(SWITCHES)
+    wait_for(lambda: "0" in stored.get(switch["id"]).get("settled", {}),
+             what="the scheduler to record the notice")
+    clock.advance(10)
+    wait_for(lambda: SEEN["CheckInMissed"], what="the switch to fire")
+    assert MAIL["questions"] == []
 
 
 def test_it_does_not_fire_while_delivery_is_down(scheduler, start, rpc, clock, rabbit_config):
@@ -457,3 +481,26 @@ def test_metrics_and_readiness_report_the_loop(http, rpc, rabbit_config):
     assert re.search(r"^jicm_scheduler_lag_seconds 0\.0$", text, re.M)
     assert "jicm_scheduler_up 1.0" in text
     assert re.search(r"^jicm_scheduler_held_back_switches 0\.0$", text, re.M)
+
+
+def test_a_held_back_switch_is_named_with_its_reason_in_readiness_and_metrics(
+        http, start, rpc, clock, rabbit_config):
+    start(StandInDelivery)
+    MAIL["default"] = "pending"
+    user_id = verified_owner(rabbit_config["AMQP_URI"], rpc)
+    run_past_grace(rpc, clock, user_id)
+    ticks_pass(rpc, clock, 2)
+    ready = http.get("/readyz")
+    assert ready.status_code == 200  # held back is not unready: the gateway still serves
+    figures = ready.get_json()["scheduler"]
+    assert figures["held_back_switches"] == 1
+    assert figures["held_back_by_reason"]["notice_waiting"] == 1
+    [held] = figures["held_back"]
+    assert held["switch_id"] == switches(rpc, user_id)[0]["id"]
+    assert held["reason"] == "notice_waiting"
+    assert "ada" not in json.dumps(figures)
+    text = http.get("/metrics").get_data(as_text=True)
+    assert re.search(r"^jicm_scheduler_held_back_switches 1\.0$", text, re.M)
+    assert re.search(r'^jicm_scheduler_held_back_switches_by_reason\{reason="notice_waiting"\} '
+                     r"1\.0$", text, re.M), text
+    assert re.search(r"^jicm_scheduler_held_back_oldest_seconds [1-9]", text, re.M)

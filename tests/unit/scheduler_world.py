@@ -1,6 +1,10 @@
 """A scheduler in a box for unit tests: the real domain code over a real embedded SQLite
 store, a frozen clock, and delivery's answers decided by the test (default: "sent").
 
+Delivery is faithful where the loop depends on it: it refuses a question about more
+references than the real one takes, and its word that a reminder settled reaches the
+scheduler only when a test says so (`settle`), as `ReminderSettled` would.
+
 No relay runs, so every event the scheduler wrote stays in its document's outbox, where
 `events()` reads it: exactly what would have been published.
 """
@@ -12,13 +16,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services.scheduler.loop import DueSwitches, LoopSettings, TickReport
+from services.delivery.schemas import MAX_STATUS_REFERENCES
+from services.scheduler.loop import DueSwitches, LoopSettings, TickReport, reminder_reference
 from services.scheduler.scheduler import Scheduler, switch_id_for
 from services.scheduler.schemas import ClientContext, SwitchSettings, SwitchUpdate
 from services.scheduler.storage import INDEXES, SchedulerRepository
 from services.scheduler.tokens import link_key
 from shared.clock import FrozenClock
-from shared.events.schemas import PlanChanged
+from shared.errors import InvalidInput
+from shared.events.schemas import PlanChanged, ReminderSettled
 from shared.storage import open_database
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -37,6 +43,8 @@ class World:
         self.key = link_key(SECRET)
         self.mail: dict[str, str] = {}
         self.mail_default = "sent"
+        # When delivery says a reminder settled (default: long before anything was due).
+        self.mail_settled_at: dict[str, datetime] = {}
         self.mail_questions: list[list[str]] = []
         self.mail_error: Exception | None = None
 
@@ -58,11 +66,37 @@ class World:
         return DueSwitches(self.repo, self.now, self.loop_settings(**settings),
                            self.mail_status).tick()
 
-    def mail_status(self, references: list[str]) -> dict[str, str]:
+    def mail_status(self, references: list[str]) -> dict[str, dict[str, Any]]:
+        """Delivery's `reminder_status`, as the test decides it."""
         self.mail_questions.append(list(references))
         if self.mail_error is not None:
             raise self.mail_error
-        return {ref: self.mail.get(ref, self.mail_default) for ref in references}
+        if len(references) > MAX_STATUS_REFERENCES:
+            raise InvalidInput(f"references: at most {MAX_STATUS_REFERENCES}")
+        return {ref: self._mail_answer(ref) for ref in references}
+
+    def _mail_answer(self, reference: str) -> dict[str, Any]:
+        status = self.mail.get(reference, self.mail_default)
+        settled = status in ("sent", "bounced")
+        at = self.mail_settled_at.get(reference, START)
+        return {"status": status, "settled_at": at.isoformat() if settled else None,
+                "last_error": None if settled else "connection refused"}
+
+    def settle(self, switch_id: str, step: int, outcome: str = "sent",
+               at: datetime | None = None) -> None:
+        """Delivery's ReminderSettled for reminder `step` of the switch's current cycle."""
+        doc = self.switch(switch_id)
+        at = at or self.now
+        self.mail[reminder_reference(switch_id, doc["cycle"], step)] = outcome
+        self.mail_settled_at[reminder_reference(switch_id, doc["cycle"], step)] = at
+        self.scheduler().on_reminder_settled(ReminderSettled(
+            user_id=doc["user_id"], switch_id=switch_id, cycle=doc["cycle"], step=step,
+            outcome=outcome, settled_at=at))
+
+    def forget_mail(self) -> None:
+        """Delivery's retention: every record reduced to counts, every answer `unknown`."""
+        self.mail.clear()
+        self.mail_default = "unknown"
 
     # The owner's side ---------------------------------------------------------------
 

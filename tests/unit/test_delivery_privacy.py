@@ -11,12 +11,7 @@ from services.delivery import privacy
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE
 from services.delivery.unsubscribe import address_key, make_token
 from shared.events import parse_event
-from tests.unit import test_delivery_sending as sending
 from tests.unit.test_delivery_sending import consent, news
-
-# The delivery tests' fixtures: a store, a frozen clock, SMTP sinks, and the mailer.
-db, repo, clock, sinks, mailer = (sending.db, sending.repo, sending.clock, sending.sinks,
-                                  sending.mailer)
 
 USER, EMAIL = "user-1", "bob@example.org"
 

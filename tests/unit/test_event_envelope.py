@@ -24,7 +24,7 @@ def test_every_event_of_the_design_has_a_schema():
     # Beyond the design's table: mail requests, and privacy's AccountExpired (retention) and
     # Unsubscribed (a consent receipt for the unsubscribe link), each explained in the README.
     assert set(EVENT_SCHEMAS) == DESIGN_EVENTS | {"MailRequested", "AccountExpired",
-                                                  "Unsubscribed"}
+                                                  "Unsubscribed", "ReminderSettled"}
 
 
 def test_an_envelope_carries_the_design_fields_and_survives_a_round_trip():

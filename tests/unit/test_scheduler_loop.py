@@ -10,14 +10,21 @@ from datetime import timedelta
 
 import pytest
 
-from services.scheduler.loop import DueSwitches, liveness, reminder_reference
+from services.delivery.schemas import MAX_STATUS_REFERENCES
+from services.scheduler.loop import (
+    DeliveryUnavailable,
+    DueSwitches,
+    liveness,
+    notice_reference,
+    reminder_reference,
+)
 from services.scheduler.scheduler import switch_id_for
 from services.scheduler.storage import SchedulerRepository
 from services.scheduler.switches import ARMED, FIRED, OVERDUE
 from services.scheduler.tokens import verify
-from shared.errors import Conflict
+from shared.errors import Conflict, InvalidInput
 from shared.storage import open_database
-from tests.unit.scheduler_world import World
+from tests.unit.scheduler_world import CLIENT, World
 
 MINUTE, HOUR, DAY = 60, 3600, 86_400
 
@@ -109,36 +116,173 @@ def test_a_switch_checked_in_on_time_never_fires(world):
     assert world.switch(switch_id)["state"] == ARMED
 
 
-@pytest.mark.parametrize("status", ["pending", "unknown", None])
-def test_it_does_not_fire_while_a_reminder_is_still_waiting_to_leave(world, status):
+@pytest.mark.parametrize("status, reason", [("pending", "notice_waiting"),
+                                            ("unknown", "notice_unknown"),
+                                            ("failed", "notice_failed"),
+                                            (None, "delivery_unavailable")])
+def test_it_does_not_fire_while_the_overdue_notice_is_still_waiting_to_leave(world, status,
+                                                                              reason):
     _user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE,
                                              grace_seconds=5 * MINUTE, reminders_seconds=[MINUTE])
     doc = world.switch(switch_id)
-    upcoming = reminder_reference(switch_id, doc["cycle"], 0)
+    notice = reminder_reference(switch_id, doc["cycle"], 1)
     if status is None:
-        world.mail_error = TimeoutError("delivery did not answer")
+        world.mail_error = DeliveryUnavailable("delivery did not answer")
     else:
-        world.mail[upcoming] = status
+        world.mail[notice] = status
     run_until(world, doc["deadline"] + timedelta(seconds=doc["grace_seconds"] + 3600), every=60)
     assert world.switch(switch_id)["state"] == OVERDUE
     assert missed(world) == []
-    assert [upcoming, reminder_reference(switch_id, doc["cycle"], 1)] in world.mail_questions
-    assert liveness(world.repo, world.now)["held_back_switches"] == 1
-    # Delivery recovers and the reminder leaves: the switch fires at the next look.
+    assert [notice] in world.mail_questions
+    figures = liveness(world.repo, world.now)
+    assert figures["held_back_switches"] == 1
+    assert figures["held_back_by_reason"][reason] == 1
+    [held] = figures["held_back"]
+    assert (held["switch_id"], held["reason"]) == (switch_id, reason)
+    # Delivery recovers and the notice leaves: the switch fires at the next look.
     world.mail_error = None
-    world.mail[upcoming] = "sent"
+    world.mail[notice] = "sent"
     world.advance(15)
     world.tick()
     assert world.switch(switch_id)["state"] == FIRED
     assert len(missed(world, switch_id)) == 1
+    assert liveness(world.repo, world.now)["held_back_switches"] == 0
 
 
-def test_a_reminder_that_bounced_for_good_does_not_hold_back_the_release(world):
+def test_a_notice_that_bounced_for_good_does_not_hold_back_the_release(world):
+    _, switch_id = world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE)
+    world.mail_default = "bounced"
+    doc = world.switch(switch_id)
+    run_until(world, doc["deadline"] + timedelta(seconds=doc["grace_seconds"]), every=60)
+    assert world.switch(switch_id)["state"] == FIRED
+
+
+def test_a_notice_delivery_gave_up_on_is_not_a_bounce_and_holds_the_release(world):
+    _, switch_id = world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE)
+    world.mail_default = "failed"  # our relay was down until delivery stopped trying
+    doc = world.switch(switch_id)
+    run_until(world, doc["deadline"] + timedelta(days=30), every=600)
+    assert world.switch(switch_id)["state"] == OVERDUE
+    assert missed(world) == []
+
+
+def test_a_notice_delivery_gave_up_on_is_asked_for_again_backing_off(world):
     _, switch_id = world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE)
     world.mail_default = "failed"
     doc = world.switch(switch_id)
     run_until(world, doc["deadline"] + timedelta(seconds=doc["grace_seconds"]), every=60)
+    run_until(world, world.now + timedelta(hours=3), every=15)
+    notices = [e for e in world.events("ReminderDue", switch_id) if e["data"]["stage"] == "overdue"]
+    # Asked for again at once, then 1, 2, 4, 8, 16, 32 and 60 minutes after each other:
+    # at 0, 1, 3, 7, 15, 31, 63 and 123 minutes in these three hours.
+    assert len(notices) == 1 + 8
+    assert {e["data"]["cycle"] for e in notices} == {doc["cycle"]}
+    assert liveness(world.repo, world.now)["held_back"][0]["nudges"] == 8
+
+
+def test_a_notice_delivery_never_had_is_asked_for_again(world):
+    _, switch_id = world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE)
+    doc = world.switch(switch_id)
+    world.mail_default = "unknown"  # its ReminderDue ended in a dead-letter queue
+    run_until(world, doc["deadline"] + timedelta(seconds=doc["grace_seconds"] + 60), every=15)
+    # The notice, asked for again when grace ended, and a minute later.
+    assert len([e for e in world.events("ReminderDue", switch_id)
+                if e["data"]["stage"] == "overdue"]) == 3
+    assert world.switch(switch_id)["state"] == OVERDUE
+
+
+def test_a_notice_delivery_confirmed_then_forgot_does_not_hold_the_release(world):
+    # A long grace: delivery's retention reduces its mail log to counts before grace ends.
+    _, switch_id = world.verified_user(interval_seconds=30 * DAY, grace_seconds=60 * DAY,
+                                       reminders_seconds=[3 * DAY, DAY])
+    doc = world.switch(switch_id)
+    run_until(world, doc["deadline"], every=HOUR)
+    for step in range(3):
+        world.settle(switch_id, step, "sent", at=doc["deadline"])
+    world.forget_mail()
+    run_until(world, doc["deadline"] + timedelta(days=60, hours=1), every=HOUR)
     assert world.switch(switch_id)["state"] == FIRED
+    assert len(missed(world, switch_id)) == 1
+
+
+def test_a_switch_whose_notice_was_confirmed_is_fired_without_asking_delivery(world):
+    _, switch_id = world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE)
+    doc = world.switch(switch_id)
+    run_until(world, doc["deadline"], every=60)
+    world.settle(switch_id, len(doc["reminders_seconds"]), "sent", at=world.now)
+    world.mail_error = DeliveryUnavailable("delivery is down")
+    run_until(world, doc["deadline"] + timedelta(seconds=doc["grace_seconds"]), every=60)
+    assert world.switch(switch_id)["state"] == FIRED
+    assert world.mail_questions == []
+
+
+def test_a_notice_that_left_late_gives_the_owner_the_whole_grace_from_then(world):
+    _user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE,
+                                              grace_seconds=5 * MINUTE, reminders_seconds=[MINUTE])
+    doc = world.switch(switch_id)
+    world.mail_error = DeliveryUnavailable("delivery is down")
+    grace_end = doc["deadline"] + timedelta(minutes=5)
+    run_until(world, grace_end + timedelta(minutes=20), every=15)
+    assert world.switch(switch_id)["state"] == OVERDUE
+    # Delivery is back: the notice leaves now, and the owner has the whole grace again.
+    world.mail_error = None
+    left_at = world.now
+    world.settle(switch_id, 1, "sent", at=left_at)
+    assert world.switch(switch_id)["grace_ends_at"] == left_at + timedelta(minutes=5)
+    run_until(world, left_at + timedelta(minutes=5) - timedelta(seconds=1), every=15)
+    assert world.switch(switch_id)["state"] == OVERDUE
+    # ... and the notice's one-click link still works all that time.
+    [notice] = [e for e in world.events("ReminderDue", switch_id)
+                if e["data"]["stage"] == "overdue"]
+    world.scheduler().inspect_link(notice["data"]["checkin_token"], CLIENT)
+    run_until(world, left_at + timedelta(minutes=5), every=1)
+    assert world.switch(switch_id)["state"] == FIRED
+
+
+def test_a_late_notice_found_by_asking_delivery_also_restarts_grace(world):
+    _, switch_id = world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE,
+                                       reminders_seconds=[MINUTE])
+    doc = world.switch(switch_id)
+    notice = reminder_reference(switch_id, doc["cycle"], 1)
+    world.mail[notice] = "pending"
+    run_until(world, doc["deadline"] + timedelta(minutes=30), every=15)
+    # Its ReminderSettled was lost on the way; delivery's answer says when it left.
+    world.mail[notice] = "sent"
+    world.mail_settled_at[notice] = world.now - timedelta(minutes=1)
+    world.advance(15)
+    world.tick()
+    doc = world.switch(switch_id)
+    assert doc["state"] == OVERDUE
+    assert doc["grace_ends_at"] == world.mail_settled_at[notice] + timedelta(minutes=5)
+    run_until(world, doc["grace_ends_at"], every=15)
+    assert world.switch(switch_id)["state"] == FIRED
+
+
+def test_any_batch_with_any_number_of_reminders_fires_and_no_question_is_too_long(world):
+    ids = [world.verified_user(interval_seconds=DAY, grace_seconds=HOUR,
+                               reminders_seconds=[5 * HOUR, 4 * HOUR, 3 * HOUR, 2 * HOUR, HOUR])[1]
+           for _ in range(120)]
+    run_until(world, world.now + timedelta(days=1, hours=2), every=HOUR)
+    settings = {"batch": 1000}
+    world.tick(**settings)
+    assert all(len(question) <= MAX_STATUS_REFERENCES for question in world.mail_questions)
+    assert [world.switch(i)["state"] for i in ids] == [FIRED] * len(ids)
+
+
+def test_a_question_delivery_refuses_holds_back_only_the_switch_it_concerned(world):
+    ids = [world.verified_user(interval_seconds=10 * MINUTE, grace_seconds=5 * MINUTE)[1]
+           for _ in range(4)]
+    poisoned = notice_reference(world.switch(ids[2]))
+    answer = world.mail_status
+
+    def refusing(references):
+        if poisoned in references:
+            raise InvalidInput("references: a reference delivery cannot read")
+        return answer(references)
+
+    world.mail_status = refusing
+    run_until(world, world.now + timedelta(minutes=16), every=30)
+    assert [world.switch(i)["state"] for i in ids] == [FIRED, FIRED, OVERDUE, FIRED]
 
 
 def test_delivery_is_asked_once_per_tick_for_every_switch_ready_to_fire(world):

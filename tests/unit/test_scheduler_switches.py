@@ -8,10 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from services.scheduler.loop import LINK_MARGIN
 from services.scheduler.scheduler import switch_id_for
 from services.scheduler.switches import ARMED, FIRED, OVERDUE, PAUSED, RELEASED, UNARMED
-from services.scheduler.tokens import issue
+from services.scheduler.tokens import LINK_MARGIN, issue
 from shared.errors import Conflict, Gone, InvalidInput, NotFound, PaymentRequired, RateLimited
 from tests.unit.scheduler_world import CLIENT, World
 

@@ -9,16 +9,20 @@ import pytest
 
 from services.scheduler.switches import (
     ARMED,
+    BOUNCED,
     FIRED,
     OVERDUE,
     PAUSED,
     RELEASED,
+    SENT,
     UNARMED,
+    AwaitNotice,
     BecomeOverdue,
     Fire,
     Remind,
     Resume,
     Schedule,
+    Settlement,
     Switch,
     Wait,
     default_schedule,
@@ -100,9 +104,27 @@ def test_grace_counts_from_the_overdue_notice_when_we_were_down_at_the_deadline(
 
 def test_an_overdue_switch_fires_when_grace_ends_and_not_a_moment_before():
     switch = Switch(id="s", user_id="u", state=OVERDUE, cycle=1, schedule=SCHEDULE,
-                    deadline=at(10 * DAY), grace_ends_at=at(12 * DAY), next_step=4)
+                    deadline=at(10 * DAY), grace_ends_at=at(12 * DAY), next_step=4,
+                    settled={3: Settlement(SENT, at(10 * DAY))})
     assert next_action(switch, at(12 * DAY) - timedelta(milliseconds=1)) == Wait(at(12 * DAY))
     assert next_action(switch, at(12 * DAY)) == Fire()
+
+
+def test_grace_over_without_word_of_the_overdue_notice_means_asking_not_firing():
+    switch = Switch(id="s", user_id="u", state=OVERDUE, cycle=1, schedule=SCHEDULE,
+                    deadline=at(10 * DAY), grace_ends_at=at(12 * DAY), next_step=4,
+                    settled={0: Settlement(SENT, at(7 * DAY)), 2: Settlement(SENT, at(9 * DAY))})
+    assert next_action(switch, at(30 * DAY)) == AwaitNotice()
+
+
+def test_a_notice_accepted_late_gives_the_whole_grace_from_its_acceptance():
+    switch = Switch(id="s", user_id="u", state=OVERDUE, cycle=1, schedule=SCHEDULE,
+                    deadline=at(10 * DAY), grace_ends_at=at(12 * DAY), next_step=4)
+    assert switch.grace_after(3, Settlement(SENT, at(15 * DAY))) == at(17 * DAY)
+    # In time, or bounced, or an upcoming reminder: grace stays as it was.
+    assert switch.grace_after(3, Settlement(SENT, at(10 * DAY))) is None
+    assert switch.grace_after(3, Settlement(BOUNCED, at(15 * DAY))) is None
+    assert switch.grace_after(2, Settlement(SENT, at(15 * DAY))) is None
 
 
 def test_a_pause_holds_until_it_ends_then_the_switch_resumes():
