@@ -286,12 +286,13 @@ class Scheduler:
                 moved.append(view(self._retrying(doc["_id"], self._check_in_refusing)))
             except Conflict as refusal:
                 refusals.append(refusal)
-                skipped.append(SkippedSwitch(id=doc["_id"], state=refusal.details["state"],
-                                             reason=refusal.code))
+                # A busy switch's refusal names no state: it is the one just read.
+                state = refusal.details.get("state", doc["state"])
+                skipped.append(SkippedSwitch(id=doc["_id"], state=state, reason=refusal.code))
         if moved or (skipped and all(s.state == PAUSED for s in skipped)):
             return CheckInResult(switches=moved, skipped=skipped)
         # Nothing could be checked in: say why, the gravest reason first.
-        for code in ("switch_fired", "email_not_verified"):
+        for code in ("switch_fired", "email_not_verified", "busy"):
             for refusal in refusals:
                 if refusal.code == code:
                     raise refusal

@@ -133,6 +133,25 @@ def test_a_check_in_that_raced_the_overdue_notice_reads_again_and_lands(world, m
     assert world.events("CheckInMissed") == []
 
 
+def test_checking_in_everything_skips_a_busy_switch_and_checks_in_the_others(world,
+                                                                            monkeypatch):
+    user_id, first = world.verified_user()
+    world.plan(user_id, switches=3)
+    busy = world.create(user_id).id
+    last = world.create(user_id).id
+    real_write = world.repo.start_cycle
+
+    def write(switch, fields, **kwargs):
+        # The busy switch changes under every attempt (the loop keeps winning the race).
+        return None if switch.id == busy else real_write(switch, fields, **kwargs)
+
+    monkeypatch.setattr(world.repo, "start_cycle", write)
+    answer = world.check_in(user_id)
+    assert {s.id for s in answer.switches} == {first, last}
+    [skipped] = answer.skipped
+    assert (skipped.id, skipped.state, skipped.reason) == (busy, ARMED, "busy")
+
+
 def test_a_check_in_after_firing_is_a_409_naming_the_state(world):
     user_id, switch_id = world.verified_user(interval_seconds=10 * MINUTE)
     fire(world, user_id, switch_id)
