@@ -99,6 +99,9 @@ class VaultService:
 
     @event_handler("CheckInMissed")
     def on_check_in_missed(self, event: Event) -> None:
+        # An author erased here asked for nothing to be released: no release record either.
+        if self.erasures.erased(event.data.user_id, event.type):
+            return
         if self._release().release_switch(event.data):
             self.dispatcher.wake()
 

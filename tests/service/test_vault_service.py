@@ -12,6 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import eventlet
@@ -522,3 +524,21 @@ def test_rotating_the_kek_while_messages_are_written_loses_nothing(
                            env={**os.environ, **rotation_env}, capture_output=True, text=True,
                            check=False)
     assert check.returncode == 0, check.stderr
+
+
+def test_a_check_in_missed_arriving_after_the_erasure_brings_no_release_back(vault, rpc,
+                                                                             settings, ada):
+    write(rpc)
+    erasure = new_event("ErasureRequested", {"request_id": str(uuid.uuid4()), "user_id": "ada",
+                                             "reason": "user", "email": "ada@example.org"},
+                        producer="privacy", now=datetime.now(UTC))
+    publish(settings.amqp_uri, erasure)
+    processed = database_of(vault).collection("processed_events")
+    wait_for(lambda: processed.count({"event_id": erasure["event_id"], "state": "done"}) == 1,
+             timeout=PATIENCE, what="the erasure")
+    # As if it had waited in a retry queue behind the erasure.
+    late = check_in_missed("ada", ada)
+    publish(settings.amqp_uri, late)
+    wait_for(lambda: processed.count({"event_id": late["event_id"], "state": "done"}) == 1,
+             timeout=PATIENCE, what="the late CheckInMissed")
+    assert database_of(vault).collection("releases").find({}) == []
