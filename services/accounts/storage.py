@@ -54,9 +54,13 @@ class AccountsRepository:
         return self.users.update_one({"_id": user_id}, with_event({}, event, now=now)) is not None
 
     def mark_verified(self, user: dict[str, Any], event: dict, now: datetime) -> bool:
-        """Verify the user's current address, once, announcing `event` (EmailVerified)."""
+        """Verify the user's current address, once, announcing `event` (EmailVerified).
+
+        Only an active account: one being closed (its erasure under way) must not arm a switch.
+        """
         done = self.users.update_one(
-            {"_id": user["_id"], "email_key": user["email_key"], "email_verified": False},
+            {"_id": user["_id"], "email_key": user["email_key"], "email_verified": False,
+             "status": "active"},
             with_event({"$set": {"email_verified": True, "email_verified_at": now}}, event,
                        now=now),
         )

@@ -77,14 +77,23 @@ def export_user(repo: SchedulerRepository, user_id: str) -> dict[str, Any]:
     }
 
 
+def retention_refusal(repo: SchedulerRepository, user_id: str) -> str | None:
+    """Why retention may not erase this user (a switch of theirs was armed), or None.
+
+    Every service that erases for retention asks this first, so that all of them agree:
+    none shreds a message that an armed switch may yet have to release.
+    """
+    armed = [doc["_id"] for doc in repo.switches_of(user_id) if doc["state"] != UNARMED]
+    if not armed:
+        return None
+    return f"retention may not erase user {user_id}: switch(es) {', '.join(armed)} were armed"
+
+
 def erase_user(repo: SchedulerRepository, user_id: str, reason: str) -> dict[str, int]:
     """Delete the owner's switches and everything the scheduler keeps about them."""
-    if reason == "retention":
-        armed = [doc["_id"] for doc in repo.switches_of(user_id) if doc["state"] != UNARMED]
-        if armed:
-            raise ArmedSwitchKept(
-                f"retention may not erase user {user_id}: switch(es) {', '.join(armed)} "
-                "were armed")
+    refusal = retention_refusal(repo, user_id) if reason == "retention" else None
+    if refusal:
+        raise ArmedSwitchKept(refusal)
     return {
         "switches": repo.switches.delete_many({"user_id": user_id}),
         "check_ins": repo.checkins.delete_many({"user_id": user_id}),

@@ -173,6 +173,11 @@ class SchedulerService:
     def export_user(self, user_id: str) -> dict:
         return privacy.export_user(self.store, user_id)
 
+    @rpc
+    def retention_refusal(self, user_id: str) -> str | None:
+        """The vault asks before a retention erasure: it must refuse it exactly when we do."""
+        return privacy.retention_refusal(self.store, user_id)
+
     erasures = Erasures()
 
     @event_handler("ErasureRequested")

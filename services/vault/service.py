@@ -20,7 +20,7 @@ from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
 from shared.entitlements import billing_rpc, limits_for
 from shared.errors import ServiceError
-from shared.events import Event, event_handler
+from shared.events import DeadLetter, Event, event_handler
 from shared.health import health_report
 from shared.privacy import Erasures
 from shared.storage.provider import Storage
@@ -152,5 +152,10 @@ class VaultService:
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
+        if data.reason == "retention":
+            # Agree with the scheduler: it keeps an armed switch, so its messages stay too.
+            refusal = SchedulerSwitches(self.scheduler).retention_refusal(data.user_id)
+            if refusal:
+                raise DeadLetter(refusal)
         self.erasures.answer(data, lambda: erase_user(self.store, self._data_keys(),
                                                       data.user_id))

@@ -97,6 +97,12 @@ class SchedulerSwitches:
         switch = self._ask("get_switch", user_id, switch_id, missing=None)
         return None if switch is None else str(switch["state"])
 
+    def retention_refusal(self, user_id: str) -> str | None:
+        """Why the scheduler refuses to let retention erase this user, or None;
+        Unavailable if it cannot be asked now (the erasure is retried)."""
+        answer = self._ask("retention_refusal", user_id)
+        return None if answer is None else str(answer)
+
     def mark_released(self, switch_id: str, cycle: int) -> None:
         """Tell the scheduler the switch is released; ReleaseRefused if it did not fire,
         Unavailable if the scheduler cannot be reached now (try again later)."""

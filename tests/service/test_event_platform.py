@@ -19,10 +19,11 @@ from nameko.testing.services import entrypoint_hook
 from shared.events import OutboxRelay, event_handler, new_document_with_events, new_event
 from shared.events import topology as topo
 from shared.events.consumer import DeadLetter
-from shared.events.deadletters import connect, peek, replay
+from shared.events.deadletters import connect, replay
 from shared.events.outbox import is_pending
 from shared.storage import Index, open_database
 from shared.storage.provider import Storage, database_of
+from tests.helpers import dead_letters as _dead_letters
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.service
@@ -106,11 +107,7 @@ def publish_raw(amqp_uri: str, body: bytes | dict, content_type: str = "applicat
 
 
 def dead_letters(amqp_uri: str, queue: str = "jicm.listener.UserRegistered.dead") -> list:
-    connection = connect(amqp_uri)
-    try:
-        return list(peek(connection.channel(), queue, 100))
-    finally:
-        connection.close()
+    return _dead_letters(amqp_uri, queue)
 
 
 def test_an_event_written_with_its_document_reaches_the_consumer(listener, producer):

@@ -37,7 +37,7 @@ from shared.events.schemas import CheckInMissed
 from shared.plans import free_limits
 from shared.storage import open_database
 from shared.storage.provider import Storage, database_of
-from tests.helpers import wait_for
+from tests.helpers import dead_letters, wait_for
 from tests.service.vault_helpers import (
     EventTap,
     Switchboard,
@@ -542,3 +542,39 @@ def test_a_check_in_missed_arriving_after_the_erasure_brings_no_release_back(vau
     wait_for(lambda: processed.count({"event_id": late["event_id"], "state": "done"}) == 1,
              timeout=PATIENCE, what="the late CheckInMissed")
     assert database_of(vault).collection("releases").find({}) == []
+
+
+def erasure_for(user_id: str, reason: str) -> dict:
+    return new_event("ErasureRequested", {"request_id": str(uuid.uuid4()), "user_id": user_id,
+                                          "reason": reason, "email": f"{user_id}@example.org"},
+                     producer="privacy", now=datetime.now(UTC))
+
+
+def test_a_retention_erasure_the_scheduler_refuses_shreds_nothing_in_the_vault(
+        vault, rpc, settings, ada):
+    # Retention only erases accounts never verified; ada's switch is armed, so the scheduler
+    # refuses (someone's last words may be at stake), and the vault must refuse too.
+    message_id = write(rpc)
+    erasure = erasure_for("ada", "retention")
+    publish(settings.amqp_uri, erasure)
+    [refused] = wait_for(
+        lambda: dead_letters(settings.amqp_uri, "jicm.vault.ErasureRequested.dead"),
+        timeout=PATIENCE, what="the vault to refuse the erasure")
+    assert refused.event_id == erasure["event_id"]
+    assert "armed" in refused.reason
+    assert rpc.call("vault", "get_message", "ada", message_id)["body"] == \
+        "The code of the safe is 4921."
+    assert database_of(vault).collection("data_keys").get("ada") is not None
+
+
+def test_a_retention_erasure_of_a_never_armed_account_goes_ahead_in_the_vault(
+        vault, rpc, settings, switches):
+    switches.registered("eve")
+    write(rpc, "eve")
+    erasure = erasure_for("eve", "retention")
+    publish(settings.amqp_uri, erasure)
+    processed = database_of(vault).collection("processed_events")
+    wait_for(lambda: processed.count({"event_id": erasure["event_id"], "state": "done"}) == 1,
+             timeout=PATIENCE, what="the erasure")
+    assert database_of(vault).collection("data_keys").get("eve") is None
+    assert rpc.call("vault", "list_messages", "eve")["messages"] == []

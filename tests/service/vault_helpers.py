@@ -95,6 +95,12 @@ class Switchboard:
         scheduler.on_email_verified(user_id, f"{user_id}@example.org")
         return scheduler.default_switch_id(user_id)
 
+    def registered(self, user_id: str) -> str:
+        """A registered user who never verified the address; their switch is unarmed."""
+        scheduler = self._scheduler()
+        scheduler.on_user_registered(user_id, f"{user_id}@example.org")
+        return scheduler.default_switch_id(user_id)
+
     def another(self, user_id: str) -> str:
         """One more switch of the user (on a paid plan, so that the scheduler allows it)."""
         self.premium(user_id)

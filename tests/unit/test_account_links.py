@@ -14,6 +14,7 @@ import pytest
 
 from services.accounts.accounts import Accounts
 from services.accounts.passwords import password_hasher
+from services.accounts.privacy import close_account
 from services.accounts.schemas import (
     ClientContext,
     LogIn,
@@ -136,6 +137,24 @@ def test_the_mailed_link_verifies_the_address_once_and_announces_it(accounts, re
         verify(accounts, token)
     assert used.value.code == "token_used"
     assert outbox_types(repo, account.id).count("EmailVerified") == 1
+
+
+def test_an_account_closed_while_its_link_is_used_is_not_verified_and_arms_nothing(
+        accounts, repo, clock, monkeypatch):
+    account = sign_up(accounts)
+    token = token_of(mails(repo, account.id)[0])
+    read_user = repo.user
+
+    def closed_just_after_reading(user_id):
+        user = read_user(user_id)
+        close_account(repo, account.id, clock.now())  # the erasure begins meanwhile
+        return user
+
+    monkeypatch.setattr(repo, "user", closed_just_after_reading)
+    verify(accounts, token)
+    monkeypatch.undo()
+    assert repo.user(account.id)["email_verified"] is False
+    assert "EmailVerified" not in outbox_types(repo, account.id)
 
 
 def test_an_expired_link_is_refused_and_verifies_nothing(accounts, repo, clock):
