@@ -339,9 +339,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _delivery_rules(self) -> Settings:
-        # A claim must outlive the SMTP conversation it covers (connect, greeting, STARTTLS,
-        # AUTH, MAIL, RCPT, DATA: each bounded by SMTP_TIMEOUT), or a slow server would see
-        # a second sender take over the same mail.
+        # A claim must outlive the SMTP conversation it covers, or a slow server would see a
+        # second sender take over the same mail: the conversation is cut off a margin before
+        # the claim ends (delivery/pipeline.py), and this leaves room for several of its
+        # steps (connect, greeting, STARTTLS, AUTH, MAIL, RCPT, DATA), each bounded by
+        # SMTP_TIMEOUT.
         if self.delivery_lease < 4 * self.smtp_timeout:
             raise ValueError("JICM_DELIVERY_LEASE must be at least 4 x SMTP_TIMEOUT")
         if self.delivery_retry_cap < self.delivery_retry_base:
