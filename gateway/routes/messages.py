@@ -60,8 +60,10 @@ def get_message(message_id: str) -> dict:
 
 @operation(bp, "PUT", "/api/v1/messages/<message_id>", summary="Change a message",
            tag="messages", body=MessageChanges, response=Message, errors=(402, 409),
-           description="Changes the fields given; the others keep their value. A released "
-                       "message can no longer be changed (409).")
+           description="Changes the fields given; the others keep their value. Once its "
+                       "switch has fired, a message is frozen: it can no longer be changed, "
+                       "given other recipients or moved to another switch (409 "
+                       "`switch_fired`, or `message_released` once it was released).")
 def update_message(body: MessageChanges, message_id: str) -> dict:
     changes = body.model_dump(mode="json", exclude_unset=True)
     return call("vault", "update_message", *_author(), _checked(message_id), changes)
@@ -69,6 +71,7 @@ def update_message(body: MessageChanges, message_id: str) -> dict:
 
 @operation(bp, "DELETE", "/api/v1/messages/<message_id>", summary="Delete a message",
            tag="messages", status=204, errors=(409,),
-           description="Deletes a message for good. A released message cannot be deleted (409).")
+           description="Deletes a message for good. A message whose switch has fired cannot be "
+                       "deleted (409 `switch_fired`, or `message_released`).")
 def delete_message(message_id: str) -> None:
     call("vault", "delete_message", current_user_id(), _checked(message_id))

@@ -5,7 +5,13 @@ moment in time; the nameko service only wires these together. Another user's mes
 answered exactly like a message that does not exist (404). A released message can no
 longer be changed or deleted (409): it is on its way to its recipients.
 
-A write can race the firing of its switch (the scheduler said the switch was live, then
+Once a switch has fired, every message on it is frozen (409, `switch_fired`): it may not
+be changed, deleted, or moved off it, even before the vault has heard of the firing
+(which can take as long as the vault or the broker is down). So every change asks first,
+of the vault's own release records and then of the scheduler, whether the message's
+switch is still live.
+
+A write can still race the firing itself (the scheduler said the switch was live, then
 it fired). The release records the fired switch before it looks for messages, and a
 write looks for that record after it lands, so one of the two always sees the other: a
 new message is then taken back (409, `switch_fired`), and a message moved into the
@@ -34,7 +40,13 @@ from services.vault.schemas import (
 )
 from services.vault.sealing import Content, Sealer, new_recipients
 from services.vault.storage import SEALED, VaultRepository
-from services.vault.switches import SwitchDirectory, resolve_switch, switch_fired
+from services.vault.switches import (
+    FIRED_STATES,
+    SwitchDirectory,
+    refusal,
+    resolve_switch,
+    switch_fired,
+)
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.plans import PlanLimits
 
@@ -121,6 +133,7 @@ class Messages:
         """Change a sealed message. Every field is sealed again under the next revision."""
         for _ in range(EDIT_ATTEMPTS):
             doc = self._sealed_message(user_id, message_id, "changed")
+            self._require_live_switch(user_id, doc["switch_id"])
             key = self.keys.get(user_id)
             before = Sealer.of(key, doc).open_content(doc)
             after = _changed(before, changes, _sender_email(sender_email))
@@ -147,6 +160,17 @@ class Messages:
         raise Conflict("the message changed while it was being edited; try again",
                        code="edit_conflict")
 
+    def _require_live_switch(self, user_id: str, switch_id: str) -> None:
+        """Refuse to touch a message whose switch has fired: its release is under way."""
+        if self.repo.release_of(switch_id):
+            raise switch_fired(switch_id, "fired")
+        if self.switches.owns_switch(user_id, switch_id):
+            return
+        state = self.switches.switch_state(user_id, switch_id)
+        if state in FIRED_STATES:
+            raise switch_fired(switch_id, state)
+        raise refusal(state, switch_id, default=False)
+
     def _sealed_message(self, user_id: str, message_id: str, action: str) -> dict[str, Any]:
         doc = self.repo.message_of(user_id, message_id)
         if doc is None:
@@ -164,7 +188,9 @@ class Messages:
         return switch_id
 
     def delete(self, user_id: str, message_id: str) -> None:
-        """Delete a sealed message for good."""
+        """Delete a sealed message of a live switch for good."""
+        doc = self._sealed_message(user_id, message_id, "deleted")
+        self._require_live_switch(user_id, doc["switch_id"])
         if self.repo.delete_sealed(user_id, message_id):
             return
         if self.repo.message_of(user_id, message_id) is None:

@@ -179,6 +179,55 @@ def test_a_released_message_can_no_longer_be_changed_or_deleted(vault):
     assert vault.messages().get("ada", message_id).body == "The code of the safe is 4921."
 
 
+# Between the firing and the vault hearing of it (unbounded while the vault or the broker is
+# down), the scheduler knows the switch fired: every message on it is frozen already.
+
+
+@pytest.mark.parametrize("state", ["fired", "released"])
+def test_a_message_on_a_switch_the_scheduler_says_fired_can_no_longer_change(vault, state):
+    message_id = vault.write(recipients=[{"name": "Grace", "email": "grace@example.org"},
+                                         {"name": "Alan", "email": "alan@example.org"}])
+    vault.switches.fired["default-ada"] = state
+    edits = [MessageChanges(body="something else"),
+             MessageChanges(recipients=[{"name": "Eve", "email": "eve@example.org"}]),
+             MessageChanges(switch_id="extra-ada-2")]
+    for changes in edits:
+        with pytest.raises(Conflict) as refused:
+            vault.messages().update("ada", "ada@example.org", message_id, changes)
+        assert refused.value.code == "switch_fired"
+        assert refused.value.details["state"] == state
+    with pytest.raises(Conflict) as refused:
+        vault.messages().delete("ada", message_id)
+    assert refused.value.code == "switch_fired"
+    kept = vault.messages().get("ada", message_id)
+    assert kept.body == "The code of the safe is 4921."
+    assert [r.email for r in kept.recipients] == ["grace@example.org", "alan@example.org"]
+    assert kept.switch_id == "default-ada"
+
+
+def test_a_message_on_a_switch_the_vault_heard_fired_is_frozen_without_asking(vault):
+    message_id = vault.write(switch_id="extra-ada-3")
+    vault.release().repo.record_release({
+        "_id": "extra-ada-3", "user_id": "ada", "cycle": 1, "deadline": START,
+        "fired_at": START, "heard_at": START, "state": "releasing", "notify_due_at": START,
+        "attempts": 0})
+    vault.repo.messages.update_one({"_id": message_id}, {"$set": {"state": "sealed"}})
+    vault.switches.asked.clear()
+    with pytest.raises(Conflict) as refused:
+        vault.messages().delete("ada", message_id)
+    assert refused.value.code == "switch_fired"
+    assert vault.switches.asked == []
+    assert vault.repo.message(message_id) is not None
+
+
+def test_a_message_on_a_live_switch_is_still_changed_and_deleted(vault):
+    message_id = vault.write()
+    vault.messages().update("ada", "ada@example.org", message_id, MessageChanges(body="new"))
+    assert vault.messages().get("ada", message_id).body == "new"
+    vault.messages().delete("ada", message_id)
+    assert vault.repo.message(message_id) is None
+
+
 def test_deleting_a_sealed_message_deletes_it(vault):
     message_id = vault.write()
     vault.messages().delete("ada", message_id)

@@ -135,12 +135,15 @@ def test_an_edit_racing_the_release_is_released_at_its_new_revision(vault):
     message_id = vault.write()
     real_mark = vault.repo.mark_released
     raced = []
+    # An edit that found the switch live just before it fired, and lands now.
+    in_flight = vault.messages()
+    in_flight._require_live_switch = lambda user_id, switch_id: None
 
     def edit_lands_first(doc, release):
         if not raced:
             raced.append(True)
-            vault.messages().update("ada", "ada@example.org", message_id,
-                                    MessageChanges(body="the last word"))
+            in_flight.update("ada", "ada@example.org", message_id,
+                             MessageChanges(body="the last word"))
         return real_mark(doc, release)
 
     vault.repo.mark_released = edit_lands_first
@@ -149,6 +152,27 @@ def test_an_edit_racing_the_release_is_released_at_its_new_revision(vault):
     [event] = released_events(vault)
     token = event.data.recipients[0].read_token
     assert vault.release().read_released(token, None).body == "the last word"
+
+
+def test_an_edit_asked_for_once_the_release_began_is_refused_and_changes_nothing(vault):
+    message_id = vault.write()
+    real_mark = vault.repo.mark_released
+    refused = []
+
+    def edit_arrives(doc, release):
+        with pytest.raises(Conflict) as refusal:
+            vault.messages().update("ada", "ada@example.org", message_id,
+                                    MessageChanges(body="too late"))
+        refused.append(refusal.value.code)
+        return real_mark(doc, release)
+
+    vault.repo.mark_released = edit_arrives
+    assert vault.release().release_switch(missed(vault)) == 1
+    assert refused == ["switch_fired"]
+    vault.release().dispatch_due(vault.published)
+    [event] = released_events(vault)
+    token = event.data.recipients[0].read_token
+    assert vault.release().read_released(token, None).body == "The code of the safe is 4921."
 
 
 # Dispatching -----------------------------------------------------------------------------
