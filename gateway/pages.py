@@ -19,10 +19,9 @@ from flask import Response, render_template
 from gateway.errors import ApiError
 from shared.errors import ServiceError
 
-
 # No script-src: `default-src 'none'` forbids every script on these pages.
-LINK_PAGE_CSP = ("default-src 'none'; style-src 'self'; form-action 'self'; "
-                 "frame-ancestors 'none'; base-uri 'none'")
+LINK_PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                 "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 def page(template: str, status: int = 200, **values: Any) -> Response:
