@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from shared.errors import ServiceError
 
@@ -76,13 +76,26 @@ def _as_page(exc: BaseException) -> Response | None:
     render = current_app.extensions.get(PAGE_RENDERER)
     if render is None:
         return None
-    if request.blueprint in current_app.extensions.get(PAGE_BLUEPRINTS, ()):
+    if _blueprint(exc) in current_app.extensions.get(PAGE_BLUEPRINTS, ()):
         return render(exc)
-    unrouted = request.url_rule is None
-    if unrouted and not request.path.startswith(("/api/", "/webhooks/")) and (
+    # An address that exists nowhere, asked for by a browser: our 404 page.
+    unknown = request.url_rule is None and isinstance(exc, NotFound)
+    if unknown and not request.path.startswith(("/api/", "/webhooks/")) and (
             request.accept_mimetypes.accept_html):
         return render(exc)
     return None
+
+
+def _blueprint(exc: BaseException) -> str | None:
+    """The blueprint of the request's route; for a wrong method, of the route it missed."""
+    if request.blueprint or not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
+        return request.blueprint
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        endpoint, _ = adapter.match(method=exc.valid_methods[0])
+    except HTTPException:
+        return None
+    return endpoint.rpartition(".")[0] or None
 
 
 def register_error_handlers(app: Flask) -> None:

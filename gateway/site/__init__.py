@@ -94,8 +94,11 @@ def error_page(exc: BaseException) -> Response:
                             MESSAGES.get(exc.status) or sentence(exc.message))
     if isinstance(exc, HTTPException):
         status = exc.code or 500
-        return problem_page(status, TITLES.get(status, TITLES[400]),
+        page = problem_page(status, TITLES.get(status, TITLES[400]),
                             MESSAGES.get(status, "Please go back and try again."))
+        if getattr(exc, "valid_methods", None):
+            page.headers["Allow"] = ", ".join(exc.valid_methods)
+        return page
     log.exception("unhandled error on a page", exc_info=exc)
     return problem_page(500, TITLES[500], MESSAGES[500])
 

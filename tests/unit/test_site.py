@@ -269,3 +269,14 @@ def test_the_timeline_places_reminders_before_the_deadline_and_release_at_the_en
 
 def test_a_paused_switch_has_no_timeline():
     assert timeline(switch("paused"), NOW) is None
+
+
+def test_a_wrong_method_on_a_page_is_a_405_page_naming_the_allowed_ones(client):
+    answer = client.get("/logout")
+    assert answer.status_code == 405 and answer.mimetype == "text/html"
+    assert set(answer.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+
+
+def test_a_wrong_method_elsewhere_stays_json(client):
+    answer = client.delete("/readyz", headers={"Accept": "text/html"})
+    assert answer.status_code == 405 and answer.is_json
