@@ -33,7 +33,6 @@ class SwitchCard:
     switch: dict[str, Any]
     title: str
     state: str
-    deadline: datetime | None
     steps: list[str]
     schedule: str
     reminders: str
@@ -52,7 +51,6 @@ def switch_cards(switches: list[dict], messages: list[dict], now: datetime) -> l
             switch=switch,
             title="Your switch" if len(switches) == 1 else f"Switch {number}",
             state=state_words(switch, tz, now),
-            deadline=parse_time(switch.get("deadline")),
             steps=next_steps(switch, len(own), recipients, tz, now),
             schedule=consequence(switch["interval_seconds"], switch["grace_seconds"]),
             reminders=reminder_words(switch["reminders_seconds"]),
@@ -70,7 +68,7 @@ def dashboard() -> Response:
     messages = call("vault", "list_messages", g.user["id"])["messages"]
     tz = zone(g.user.get("time_zone"))
     return render("dashboard.html", cards=switch_cards(switches, messages, now),
-                  tz=tz, now=now, when=when, relative=relative,
+                  tz=tz, now=now, when=when,
                   plan=plan_of(g.user["id"]),
                   any_live=any(s["state"] in ("armed", "overdue") for s in switches))
 

@@ -18,10 +18,6 @@ FORM_ERROR = "_form"  # a problem that belongs to no one field
 class FormErrors(dict[str, str]):
     """Field name -> the sentence shown beside it (`_form` for the whole form)."""
 
-    @property
-    def summary(self) -> list[str]:
-        return list(self.values())
-
 
 def validated(model: type[BaseModel], data: dict[str, Any],
               names: dict[str, str] | None = None) -> tuple[Any, FormErrors]:

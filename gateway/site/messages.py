@@ -172,9 +172,10 @@ def _rework(draft: Draft, message: dict | None = None) -> Response | None:
     if action == "add":
         draft.recipients.append({"name": "", "email": ""})
     elif action.startswith("remove-"):
-        index = _int(action.removeprefix("remove-"), -1)
-        if 0 <= index < len(draft.recipients) and len(draft.recipients) > 1:
-            del draft.recipients[index]
+        index = action.removeprefix("remove-")
+        rows = len(draft.recipients)
+        if index.isdigit() and int(index) < rows and rows > 1:
+            del draft.recipients[int(index)]
     elif action == "preview":
         return _form_page(draft, FormErrors(), message=message, preview=previews(draft))
     else:

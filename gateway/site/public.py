@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app
 
 from gateway.site.pages import problem_page, render
+from gateway.site.session import load_user
 from services.privacy.notices import NOTICES_DIR, notice
 from services.scheduler.switches import DEFAULT_GRACE_SECONDS, DEFAULT_INTERVAL_SECONDS
 from shared.config import SETTINGS_CONFIG_KEY
@@ -24,6 +25,7 @@ HEADING_MAX = 90
 
 @bp.get("/")
 def landing() -> Response:
+    load_user()  # the signed-in see their dashboard's link instead of "sign up"
     return render("landing.html", plans=list(PLANS.values()),
                   interval_days=DEFAULT_INTERVAL_SECONDS // 86_400,
                   grace_days=DEFAULT_GRACE_SECONDS // 86_400)
@@ -31,6 +33,7 @@ def landing() -> Response:
 
 @bp.get("/privacy")
 def privacy() -> Response:
+    load_user()
     version = current_app.config[SETTINGS_CONFIG_KEY].policy_version
     published = notice(version)
     if published is None:

@@ -31,12 +31,6 @@ def when(moment: datetime, tz: ZoneInfo, now: datetime) -> str:
     return f"{local:%A} {local.day} {local:%B}{year}, {local:%H:%M} {tz.key}"
 
 
-def day(moment: datetime, tz: ZoneInfo) -> str:
-    """"14 January 2030": a date without a time."""
-    local = moment.astimezone(tz)
-    return f"{local.day} {local:%B %Y}"
-
-
 def relative(moment: datetime, now: datetime) -> str:
     """"in 12 days", "in 3 hours", "5 minutes ago", "now"."""
     seconds = (moment - now).total_seconds()

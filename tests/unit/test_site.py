@@ -280,3 +280,18 @@ def test_a_wrong_method_on_a_page_is_a_405_page_naming_the_allowed_ones(client):
 def test_a_wrong_method_elsewhere_stays_json(client):
     answer = client.delete("/readyz", headers={"Accept": "text/html"})
     assert answer.status_code == 405 and answer.is_json
+
+
+def test_removing_the_first_recipient_keeps_the_second(signed_in):
+    token = form_token(signed_in, "/app/messages/new")
+    page = signed_in.post("/app/messages/new", data={
+        "csrf_token": token, "action": "remove-0", "subject": "Hi", "body": "Text",
+        "recipient_rows": "2", "recipient_name_0": "Grace",
+        "recipient_email_0": "grace@example.org", "recipient_name_1": "Alan",
+        "recipient_email_1": "alan@example.org"}).get_data(as_text=True)
+    assert 'value="alan@example.org"' in page and "grace@example.org" not in page
+
+
+def test_the_landing_page_knows_who_is_signed_in(signed_in):
+    page = signed_in.get("/").get_data(as_text=True)
+    assert "Go to your dashboard" in page and "Sign up for free" not in page
