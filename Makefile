@@ -6,16 +6,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast lint format venv broker dead-letters clean bench
+.PHONY: run test test-fast test-browser lint format venv broker browser dead-letters clean bench css
 
 run: venv broker ## Start every service, the gateway on :8000 and the dev SMTP sink
 	$(PY) -m deploy.local.supervisor
 
-test: venv broker lint ## Lint, then the whole test suite (unit, service, end-to-end, fault)
+test: venv broker browser lint ## Lint, then the whole test suite (unit, service, end-to-end, fault, browser)
 	$(PY) -m pytest
+	JICM_TESTS_BROWSER=1 $(PY) -m pytest tests/browser
 
 test-fast: venv ## Only the tests that need no broker and start no process
 	$(PY) -m pytest -m "not service and not e2e and not fault"
+
+test-browser: venv broker browser ## Only the browser tests (screenshots land in var/screenshots/)
+	JICM_TESTS_BROWSER=1 $(PY) -m pytest tests/browser
 
 lint: venv ## ruff
 	$(VENV)/bin/ruff check .
@@ -42,8 +46,19 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+browser: node_modules/.installed ## Chromium (Debian's) and the npm packages the browser tests use
+	@deploy/local/ensure_chromium.sh
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+css: node_modules/.installed ## Refresh the vendored Pico CSS from the npm package
+	cp node_modules/@picocss/pico/css/pico.jade.min.css node_modules/@picocss/pico/LICENSE.md \
+		gateway/site/static/vendor/pico/
+
 broker: ## Make sure a RabbitMQ answers on 127.0.0.1:5672 (starting or installing one)
 	@deploy/local/ensure_rabbitmq.sh
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var node_modules .pytest_cache .ruff_cache .hypothesis

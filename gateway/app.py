@@ -28,6 +28,7 @@ from gateway.routes import (
     switches,
 )
 from gateway.rpc import RpcClientPool
+from gateway.site import init_site
 from shared import logging as jicm_logging
 from shared.config import SETTINGS_CONFIG_KEY, ConfigError, Settings, load_settings
 
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None, rpc: RpcClientPool | None = Non
     if settings is None:
         settings = _settings_or_exit()
         jicm_logging.configure_logging("gateway", settings.log_level, settings.log_format)
-    app = Flask(__name__)
+    # The site's blueprint serves /static; the gateway itself has no static folder.
+    app = Flask(__name__, static_folder=None)
     app.config.update(
         {SETTINGS_CONFIG_KEY: settings, "MAX_CONTENT_LENGTH": settings.max_body_bytes}
     )
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None, rpc: RpcClientPool | None = Non
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    init_site(app, settings)
     register_error_handlers(app)
     app.before_request(_bind_request_id)
     app.after_request(_secure_headers)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from shared.errors import ServiceError
 
@@ -66,15 +66,53 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
     return response
 
 
+# The web site (gateway/site) registers here how its failures become pages.
+PAGE_RENDERER = "jicm.error_page"
+PAGE_BLUEPRINTS = "jicm.page_blueprints"
+
+
+def _as_page(exc: BaseException) -> Response | None:
+    """A failure on a web page (or an unknown address a browser asked for) as a page."""
+    render = current_app.extensions.get(PAGE_RENDERER)
+    if render is None:
+        return None
+    if _blueprint(exc) in current_app.extensions.get(PAGE_BLUEPRINTS, ()):
+        return render(exc)
+    # An address that exists nowhere, asked for by a browser: our 404 page.
+    unknown = request.url_rule is None and isinstance(exc, NotFound)
+    if unknown and not request.path.startswith(("/api/", "/webhooks/")) and (
+            request.accept_mimetypes.accept_html):
+        return render(exc)
+    return None
+
+
+def _blueprint(exc: BaseException) -> str | None:
+    """The blueprint of the request's route; for a wrong method, of the route it missed."""
+    if request.blueprint or not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
+        return request.blueprint
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        endpoint, _ = adapter.match(method=exc.valid_methods[0])
+    except HTTPException:
+        return None
+    return endpoint.rpartition(".")[0] or None
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Route every exception to a JSON answer."""
+    """Route every exception to a JSON answer (or, for the web site, a page)."""
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
+        page = _as_page(exc)
+        if page is not None:
+            return page
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Response:
+        page = _as_page(exc)
+        if page is not None:
+            return page
         headers = {}
         retry_after = exc.details.get("retry_after_seconds") if exc.details else None
         if retry_after:
@@ -85,6 +123,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        page = _as_page(exc)
+        if page is not None:
+            return page
         status = exc.code or 500
         code, message = HTTP_CODES.get(status, ("http_error", "the request failed"))
         headers = {"Allow": exc.valid_methods} if getattr(exc, "valid_methods", None) else {}
@@ -94,6 +135,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        page = _as_page(exc)
+        if page is not None:
+            return page
         log.exception("unhandled error")
         code, message = HTTP_CODES[500]
         return error_response(500, code, message)

@@ -2,25 +2,39 @@
 
 nameko's pytest plugin no longer monkey-patches (since 2.13), so it is done here,
 before anything imports socket or threading.
+
+The browser tests (tests/browser) are the exception: Playwright's sync API runs its own
+greenlets and asyncio loop, which hang under eventlet's patches. They run in a pytest
+process of their own with `JICM_TESTS_BROWSER=1` (`make test` runs both), which collects
+only them and patches nothing; the eventlet process leaves them out.
 """
 
-import eventlet
+import os
+from pathlib import Path
 
-eventlet.monkey_patch()
+BROWSER_RUN = os.environ.get("JICM_TESTS_BROWSER") == "1"
+_HERE = Path(__file__).parent
+collect_ignore = (
+    [path.name for path in _HERE.iterdir() if path.is_dir() and path.name != "browser"]
+    if BROWSER_RUN else ["browser"]
+)
 
-import socket  # noqa: E402
+if not BROWSER_RUN:
+    import eventlet
 
-_green_getaddrinfo = socket.getaddrinfo
+    eventlet.monkey_patch()
 
+    import socket
 
-def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
-    # pika 1.4 calls getaddrinfo with keyword arguments, which eventlet 0.33's green
-    # version does not take. Only this monkey-patched test process needs the shim: the
-    # gateway, the one real user of pika, runs without eventlet.
-    return _green_getaddrinfo(host, port, family, type, proto, flags)
+    _green_getaddrinfo = socket.getaddrinfo
 
+    def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        # pika 1.4 calls getaddrinfo with keyword arguments, which eventlet 0.33's green
+        # version does not take. Only this monkey-patched test process needs the shim: the
+        # gateway, the one real user of pika, runs without eventlet.
+        return _green_getaddrinfo(host, port, family, type, proto, flags)
 
-socket.getaddrinfo = _getaddrinfo
+    socket.getaddrinfo = _getaddrinfo
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -12,11 +12,15 @@ from services.accounts.schemas import (
     Account,
     LogIn,
     MailQueued,
+    PasswordChange,
     PasswordChanged,
     PasswordReset,
     PasswordResetRequest,
     Profile,
+    ProfileChanges,
     Session,
+    SessionList,
+    SessionsEnded,
     SignUp,
     VerifyEmail,
 )
@@ -44,9 +48,42 @@ def log_out() -> None:
     call("accounts", "log_out", g.token)
 
 
+@operation(bp, "GET", "/api/v1/sessions", summary="Your open sessions", tag="accounts",
+           response=SessionList,
+           description="Every device signed in to your account, oldest first; `current` "
+                       "marks the one asking. Tokens are never shown.")
+def list_sessions() -> dict:
+    return call("accounts", "list_sessions", g.token)
+
+
+@operation(bp, "DELETE", "/api/v1/sessions", summary="Sign out everywhere", tag="accounts",
+           response=SessionsEnded,
+           description="Ends every session of your account, the one asking included.")
+def end_sessions() -> dict:
+    return call("accounts", "end_sessions", current_user_id())
+
+
 @operation(bp, "GET", "/api/v1/me", summary="Your profile", tag="accounts", response=Profile)
 def me() -> dict:
     return g.user
+
+
+@operation(bp, "PATCH", "/api/v1/me", summary="Change your profile", tag="accounts",
+           body=ProfileChanges, response=Profile,
+           description="`time_zone`: the IANA name (Europe/Paris) the web site shows your "
+                       "times in. Times in the API stay UTC.")
+def update_profile(body: ProfileChanges) -> dict:
+    return call("accounts", "update_profile", current_user_id(), body.model_dump(mode="json"))
+
+
+@operation(bp, "POST", "/api/v1/me/password", summary="Change your password", tag="accounts",
+           body=PasswordChange, response=Session, errors=(403, 422, 429),
+           description="Needs the current password (403 `wrong_password`; wrong guesses "
+                       "count against the log-in limit). Every session ends, this one "
+                       "included; the answer is a new session token for the caller.")
+def change_password(body: PasswordChange) -> dict:
+    return call("accounts", "change_password", g.token, body.model_dump(mode="json"),
+                client_context())
 
 
 @operation(bp, "POST", "/api/v1/accounts/verify", summary="Verify your email address",

@@ -10,8 +10,6 @@ and have their own Content-Security-Policy.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, render_template, request
@@ -20,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from gateway.api import operation
 from gateway.clients import client_context
 from gateway.errors import ApiError
+from gateway.pages import LINK_PAGE_CSP
 from gateway.remote import call
 from services.scheduler.tokens import TOKEN_PATTERN
 from shared.config import SETTINGS_CONFIG_KEY
@@ -27,17 +26,6 @@ from shared.errors import ServiceError
 
 bp = Blueprint("checkin_link", __name__)
 
-STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;"
-    "line-height:1.5;color:#1d2330}h1{font-size:1.5rem}button{font-size:1.1rem;"
-    "padding:.7rem 1.4rem;border:0;border-radius:.4rem;background:#1f6f43;color:#fff;"
-    "cursor:pointer}"
-)
-_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-PAGE_CSP = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
 
 # What each refusal of the scheduler means on the page.
 PAGES_FOR_CODES = {
@@ -109,8 +97,8 @@ def refusal_page(refusal: ServiceError | ApiError | HTTPException) -> Response:
 
 
 def page(kind: str, status: int, **context: object) -> Response:
-    html = render_template("checkin.html", kind=kind, style=STYLE, **context)
+    html = render_template("checkin.html", kind=kind, **context)
     response = Response(html, status=status, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = PAGE_CSP
+    response.headers["Content-Security-Policy"] = LINK_PAGE_CSP
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
     return response

@@ -24,11 +24,23 @@ from typing import Any
 from services.accounts.emails import normalize_email
 from services.accounts.links import EmailLinks
 from services.accounts.passwords import PasswordHasher, check_password_policy
-from services.accounts.schemas import Account, ClientContext, LogIn, Profile, Session, SignUp
+from services.accounts.schemas import (
+    Account,
+    ClientContext,
+    LogIn,
+    OpenSession,
+    PasswordChange,
+    Profile,
+    ProfileChanges,
+    Session,
+    SessionList,
+    SessionsEnded,
+    SignUp,
+)
 from services.accounts.storage import AccountsRepository, EmailTaken
 from services.accounts.tokens import LinkSettings
 from shared.client import truncate_ip
-from shared.errors import AuthenticationFailed, InvalidInput
+from shared.errors import AuthenticationFailed, Forbidden, InvalidInput
 from shared.events import new_event
 from shared.throttle import Limit, hashed_key
 
@@ -43,6 +55,7 @@ LOGIN_ATTEMPTS_PER_CLIENT = Limit("login-client", count=30, window_seconds=15 * 
 SIGNUPS_PER_CLIENT = Limit("signup-client", count=20, window_seconds=60 * 60)
 
 BAD_CREDENTIALS = "the email address or password is incorrect"
+WRONG_PASSWORD = "your current password is not the one you typed"  # noqa: S105 (a message)
 
 
 def age_on(birth: date, today: date) -> int:
@@ -204,23 +217,76 @@ class Accounts:
 
     def authenticate(self, token: str) -> Profile:
         """The profile behind a bearer token, or AuthenticationFailed."""
+        return _profile(self._signed_in(token)[1])
+
+    def _signed_in(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(session, user) of a live session token, or AuthenticationFailed."""
         session = self.repo.session(token_hash(token)) if token else None
         if session is None or session["expires_at"] <= self.now:
-            raise AuthenticationFailed("the session token is invalid or has expired",
-                                       code="invalid_token")
+            raise _invalid_token()
         user = self.repo.user(session["user_id"])
         if user is None or user.get("status") != "active":
-            raise AuthenticationFailed("the session token is invalid or has expired",
-                                       code="invalid_token")
+            raise _invalid_token()
         if session["created_at"] < user.get("password_changed_at", session["created_at"]):
             # Sessions opened before a password change end with it.
-            raise AuthenticationFailed("the session token is invalid or has expired",
-                                       code="invalid_token")
-        return _profile(user)
+            raise _invalid_token()
+        return session, user
 
     def log_out(self, token: str) -> None:
         """End the session of `token` (idempotent)."""
         self.repo.delete_session(token_hash(token))
+
+    # The signed-in owner's own account ------------------------------------------------
+
+    def list_sessions(self, token: str) -> SessionList:
+        """Every live session of the owner of `token`, oldest first, this one marked."""
+        current, user = self._signed_in(token)
+        changed_at = user.get("password_changed_at")
+        live = [
+            session for session in self.repo.sessions_of(user["_id"])
+            if session["expires_at"] > self.now
+            and (changed_at is None or session["created_at"] >= changed_at)
+        ]
+        return SessionList(sessions=[
+            OpenSession(created_at=session["created_at"], expires_at=session["expires_at"],
+                        user_agent=session.get("user_agent"),
+                        ip_truncated=session.get("ip_truncated"),
+                        current=session["_id"] == current["_id"])
+            for session in live
+        ])
+
+    def end_sessions(self, user_id: str) -> SessionsEnded:
+        """Sign out everywhere: every session of the user ends, this one included."""
+        return SessionsEnded(ended=self.repo.delete_sessions(user_id))
+
+    def change_password(self, token: str, request: PasswordChange,
+                        client: ClientContext) -> Session:
+        """Replace the password after checking the current one; every session ends and a
+        fresh one is opened for the device that asked (its new token is the answer)."""
+        _, user = self._signed_in(token)
+        account_key = hashed_key(user["email_key"])
+        # Wrong guesses count against the log-in limit: this form is no way around it.
+        self.repo.throttle.check(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+        if not self.hasher.verify(user["password_hash"], request.current_password):
+            self.repo.throttle.hit(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+            raise Forbidden(WRONG_PASSWORD, code="wrong_password",
+                            details={"field": "current_password"})
+        check_password_policy(request.new_password, user["email"], field="new_password")
+        self.repo.set_password(user["_id"], self.hasher.hash(request.new_password), self.now)
+        self.repo.delete_sessions(user["_id"])
+        return self._open_session(user, client)
+
+    def update_profile(self, user_id: str, changes: ProfileChanges) -> Profile:
+        """Store the owner's choices (their time zone)."""
+        user = self.repo.set_profile(user_id, changes.model_dump())
+        if user is None:
+            raise _invalid_token()
+        return _profile(user)
+
+
+def _invalid_token() -> AuthenticationFailed:
+    return AuthenticationFailed("the session token is invalid or has expired",
+                                code="invalid_token")
 
 
 def _profile(user: dict[str, Any]) -> Profile:
@@ -230,4 +296,5 @@ def _profile(user: dict[str, Any]) -> Profile:
         email_verified=user["email_verified"],
         created_at=user["created_at"],
         policy_version=user["policy_version"],
+        time_zone=user.get("time_zone"),
     )

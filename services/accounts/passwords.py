@@ -40,23 +40,24 @@ COSTS = {
 }
 
 
-def check_password_policy(password: str, email: str = "") -> None:
-    """Raise InvalidInput (code `weak_password`) unless `password` is acceptable."""
+def check_password_policy(password: str, email: str = "", field: str = "password") -> None:
+    """Raise InvalidInput (code `weak_password`, naming `field`) unless `password` is
+    acceptable."""
     if len(password) < MIN_LENGTH:
-        raise _weak(f"the password must be at least {MIN_LENGTH} characters long")
+        raise _weak(f"the password must be at least {MIN_LENGTH} characters long", field)
     if len(password) > MAX_LENGTH:
-        raise _weak(f"the password must be at most {MAX_LENGTH} characters long")
+        raise _weak(f"the password must be at most {MAX_LENGTH} characters long", field)
     if password.lower() in COMMON_PASSWORDS:
-        raise _weak("this password is one of the most common passwords")
+        raise _weak("this password is one of the most common passwords", field)
     inputs = [email, email.split("@")[0]] if email else []
     result = zxcvbn(password[:SCORED_PREFIX], user_inputs=inputs)
     if result["score"] < MIN_SCORE:
         hint = result["feedback"].get("warning") or "it is too easy to guess"
-        raise _weak(f"this password is too easy to guess: {hint.rstrip('.')}")
+        raise _weak(f"this password is too easy to guess: {hint.rstrip('.')}", field)
 
 
-def _weak(message: str) -> InvalidInput:
-    return InvalidInput(message, code="weak_password", details={"field": "password"})
+def _weak(message: str, field: str) -> InvalidInput:
+    return InvalidInput(message, code="weak_password", details={"field": field})
 
 
 class PasswordHasher:

@@ -96,7 +96,7 @@ def export_user(repo: AccountsRepository, user_id: str) -> dict[str, Any]:
     account = {key: user.get(key) for key in (
         "email", "email_verified", "email_verified_at", "status", "created_at",
         "policy_version", "policy_accepted_at", "age_confirmed_at", "password_changed_at",
-        "closed_at")}
+        "closed_at", "time_zone")}
     account["id"] = user["_id"]
     account["not_included"] = ["your password: kept only as an argon2id hash"]
     sessions = repo.sessions.find({"user_id": user_id}, sort=[("created_at", 1)])

@@ -5,8 +5,9 @@ its RPC arguments with them again."""
 from __future__ import annotations
 
 from datetime import date
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 EMAIL_MAX_LENGTH = 254
 
@@ -48,6 +49,54 @@ class Profile(BaseModel):
     email_verified: bool
     created_at: AwareDatetime
     policy_version: str
+    time_zone: str | None = Field(
+        None, description="IANA name of the time zone times are shown in; null: not chosen"
+    )
+
+
+def iana_time_zone(name: str) -> str:
+    """`name` if it is an IANA time zone this system knows (Europe/Paris, UTC...)."""
+    if "/" not in name and name != "UTC":
+        # Bare abbreviations (CET, EST5EDT...) exist in the database but name no place.
+        raise ValueError("must be an IANA time zone name such as Europe/Paris")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone name such as Europe/Paris") from None
+    return name
+
+
+class ProfileChanges(Strict):
+    time_zone: str = Field(min_length=1, max_length=64, examples=["Europe/Paris"],
+                           description="IANA time zone name")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return iana_time_zone(value)
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024, description="12 to 256 characters")
+
+
+class OpenSession(BaseModel):
+    """One signed-in device, as its owner sees it (never its token)."""
+
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+    user_agent: str | None
+    ip_truncated: str | None
+    current: bool = Field(description="the session this request is made with")
+
+
+class SessionList(BaseModel):
+    sessions: list[OpenSession]
+
+
+class SessionsEnded(BaseModel):
+    ended: int = Field(description="how many sessions were signed out")
 
 
 class ClientContext(BaseModel):

@@ -13,8 +13,10 @@ from services.accounts.passwords import password_hasher
 from services.accounts.schemas import (
     ClientContext,
     LogIn,
+    PasswordChange,
     PasswordReset,
     PasswordResetRequest,
+    ProfileChanges,
     SignUp,
     VerifyEmail,
 )
@@ -77,6 +79,26 @@ class AccountsService:
     @rpc(expected_exceptions=ServiceError)
     def log_out(self, token: str) -> None:
         self._accounts().log_out(token)
+
+    @rpc(expected_exceptions=ServiceError)
+    def list_sessions(self, token: str) -> dict:
+        return self._accounts().list_sessions(token).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def end_sessions(self, user_id: str) -> dict:
+        return self._accounts().end_sessions(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def change_password(self, token: str, request: dict, client: dict) -> dict:
+        session = self._accounts().change_password(
+            token, PasswordChange.model_validate(request), ClientContext.model_validate(client)
+        )
+        return session.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def update_profile(self, user_id: str, changes: dict) -> dict:
+        profile = self._accounts().update_profile(user_id, ProfileChanges.model_validate(changes))
+        return profile.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
     def verify_email(self, request: dict) -> dict:

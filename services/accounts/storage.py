@@ -74,6 +74,11 @@ class AccountsRepository:
         )
         return done is not None
 
+    def set_profile(self, user_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Set the owner's own choices (their time zone) on an active user."""
+        return strip_outbox(self.users.update_one({"_id": user_id, "status": "active"},
+                                                  {"$set": fields}))
+
     # Link tokens --------------------------------------------------------------------
 
     def add_token(self, token: dict[str, Any]) -> None:
@@ -112,6 +117,9 @@ class AccountsRepository:
 
     def session(self, token_hash: str) -> dict[str, Any] | None:
         return self.sessions.get(token_hash)
+
+    def sessions_of(self, user_id: str) -> list[dict[str, Any]]:
+        return self.sessions.find({"user_id": user_id}, sort=[("created_at", 1)])
 
     def delete_session(self, token_hash: str) -> bool:
         return self.sessions.delete_one({"_id": token_hash})

@@ -95,5 +95,28 @@ def test_log_in_authenticate_and_log_out_over_rpc(accounts, rpc):
     assert refused.value.exc_type == "AuthenticationFailed"
 
 
+def test_the_owners_own_account_over_rpc(accounts, rpc):
+    account = sign_up(rpc)
+    client = {"ip": "203.0.113.5", "user_agent": "pytest"}
+    session = rpc.call("accounts", "log_in", {"email": "ada@example.org", "password": PASSWORD},
+                       client)
+    [listed] = rpc.call("accounts", "list_sessions", session["token"])["sessions"]
+    assert listed["current"] is True and listed["ip_truncated"] == "203.0.113.0/24"
+    zoned = rpc.call("accounts", "update_profile", account["id"], {"time_zone": "Asia/Tokyo"})
+    assert zoned["time_zone"] == "Asia/Tokyo"
+    with pytest.raises(RemoteError) as refused:
+        rpc.call("accounts", "change_password", session["token"],
+                 {"current_password": "wrong guess", "new_password": "a new long passphrase"},
+                 client)
+    assert refused.value.exc_type == "Forbidden"
+    renewed = rpc.call("accounts", "change_password", session["token"],
+                       {"current_password": PASSWORD, "new_password": "a new long passphrase"},
+                       client)
+    assert rpc.call("accounts", "authenticate", renewed["token"])["time_zone"] == "Asia/Tokyo"
+    assert rpc.call("accounts", "end_sessions", account["id"]) == {"ended": 1}
+    with pytest.raises(RemoteError):
+        rpc.call("accounts", "authenticate", renewed["token"])
+
+
 def test_the_service_answers_the_readiness_probe(accounts, rpc):
     assert rpc.call("accounts", "health")["status"] == "ok"

@@ -9,7 +9,7 @@ import pytest
 from gateway.app import create_app
 from gateway.liveness import loop_status
 from gateway.openapi import build_spec
-from gateway.routes.checkin_link import PAGE_CSP, STYLE
+from gateway.pages import LINK_PAGE_CSP as PAGE_CSP
 from gateway.rpc import RpcClientPool
 from services.scheduler.tokens import TOKEN_LENGTH
 from shared.config import load_settings
@@ -55,7 +55,9 @@ def test_link_pages_carry_their_own_policy_and_are_not_indexed(client):
     assert response.headers["X-Robots-Tag"] == "noindex, nofollow"
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["Cache-Control"] == "no-store"
-    assert STYLE in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert '<link rel="stylesheet" href="/static/site.css">' in page
+    assert "<script" not in page and "<style" not in page
 
 
 @pytest.mark.parametrize("form, headers", [

@@ -1,0 +1,151 @@
+"""Sign-up, log-in, log-out and "forgot my password": the API's own calls behind forms.
+
+As in the API, nothing here tells whether an address has an account: a sign-up with a
+taken address and a reset for an unknown one answer exactly like the others, and a failed
+log-in says only that the address or password is wrong. Rate limits are the services'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import date
+
+from flask import Blueprint, Response, current_app, g, redirect, request, url_for
+
+from gateway.clients import client_context
+from gateway.errors import ApiError
+from gateway.remote import call
+from gateway.site.cookies import forget_session, keep_session
+from gateway.site.forms import FormErrors, refusal, validated
+from gateway.site.pages import render
+from gateway.site.session import cookies, load_user
+from gateway.site.timefmt import parse_time
+from services.accounts.schemas import LogIn, PasswordResetRequest, SignUp, iana_time_zone
+from shared.config import SETTINGS_CONFIG_KEY
+from shared.errors import AuthenticationFailed, ServiceError
+
+bp = Blueprint("site_auth", __name__)
+
+DOB_FIELD = "date_of_birth"
+
+
+def _policy_version() -> str:
+    return current_app.config[SETTINGS_CONFIG_KEY].policy_version
+
+
+# Sign-up ------------------------------------------------------------------------------------
+
+
+@bp.get("/signup")
+def sign_up_page() -> Response:
+    return _sign_up_form({}, FormErrors())
+
+
+@bp.post("/signup")
+def sign_up() -> Response:
+    form = request.form
+    errors = FormErrors()
+    birth = _date_of_birth(form, errors)
+    if form.get("accept_policy") != _policy_version():
+        errors["accept_policy"] = ("Please read the privacy policy and tick the box to "
+                                   "accept it.")
+    body, problems = validated(SignUp, {
+        "email": form.get("email", "").strip(), "password": form.get("password", ""),
+        "date_of_birth": birth.isoformat() if birth else None,
+        "accept_policy_version": _policy_version()})
+    errors = FormErrors({**problems, **errors})
+    if errors:
+        return _sign_up_form(form, errors, 422)
+    try:
+        call("accounts", "sign_up", body.model_dump(mode="json"), client_context())
+    except (ServiceError, ApiError) as exc:
+        return _sign_up_form(form, refusal(exc), exc.status)
+    return render("signed_up.html", email=body.email)
+
+
+def _sign_up_form(form, errors: FormErrors, status: int = 200) -> Response:
+    return render("signup.html", status, form=form, errors=errors,
+                  policy_version=_policy_version())
+
+
+def _date_of_birth(form, errors: FormErrors) -> date | None:
+    """The three fields of the date of birth as one date, or a sentence about them."""
+    try:
+        return date(int(form.get("dob_year", "")), int(form.get("dob_month", "")),
+                    int(form.get("dob_day", "")))
+    except ValueError:
+        errors[DOB_FIELD] = ("Please give your date of birth as a day, a month and a "
+                             "four-digit year, for example 27 3 1985.")
+        return None
+
+
+# Log-in and log-out -----------------------------------------------------------------------
+
+
+@bp.get("/login")
+def log_in_page() -> Response:
+    if load_user() is not None:
+        return redirect(url_for("site_dashboard.dashboard"))
+    return render("login.html", form={}, errors=FormErrors())
+
+
+@bp.post("/login")
+def log_in() -> Response:
+    form = request.form
+    body, errors = validated(LogIn, {"email": form.get("email", "").strip(),
+                                     "password": form.get("password", "")})
+    if errors:
+        return render("login.html", 422, form=form, errors=errors)
+    try:
+        session = call("accounts", "log_in", body.model_dump(mode="json"), client_context())
+    except (ServiceError, ApiError) as exc:
+        return render("login.html", exc.status, form=form, errors=refusal(exc))
+    _remember_time_zone(session["token"], form.get("time_zone", ""))
+    response = redirect(url_for("site_dashboard.dashboard"), 303)
+    keep_session(response, cookies(), session["token"], parse_time(session["expires_at"]))
+    return response
+
+
+def _remember_time_zone(token: str, browser_zone: str) -> None:
+    """The browser's zone (sent by static/site.js) becomes the account's, if it has none."""
+    try:
+        zone = iana_time_zone(browser_zone)
+        profile = call("accounts", "authenticate", token)
+        if profile.get("time_zone") is None:
+            call("accounts", "update_profile", profile["id"], {"time_zone": zone})
+    except (ValueError, ServiceError, ApiError):
+        return  # a nicety: the account page lets the sender choose
+
+
+@bp.post("/logout")
+def log_out() -> Response:
+    if load_user() is not None:
+        # Signed out already, or accounts unreachable: the cookie goes anyway.
+        with contextlib.suppress(AuthenticationFailed, ApiError):
+            call("accounts", "log_out", g.token)
+    response = redirect(url_for("site_auth.log_in_page", signed_out=1), 303)
+    forget_session(response, cookies())
+    return response
+
+
+# Forgot password -----------------------------------------------------------------------------
+
+
+@bp.get("/forgot")
+def forgot_page() -> Response:
+    return render("forgot.html", form={}, errors=FormErrors(), sent=None)
+
+
+@bp.post("/forgot")
+def forgot() -> Response:
+    form = request.form
+    body, errors = validated(PasswordResetRequest, {"email": form.get("email", "").strip()})
+    if errors:
+        return render("forgot.html", 422, form=form, errors=errors, sent=None)
+    try:
+        queued = call("accounts", "request_password_reset", body.model_dump(mode="json"),
+                      client_context())
+    except (ServiceError, ApiError) as exc:
+        return render("forgot.html", exc.status, form=form, errors=refusal(exc, "email"),
+                      sent=None)
+    return render("forgot.html", form=form, errors=FormErrors(), sent=queued["message"])

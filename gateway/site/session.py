@@ -1,0 +1,55 @@
+"""Who is signed in: the session cookie resolved by the accounts service on every request,
+exactly as the API resolves a bearer token. The gateway keeps nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Response, current_app, g, redirect, url_for
+
+from gateway.auth import TOKEN_PATTERN
+from gateway.remote import call
+from gateway.site.cookies import CookiePolicy, forget_session, session_token
+from shared.errors import AuthenticationFailed
+
+POLICY_KEY = "jicm.site.cookies"
+
+
+def cookies() -> CookiePolicy:
+    return current_app.extensions[POLICY_KEY]
+
+
+def load_user() -> dict[str, Any] | None:
+    """The signed-in user's profile (also on `g.user`), or None."""
+    token = session_token(cookies())
+    g.user, g.token = None, None
+    if token is None or not TOKEN_PATTERN.fullmatch(token):
+        return None
+    try:
+        g.user = call("accounts", "authenticate", token)
+    except AuthenticationFailed:
+        g.forget_session = True
+        return None
+    g.token = token
+    return g.user
+
+
+def signed_in(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Views for signed-in users only; anyone else is sent to the log-in page."""
+
+    @wraps(view)
+    def guarded(**params: Any) -> Response:
+        if load_user() is None:
+            return redirect(url_for("site_auth.log_in_page"))
+        return view(**params)
+
+    return guarded
+
+
+def drop_stale_cookie(response: Response) -> Response:
+    """A session the accounts service refused is forgotten by the browser too."""
+    if g.get("forget_session"):
+        forget_session(response, cookies())
+    return response

@@ -1,0 +1,177 @@
+"""Switch settings in days and hours, with what they mean spelled out; pause and resume;
+another switch on plans that allow it. The scheduler decides what is allowed."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+from flask import Blueprint, Response, flash, g, redirect, request, url_for
+from werkzeug.exceptions import NotFound
+
+from gateway.errors import ApiError
+from gateway.pages import sentence
+from gateway.remote import call
+from gateway.site.forms import FORM_ERROR, FormErrors, refusal
+from gateway.site.pages import render
+from gateway.site.session import signed_in
+from gateway.site.timefmt import DAY, HOUR, days_and_hours, duration, parse_time, when, zone
+from gateway.site.words import consequence, reminder_words, state_words
+from services.scheduler.schemas import SWITCH_ID_MAX_LENGTH
+from services.scheduler.switches import MAX_PAUSE_SECONDS, MAX_REMINDERS
+from shared.errors import ServiceError
+
+bp = Blueprint("site_switches", __name__)
+
+# A pause ends at this hour of the chosen day, in the sender's zone: awake and able to
+# check in, rather than at midnight.
+PAUSE_ENDS_AT = time(9, 0)
+FIELD_OF_SETTING = {"interval_seconds": "interval", "grace_seconds": "grace",
+                    "reminders_seconds": "reminders", "paused_until": "until"}
+
+
+def _switch(switch_id: str) -> dict:
+    if not switch_id or len(switch_id) > SWITCH_ID_MAX_LENGTH:
+        raise NotFound()
+    return call("scheduler", "get_switch", g.user["id"], switch_id)
+
+
+def _settings_page(switch: dict, form: dict, errors: FormErrors, status: int = 200) -> Response:
+    tz = zone(g.user.get("time_zone"))
+    now = datetime.now(UTC)
+    paused_until = parse_time(switch.get("paused_until"))
+    return render("switch.html", status, switch=switch, form=form, errors=errors, tz=tz,
+                  state=state_words(switch, tz, now),
+                  consequence=consequence(switch["interval_seconds"], switch["grace_seconds"]),
+                  reminders=reminder_words(switch["reminders_seconds"]),
+                  reminder_rows=sum(1 for key in form if key.startswith("reminder_days_")),
+                  paused_until=when(paused_until, tz, now) if paused_until else None,
+                  max_pause_days=MAX_PAUSE_SECONDS // DAY)
+
+
+def form_of(switch: dict) -> dict[str, str]:
+    """The settings as the form's fields: days and hours."""
+    form: dict[str, str] = {}
+    for name in ("interval", "grace"):
+        days, hours = days_and_hours(switch[f"{name}_seconds"])
+        form[f"{name}_days"], form[f"{name}_hours"] = str(days), str(hours)
+    offsets = sorted(switch["reminders_seconds"], reverse=True)
+    for i in range(reminder_rows(offsets)):
+        days, hours = days_and_hours(offsets[i]) if i < len(offsets) else ("", "")
+        form[f"reminder_days_{i}"], form[f"reminder_hours_{i}"] = str(days), str(hours)
+    return form
+
+
+def reminder_rows(offsets: list) -> int:
+    return min(max(len(offsets) + 1, 3), MAX_REMINDERS)
+
+
+@bp.get("/app/switches/<switch_id>")
+@signed_in
+def settings(switch_id: str) -> Response:
+    switch = _switch(switch_id)
+    return _settings_page(switch, form_of(switch), FormErrors())
+
+
+@bp.post("/app/switches/<switch_id>")
+@signed_in
+def save_settings(switch_id: str) -> Response:
+    switch = _switch(switch_id)
+    form = request.form.to_dict()
+    errors = FormErrors()
+    changes = {
+        "interval_seconds": _seconds(form, "interval", errors),
+        "grace_seconds": _seconds(form, "grace", errors),
+        "reminders_seconds": _reminders(form, len(switch["reminders_seconds"]), errors),
+    }
+    if errors:
+        return _settings_page(switch, form, errors, 422)
+    try:
+        updated = call("scheduler", "update_switch", g.user["id"], switch["id"], changes)
+    except (ServiceError, ApiError) as exc:
+        return _settings_page(switch, form, setting_refusal(exc), exc.status)
+    flash("Your settings are saved. " + consequence(updated["interval_seconds"],
+                                                   updated["grace_seconds"]), "ok")
+    return redirect(url_for(".settings", switch_id=switch["id"]), 303)
+
+
+def _seconds(form: dict, name: str, errors: FormErrors) -> int | None:
+    try:
+        days = int(form.get(f"{name}_days") or 0)
+        hours = int(form.get(f"{name}_hours") or 0)
+    except ValueError:
+        errors[name] = "Please give whole numbers of days and hours."
+        return None
+    if days < 0 or hours < 0:
+        errors[name] = "Please give whole numbers of days and hours."
+        return None
+    return days * DAY + hours * HOUR
+
+
+def _reminders(form: dict, existing: int, errors: FormErrors) -> list[int]:
+    offsets = []
+    for i in range(reminder_rows([None] * existing)):
+        if not (form.get(f"reminder_days_{i}") or form.get(f"reminder_hours_{i}")):
+            continue
+        seconds = _seconds(form, f"reminder_{i}", errors)
+        if f"reminder_{i}" in errors:
+            errors["reminders"] = errors.pop(f"reminder_{i}")
+        elif seconds:
+            offsets.append(seconds)
+    return offsets
+
+
+def setting_refusal(exc: ServiceError | ApiError) -> FormErrors:
+    """The scheduler's refusal in days and hours, beside the field it concerns."""
+    details = getattr(exc, "details", None) or {}
+    field = FIELD_OF_SETTING.get(details.get("field"), FORM_ERROR)
+    if "minimum" in details:
+        return FormErrors({field: f"This must be at least {duration(details['minimum'])}."})
+    if "maximum" in details and field != "reminders":
+        return FormErrors({field: f"This must be at most {duration(details['maximum'])}."})
+    return FormErrors({field: next(iter(refusal(exc).values()))})
+
+
+@bp.post("/app/switches/<switch_id>/pause")
+@signed_in
+def pause(switch_id: str) -> Response:
+    switch = _switch(switch_id)
+    tz = zone(g.user.get("time_zone"))
+    try:
+        until = datetime.combine(date.fromisoformat(request.form.get("until", "")),
+                                 PAUSE_ENDS_AT, tzinfo=tz)
+    except ValueError:
+        return _settings_page(switch, form_of(switch), FormErrors(
+            {"until": "Please choose the date you will be back."}), 422)
+    try:
+        call("scheduler", "update_switch", g.user["id"], switch["id"],
+             {"paused_until": until.astimezone(UTC).isoformat()})
+    except (ServiceError, ApiError) as exc:
+        return _settings_page(switch, form_of(switch), setting_refusal(exc), exc.status)
+    flash(f"Paused until {when(until, tz, datetime.now(UTC))}. Nothing is sent meanwhile.",
+          "ok")
+    return redirect(url_for(".settings", switch_id=switch["id"]), 303)
+
+
+@bp.post("/app/switches/<switch_id>/resume")
+@signed_in
+def resume(switch_id: str) -> Response:
+    switch = _switch(switch_id)
+    try:
+        call("scheduler", "update_switch", g.user["id"], switch["id"], {"paused_until": None})
+    except (ServiceError, ApiError) as exc:
+        flash(sentence(exc.message), "problem")
+    else:
+        flash("Resumed: the clock runs again from now.", "ok")
+    return redirect(url_for(".settings", switch_id=switch["id"]), 303)
+
+
+@bp.post("/app/switches/new")
+@signed_in
+def add_switch() -> Response:
+    try:
+        created = call("scheduler", "create_switch", g.user["id"], {})
+    except (ServiceError, ApiError) as exc:
+        flash(sentence(exc.message), "problem")
+        return redirect(url_for("site_dashboard.dashboard"), 303)
+    flash("A new switch is ready. Choose its schedule below.", "ok")
+    return redirect(url_for(".settings", switch_id=created["id"]), 303)
