@@ -4,7 +4,7 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test test-fast test-browser lint format venv broker browser dead-letters clean bench css
 
@@ -21,14 +21,15 @@ test-fast: venv ## Only the tests that need no broker and start no process
 test-browser: venv broker browser ## Only the browser tests (screenshots land in var/screenshots/)
 	JICM_TESTS_BROWSER=1 $(PY) -m pytest tests/browser
 
-lint: venv ## ruff
+lint: venv ## ruff, and the import contracts (dependencies point gateway -> services -> shared)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
 
-dead-letters: venv ## List dead-letter queues and their depth
-	$(PY) -m shared.events.deadletters list
+dead-letters: venv ## List dead-letter queues and their depth (jicm dead-letters list)
+	$(VENV)/bin/jicm dead-letters list
 
 bench: venv broker ## Measure; figures land in bench/results/*.json
 	$(PY) -m bench
@@ -43,6 +44,7 @@ $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade "pip<27"
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

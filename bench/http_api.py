@@ -16,10 +16,12 @@ browser or mobile app would.
 from __future__ import annotations
 
 import itertools
+import runpy
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nacl.pwhash
@@ -28,9 +30,9 @@ import requests
 from bench.measure import WorkerFactory, measure
 from bench.report import BenchResult
 from bench.system import running_system
-from gateway import gunicorn_conf
 
 PARTS = ("smtp", "accounts", "gateway")
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gateway" / "gunicorn_conf.py"
 THREADS = 8
 REQUEST_TIMEOUT = 30.0
 # Passes the password policy (length, not common, zxcvbn score); every bench account uses it.
@@ -105,6 +107,7 @@ def run(result: BenchResult) -> None:
 
 
 def _parameters(sizes: Sizes) -> dict[str, Any]:
+    gunicorn = gunicorn_settings()
     return {
         "threads": THREADS,
         "per_cost": {cost: vars(s) for cost, s in sizes.per_cost.items()},
@@ -112,13 +115,15 @@ def _parameters(sizes: Sizes) -> dict[str, Any]:
         "me_concurrent": sizes.me_concurrent,
         "hash_reference": sizes.hash_reference,
         "argon2id": {cost: {"opslimit": o, "memlimit_bytes": m} for cost, (o, m) in COSTS.items()},
-        # gunicorn_conf read the same environment the gateway gets (we leave these alone).
-        "gunicorn": {
-            "worker_class": gunicorn_conf.worker_class,
-            "workers": gunicorn_conf.workers,
-            "threads": gunicorn_conf.threads,
-        },
+        # The gateway's gunicorn settings, read from its config file under the environment
+        # the gateway gets (the bench measures the gateway from outside: it imports none).
+        "gunicorn": {key: gunicorn[key] for key in ("worker_class", "workers", "threads")},
     }
+
+
+def gunicorn_settings() -> dict:
+    """What `gateway/gunicorn_conf.py` sets, as gunicorn reads it."""
+    return runpy.run_path(str(GUNICORN_CONF))
 
 
 def _addresses() -> Iterator[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from bench.measure import WorkerFactory, measure
 from bench.report import BenchResult
 from bench.system import running_system
-from gateway.rpc import RpcClientPool
+from shared.rpc.client import RpcClientPool
 
 THREADS = 8
 POOL_SIZE = 8

@@ -25,7 +25,8 @@ from types import FrameType
 
 from bench.broker import create_vhost, delete_vhost, new_vhost_name
 from deploy.local.supervisor import REPO_ROOT, NotReadyError, Supervisor, default_specs
-from gateway.rpc import RpcClientPool, RpcError
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RpcError
 
 STOP_TIMEOUT = 15.0
 RPC_READY_TIMEOUT = 60.0

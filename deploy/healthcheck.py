@@ -8,8 +8,9 @@ import argparse
 import sys
 import urllib.request
 
-from gateway.rpc import RpcClientPool, RpcError
 from shared.config import ConfigError, load_settings
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RpcError
 
 TIMEOUT_SECONDS = 5.0
 

@@ -27,10 +27,10 @@ from gateway.routes import (
     released,
     switches,
 )
-from gateway.rpc import RpcClientPool
 from gateway.site import init_site
 from shared import logging as jicm_logging
 from shared.config import SETTINGS_CONFIG_KEY, ConfigError, Settings, load_settings
+from shared.rpc.client import RpcClientPool
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{8,64}")
 BLUEPRINTS = (health.bp, accounts.bp, billing.bp, links.bp, messages.bp, released.bp,

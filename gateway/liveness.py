@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.rpc import RpcClientPool, RpcError
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RpcError
 
 LIVENESS_TIMEOUT = 3.0
 

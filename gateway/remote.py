@@ -13,8 +13,9 @@ from typing import Any
 from flask import current_app, g
 
 from gateway.errors import ApiError
-from gateway.rpc import RemoteError, RpcClientPool, RpcTimeout, ServiceUnavailable
 from shared.errors import rebuild
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RemoteError, RpcTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from shared.bounded_rpc import BoundedRpcProxy, RpcTimeout
 from shared.events.schemas import PlanChanged
 from shared.plans import FREE, Entitlements, PlanLimits, free_limits
+from shared.rpc.bounded import BoundedRpcProxy
+from shared.rpc.errors import RpcTimeout
 from shared.storage import Collection, DuplicateKeyError
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ from gateway.api import operation
 from gateway.liveness import loop_status, scheduler_liveness
 from gateway.openapi import build_spec
 from gateway.remote import rpc_pool
-from gateway.rpc import RpcClientPool, RpcError
 from shared.config import SETTINGS_CONFIG_KEY
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RpcError
 
 bp = Blueprint("health", __name__)
 

@@ -1,9 +1,9 @@
-"""Operator command for mail that is not delivered (yet, or for good).
+"""`jicm mail`: mail that is not delivered (yet, or for good).
 
-    python -m services.delivery.cli pending [--kind KIND]  # mail still waiting, with why
-    python -m services.delivery.cli failed [--limit N]     # failed mail, oldest first, with why
-    python -m services.delivery.cli resend ID [ID ...]      # send these again
-    python -m services.delivery.cli resend --all            # send every failed mail again
+    jicm mail pending [--kind KIND]  # mail still waiting, with why
+    jicm mail failed [--limit N]     # failed mail, oldest first, with why
+    jicm mail resend ID [ID ...]     # send these again
+    jicm mail resend --all           # send every failed mail again
 
 It works on the delivery service's own store (the same MONGO_URI or JICM_DATA_DIR as the
 service), so it works while the service is down too. A resent mail starts afresh (new
@@ -20,16 +20,10 @@ from collections.abc import Sequence
 
 from services.delivery.storage import INDEXES, DeliveryRepository
 from shared.clock import SystemClock
-from shared.config import ConfigError, load_settings
-from shared.storage import Database
-from shared.storage.provider import open_service_database
+from shared.commands import CONFIGURATION_ERROR, Commands, on_store
 
 DEFAULT_LIMIT = 100
 REASON_WIDTH = 100
-
-
-def open_store() -> Database:
-    return open_service_database("delivery", INDEXES, load_settings())
 
 
 def list_failed(repo: DeliveryRepository, limit: int) -> int:
@@ -88,42 +82,34 @@ def resend(repo: DeliveryRepository, ids: Sequence[str], every: bool) -> int:
     return 1 if problems else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.delivery.cli",
+def add_commands(commands: Commands) -> None:
+    """`jicm mail pending|failed|resend`."""
+    mail = commands.add_parser(
+        "mail", help="mail still waiting, and mail that failed for good",
         description="List mail still waiting; list and resend mail that failed for good.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    pending = commands.add_parser("pending", help="list mail still waiting to leave")
+    verbs = mail.add_subparsers(dest="verb", required=True, metavar="VERB")
+    pending = verbs.add_parser("pending", help="list mail still waiting to leave")
     pending.add_argument("--kind", help="only this kind, such as released_message")
     pending.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
-    failed = commands.add_parser("failed", help="list failed mail, oldest first")
+    failed = verbs.add_parser("failed", help="list failed mail, oldest first")
     failed.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
-    again = commands.add_parser("resend", help="queue failed mail again")
+    again = verbs.add_parser("resend", help="queue failed mail again")
     again.add_argument("ids", nargs="*", metavar="ID")
     again.add_argument("--all", action="store_true", help="every failed mail")
-    return parser
+    mail.set_defaults(run=run)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "resend" and bool(args.ids) == args.all:
-        parser.error("resend takes either IDs or --all")
-    try:
-        db = open_store()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    try:
-        repo = DeliveryRepository(db)
-        if args.command == "pending":
-            return list_pending(repo, args.kind, args.limit)
-        if args.command == "failed":
-            return list_failed(repo, args.limit)
-        return resend(repo, args.ids, args.all)
-    finally:
-        db.close()
+def run(args: argparse.Namespace) -> int:
+    if args.verb == "resend" and bool(args.ids) == args.all:
+        # A usage error, told as argparse tells its own.
+        print("jicm mail resend: give either IDs or --all", file=sys.stderr)
+        raise SystemExit(CONFIGURATION_ERROR)
+    return on_store("delivery", INDEXES, lambda db: _on(DeliveryRepository(db), args))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _on(repo: DeliveryRepository, args: argparse.Namespace) -> int:
+    if args.verb == "pending":
+        return list_pending(repo, args.kind, args.limit)
+    if args.verb == "failed":
+        return list_failed(repo, args.limit)
+    return resend(repo, args.ids, args.all)

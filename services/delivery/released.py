@@ -20,12 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from nameko.exceptions import RemoteError, UnknownService
-
 from services.delivery.pipeline import ValuesGone, ValuesUnavailable
 from services.delivery.schemas import MailRequest
-from shared.bounded_rpc import BoundedClient, BoundedRpcProxy, RpcTimeout
 from shared.events.schemas import MessageReleased
+from shared.rpc.bounded import BoundedClient, BoundedRpcProxy
+from shared.rpc.errors import RemoteError, RpcTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class ReleasedContent:
         message_id, recipient_id = context["message_id"], context["recipient_id"]
         try:
             content = self.vault.call("released_content", message_id, recipient_id)
-        except (RpcTimeout, UnknownService) as exc:
+        except (RpcTimeout, ServiceUnavailable) as exc:
             raise ValuesUnavailable(f"the vault cannot be asked for the message now ({exc})") \
                 from None
         except RemoteError as exc:

@@ -1,11 +1,11 @@
-"""Operator commands for privacy requests.
+"""`jicm privacy`: privacy requests, for operators.
 
-    python -m services.privacy.cli requests [--overdue] [--limit N]
+    jicm privacy requests [--overdue] [--limit N]
         Open requests (pending, in progress, in error), the oldest due first, with each
         service's part. `--overdue` shows only those past their 30-day due date and exits 1
         when there is any (so a cron job or a monitor can alert on it).
 
-    python -m services.privacy.cli mark-child <email-or-user-id>
+    jicm privacy mark-child <email-or-user-id>
         The account belongs to someone under 16: erase it through the erasure saga (reason
         `child`). The ledger records "operator" as who asked. Needs the running system.
 
@@ -18,24 +18,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.rpc import RemoteError, RpcClientPool, RpcError
 from services.privacy.storage import INDEXES, PrivacyRepository
 from shared.clock import SystemClock
+from shared.commands import CONFIGURATION_ERROR, Commands, on_store
 from shared.config import ConfigError, load_settings
 from shared.errors import rebuild
-from shared.storage import Database
-from shared.storage.provider import open_service_database
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RemoteError, RpcError
 
 DEFAULT_LIMIT = 100
 RPC_TIMEOUT = 15.0
-
-
-def open_store() -> Database:
-    return open_service_database("privacy", INDEXES, load_settings())
 
 
 def describe(doc: dict[str, Any], now: datetime) -> list[str]:
@@ -64,7 +59,11 @@ def list_requests(repo: PrivacyRepository, overdue_only: bool, limit: int) -> in
 
 
 def mark_child(email_or_user_id: str) -> int:
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return CONFIGURATION_ERROR
     pool = RpcClientPool(settings.amqp_uri, size=1, timeout=RPC_TIMEOUT)
     try:
         answer = pool.call("privacy", "erase_child", email_or_user_id)
@@ -75,40 +74,29 @@ def mark_child(email_or_user_id: str) -> int:
     except RpcError as exc:
         print(f"not erased: the privacy service did not answer ({type(exc).__name__})",
               file=sys.stderr)
-        return 2
+        return CONFIGURATION_ERROR
     finally:
         pool.close()
     print(f"erasure {answer['id']} started (status {answer['status']}, due {answer['due_at']})")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m services.privacy.cli",
-                                     description="Privacy requests, for operators.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("requests", help="open privacy requests, oldest due first")
+def add_commands(commands: Commands) -> None:
+    """`jicm privacy requests|mark-child`."""
+    privacy = commands.add_parser("privacy", help="privacy requests, for operators",
+                                  description="Privacy requests, for operators.")
+    verbs = privacy.add_subparsers(dest="verb", required=True, metavar="VERB")
+    listing = verbs.add_parser("requests", help="open privacy requests, oldest due first")
     listing.add_argument("--overdue", action="store_true", help="only those past due")
     listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
-    child = commands.add_parser("mark-child",
-                                help="erase an account that belongs to someone under 16")
+    child = verbs.add_parser("mark-child",
+                             help="erase an account that belongs to someone under 16")
     child.add_argument("account", metavar="EMAIL-OR-USER-ID")
-    return parser
+    privacy.set_defaults(run=run)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "mark-child":
-            return mark_child(args.account)
-        db = open_store()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    try:
-        return list_requests(PrivacyRepository(db), args.overdue, args.limit)
-    finally:
-        db.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args: argparse.Namespace) -> int:
+    if args.verb == "mark-child":
+        return mark_child(args.account)
+    return on_store("privacy", INDEXES,
+                    lambda db: list_requests(PrivacyRepository(db), args.overdue, args.limit))

@@ -17,13 +17,14 @@ import logging
 import time
 from typing import Any
 
-from nameko.exceptions import RemoteError, UnknownService
 from nameko.rpc import RpcProxy, RpcReply, ServiceProxy
 
 from services.privacy.exports import PartAnswer
-from shared.bounded_rpc import RpcTimeout, reply_within
 from shared.config import settings_of
 from shared.errors import RateLimited, Unavailable
+from shared.rpc.bounded import reply_within
+from shared.rpc.bounded import send as send_bounded
+from shared.rpc.errors import RemoteError, RpcTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class BoundedCalls:
 
     def send(self, service: str, method: str, *args: Any, timeout: float) -> RpcReply:
         proxy = ServiceProxy(self.worker_ctx, service, self.listener, expiration=timeout)
-        return getattr(proxy, method).call_async(*args)
+        return send_bounded(getattr(proxy, method), *args, what=f"{service}.{method}")
 
     def wait(self, reply: RpcReply, timeout: float, what: str) -> Any:
         """The reply's result; RpcTimeout when none comes in time."""
@@ -55,7 +56,7 @@ class BoundedCalls:
                              ACCOUNTS_TIMEOUT, f"accounts.{method}")
         except RpcTimeout:
             log.warning("accounts.%s did not answer within %ss", method, ACCOUNTS_TIMEOUT)
-        except UnknownService:
+        except ServiceUnavailable:
             log.warning("accounts.%s: no accounts service is running", method)
         except RemoteError as exc:
             log.error("accounts.%s failed: %s", method, exc)
@@ -86,7 +87,7 @@ class BoundedCalls:
             try:
                 sent[service] = self.send(service, "export_user", user_id,
                                           timeout=self.export_timeout)
-            except UnknownService:
+            except ServiceUnavailable:
                 answers[service] = PartAnswer(problem=f"the {service} service is not running")
         # One deadline for all: a silent service costs its wait once, and the answers that
         # arrived meanwhile are still collected.

@@ -7,7 +7,7 @@ that completes the set moves it to `complete` in a single conditional update tha
 drops the user id and the captured address from the request and queues the final receipt
 to that address. A service that was down answers when it is back, and the request
 completes then; until then it stays `in_progress`, naming the service it waits for, and
-operators see it (`python -m services.privacy.cli requests --overdue`).
+operators see it (`jicm privacy requests --overdue`).
 
 Privacy's own part (`erase_privacy_part`) is the person's consent and receipts, and their
 other requests with any export still stored. The ledger is never erased.

@@ -6,7 +6,7 @@ RPC methods (answers are JSON-ready dicts):
 - `create_request(user_id, email, request, client)`: an export or an erasure;
 - `list_requests(user_id)`, `get_request(user_id, request_id)`, `download_export(...)`;
 - `export_user(user_id)`: privacy's own part of an export (every service has one);
-- `erase_child(email_or_user_id)`: operators only (`python -m services.privacy.cli`).
+- `erase_child(email_or_user_id)`: operators only (`jicm privacy mark-child`).
 
 Events consumed: `UserRegistered` (the policy accepted at sign-up), `Unsubscribed` (a
 consent receipt for delivery's unsubscribe link), `AccountExpired` (accounts' retention:

@@ -18,13 +18,13 @@ import socket
 import uuid
 from typing import Any
 
-from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 
 from services.scheduler.loop import DeliveryUnavailable, ReminderStatus
-from shared.bounded_rpc import BoundedClient, BoundedRpcProxy, RpcTimeout
 from shared.config import settings_of
+from shared.rpc.bounded import BoundedClient, BoundedRpcProxy
+from shared.rpc.errors import RpcTimeout, ServiceUnavailable
 
 MAIL_STATUS_TIMEOUT = 5.0
 
@@ -53,7 +53,7 @@ def reminder_question(client: BoundedClient) -> ReminderStatus:
     def ask(references: list[str]) -> dict[str, dict[str, Any]]:
         try:
             return client.call("reminder_status", references)
-        except (RpcTimeout, UnknownService) as exc:
+        except (RpcTimeout, ServiceUnavailable) as exc:
             raise DeliveryUnavailable(f"{type(exc).__name__}: {exc}") from None
 
     return ask

@@ -301,12 +301,12 @@ def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
         "due_switches": repo.due_count(now),
         "held_back_switches": repo.held_back_count(),
         "held_back_by_reason": {reason: repo.held_back_count(reason) for reason in HELD_REASONS},
-        "held_back": [_held_view(doc, now) for doc in repo.held_back(HELD_SAMPLE)],
+        "held_back": [held_view(doc, now) for doc in repo.held_back(HELD_SAMPLE)],
         "switches": repo.count_by_state(),
     }
 
 
-def _held_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+def held_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A held-back switch as operators see it: ids and reasons, nobody's address."""
     held = doc["held"]
     return {"switch_id": doc["_id"], "cycle": doc["cycle"], "reason": held["reason"],

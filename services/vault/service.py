@@ -15,7 +15,6 @@ from services.vault.release import Release
 from services.vault.schemas import MessageChanges, NewMessage
 from services.vault.storage import INDEXES, VaultRepository
 from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
-from shared.bounded_rpc import BoundedRpcProxy
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
 from shared.entitlements import billing_rpc, limits_for
@@ -23,6 +22,7 @@ from shared.errors import ServiceError
 from shared.events import DeadLetter, Event, event_handler
 from shared.health import health_report
 from shared.privacy import Erasures
+from shared.rpc.bounded import BoundedRpcProxy
 from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file; the secret key names erased users'

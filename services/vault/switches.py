@@ -20,10 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from nameko.exceptions import RemoteError, UnknownService
-
-from shared.bounded_rpc import BoundedClient, RpcTimeout
 from shared.errors import Conflict, NotFound, Unavailable
+from shared.rpc.bounded import BoundedClient
+from shared.rpc.errors import RemoteError, RpcTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class SchedulerSwitches:
             return self.client.call(method, *args)
         except RpcTimeout as exc:
             log.warning("%s", exc)
-        except UnknownService:
+        except ServiceUnavailable:
             log.warning("scheduler.%s: no scheduler is running", method)
         except RemoteError as exc:
             if exc.exc_type == "NotFound" and "missing" in fallback:

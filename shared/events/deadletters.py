@@ -1,9 +1,9 @@
-"""Operator command for dead letters: see what failed and why, and send it back.
+"""Dead letters: see what failed and why, and send it back (`jicm dead-letters`).
 
-    python -m shared.events.deadletters list                 # every dead-letter queue, with counts
-    python -m shared.events.deadletters show QUEUE [--limit N]
-    python -m shared.events.deadletters replay QUEUE [--event-id ID ...]
-    python -m shared.events.deadletters discard QUEUE --event-id ID [...]
+    jicm dead-letters list                 # every dead-letter queue, with counts
+    jicm dead-letters show QUEUE [--limit N]
+    jicm dead-letters replay QUEUE [--event-id ID ...]
+    jicm dead-letters discard QUEUE --event-id ID [...]
 
 A dead letter returns to the consumer queue it came from (its `x-jicm-queue` header)
 with its retry count reset; an unrouted event returns to the events exchange under its
@@ -24,6 +24,7 @@ from typing import Any
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
+from shared.commands import CONFIGURATION_ERROR, Commands
 from shared.config import ConfigError, load_settings
 from shared.events.consumer import ATTEMPT_HEADER
 from shared.events.topology import (
@@ -167,13 +168,30 @@ def _fresh_properties(properties: pika.BasicProperties) -> pika.BasicProperties:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def add_commands(commands: Commands) -> None:
+    """`jicm dead-letters list|show|replay|discard`."""
+    dead = commands.add_parser("dead-letters", help="events that failed, and why; replay them",
+                               description=__doc__.split("\n\n")[0])
+    verbs = dead.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("list", help="dead-letter queues and how many messages each holds")
+    show = verbs.add_parser("show", help="the messages of one queue and why they failed")
+    show.add_argument("queue")
+    show.add_argument("--limit", type=int, default=100)
+    again = verbs.add_parser("replay", help="send messages back to their consumer")
+    again.add_argument("queue")
+    again.add_argument("--event-id", action="append", help="only these events (repeatable)")
+    drop = verbs.add_parser("discard", help="drop named messages for good")
+    drop.add_argument("queue")
+    drop.add_argument("--event-id", action="append", required=True)
+    dead.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return CONFIGURATION_ERROR
     connection = connect(settings.amqp_uri)
     try:
         return _run(args, connection.channel())
@@ -182,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, channel: BlockingChannel) -> int:
-    if args.command == "list":
+    if args.verb == "list":
         for queue in dead_letter_queues():
             depth = queue_depth(channel, queue)
             if depth is None:
@@ -192,34 +210,13 @@ def _run(args: argparse.Namespace, channel: BlockingChannel) -> int:
                 depth_text = str(depth)
             print(f"{queue}\t{depth_text}")
         return 0
-    if args.command == "show":
+    if args.verb == "show":
         for info in peek(channel, args.queue, args.limit):
             print(f"{info.event_id}\t{info.event_type}\t{info.dead_at}\t{info.origin}\t{info.reason}")
         return 0
-    if args.command == "replay":
+    if args.verb == "replay":
         ids = set(args.event_id) if args.event_id else None
         print(f"replayed {replay(channel, args.queue, ids)} message(s) from {args.queue}")
         return 0
     print(f"discarded {discard(channel, args.queue, set(args.event_id))} message(s)")
     return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared.events.deadletters",
-                                     description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="dead-letter queues and how many messages each holds")
-    show = commands.add_parser("show", help="the messages of one queue and why they failed")
-    show.add_argument("queue")
-    show.add_argument("--limit", type=int, default=100)
-    again = commands.add_parser("replay", help="send messages back to their consumer")
-    again.add_argument("queue")
-    again.add_argument("--event-id", action="append", help="only these events (repeatable)")
-    drop = commands.add_parser("discard", help="drop named messages for good")
-    drop.add_argument("queue")
-    drop.add_argument("--event-id", action="append", required=True)
-    return parser
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,8 @@ import pytest
 
 from deploy.local.smtp_sink import read_mail
 from deploy.local.supervisor import Supervisor, default_specs
-from gateway.rpc import RpcClientPool, RpcError
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RpcError
 from tests.e2e.conftest import system_environment
 from tests.helpers import wait_for
 

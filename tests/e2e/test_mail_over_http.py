@@ -16,9 +16,9 @@ import pytest
 import requests
 from kombu import Connection
 
-from gateway.rpc import RpcClientPool
 from shared.events import new_event
 from shared.events.topology import EVENTS_EXCHANGE_NAME
+from shared.rpc.client import RpcClientPool
 from tests.e2e.conftest import System, start_system, system_environment
 from tests.helpers import wait_for
 

@@ -173,7 +173,7 @@ def delivery_state(system: System, reference: str) -> str | None:
 
 
 def privacy_cli(system: System, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.privacy.cli", *args],
+    return subprocess.run([sys.executable, "-m", "jicm", "privacy", *args],
                           env=system.environ, cwd=REPO, capture_output=True, text=True,
                           timeout=60, check=False)
 

@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from deploy.local.supervisor import DEFAULT_SERVICES
-from gateway.rpc import RpcClientPool
 from shared.events import new_event
+from shared.rpc.client import RpcClientPool
 from tests.e2e.conftest import System, free_port, start_system, system_environment
 from tests.e2e.switch_system import SECONDS_LONG
 from tests.helpers import wait_for

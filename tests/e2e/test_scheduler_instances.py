@@ -25,7 +25,6 @@ import pytest
 from kombu import Connection, Queue
 
 from deploy.local.supervisor import ProcessSpec, Supervisor, default_specs
-from gateway.rpc import RpcClientPool, RpcError
 from services.scheduler.loop import DueSwitches, LoopSettings
 from services.scheduler.scheduler import Scheduler, switch_id_for
 from services.scheduler.schemas import SwitchUpdate
@@ -35,6 +34,8 @@ from shared.clock import SystemClock
 from shared.config import load_settings
 from shared.events.outbox import is_pending
 from shared.events.topology import EVENTS_EXCHANGE, declare_topology
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RpcError
 from shared.storage import open_database
 from tests.e2e.conftest import system_environment
 from tests.helpers import wait_for

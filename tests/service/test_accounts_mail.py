@@ -7,12 +7,13 @@ import re
 
 import pytest
 
-from gateway.rpc import RemoteError, RpcClientPool
 from services.accounts.service import AccountsService
 from services.delivery.service import DeliveryService
 from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.events import event_handler
 from shared.events import topology as topo
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RemoteError
 from shared.storage.provider import Storage
 from tests.helpers import wait_for
 from tests.sink import start_sink

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.rpc import RemoteError, RpcClientPool
 from services.accounts.service import AccountsService
 from shared.events import event_handler
 from shared.events.outbox import is_pending
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RemoteError
 from shared.storage.provider import Storage, database_of
 from tests.helpers import wait_for
 

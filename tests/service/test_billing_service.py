@@ -10,7 +10,6 @@ import pytest
 from nameko.rpc import rpc
 
 from deploy.local.stripe_standin import Fault
-from gateway.rpc import RemoteError, RpcClientPool
 from services.billing.service import BillingService
 from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.entitlements import (
@@ -21,6 +20,8 @@ from shared.entitlements import (
     limits_for,
 )
 from shared.events import event_handler
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RemoteError
 from shared.storage.provider import Storage
 from tests.helpers import wait_for
 from tests.stripe_helpers import billing_environment, running_standin

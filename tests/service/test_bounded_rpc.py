@@ -16,8 +16,9 @@ import pytest
 from nameko.rpc import rpc
 from nameko.testing.utils import get_extension
 
-from gateway.rpc import RpcClientPool
-from shared.bounded_rpc import BoundedRpcProxy, RpcTimeout
+from shared.rpc.bounded import BoundedRpcProxy
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RpcTimeout
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.service

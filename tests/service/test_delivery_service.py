@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from gateway.rpc import RemoteError, RpcClientPool
 from services.delivery.service import DeliveryService
 from services.delivery.storage import DeliveryRepository
 from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.events import event_handler, new_event
 from shared.events import topology as topo
 from shared.events.deadletters import connect, peek
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RemoteError
 from shared.storage.provider import Storage, database_of
 from tests.helpers import wait_for
 from tests.sink import start_sink

@@ -20,14 +20,8 @@ import requests
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
-from gateway.rpc import (
-    CONNECTION_NAME,
-    RemoteError,
-    RpcClient,
-    RpcClientPool,
-    RpcTimeout,
-    ServiceUnavailable,
-)
+from shared.rpc.client import CONNECTION_NAME, RpcClient, RpcClientPool
+from shared.rpc.errors import RemoteError, RpcTimeout, ServiceUnavailable
 
 pytestmark = pytest.mark.service
 
@@ -233,7 +227,7 @@ def test_a_call_waits_for_a_free_client_only_until_its_deadline(
 # the gateway, while the service keeps serving from this process (subprocess waits are green).
 CONCURRENT_CALLERS = """
 import json, sys, threading
-from gateway.rpc import RpcClientPool
+from shared.rpc.client import RpcClientPool
 
 pool = RpcClientPool(sys.argv[1], size=4, timeout=15.0)
 callers, calls = 20, 5

@@ -13,7 +13,6 @@ import re
 
 import pytest
 
-from gateway.rpc import RpcClientPool
 from services.delivery.service import DeliveryService
 from services.delivery.storage import DeliveryRepository
 from services.scheduler.service import SchedulerService
@@ -21,6 +20,7 @@ from services.vault.service import VaultService
 from shared.clock import SystemClock
 from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.events import new_event
+from shared.rpc.client import RpcClientPool
 from shared.storage.provider import database_of
 from tests.helpers import wait_for
 from tests.service.vault_helpers import EventTap, Switchboard, check_in_missed, publish

@@ -17,7 +17,6 @@ from kombu import Connection
 from nameko.rpc import rpc
 
 from gateway.app import create_app
-from gateway.rpc import RpcClientPool
 from services.accounts.service import AccountsService
 from services.scheduler.scheduler import switch_id_for
 from services.scheduler.service import SchedulerService
@@ -28,6 +27,7 @@ from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.events import event_handler, new_event
 from shared.events.outbox import is_pending
 from shared.events.topology import EVENTS_EXCHANGE_NAME
+from shared.rpc.client import RpcClientPool
 from shared.storage.provider import Storage, database_of
 from tests.helpers import wait_for as _wait_for
 

@@ -20,7 +20,6 @@ import eventlet
 import pytest
 from nameko.testing.utils import get_extension
 
-from gateway.rpc import RemoteError, RpcClientPool
 from services.scheduler.service import SchedulerService
 from services.vault.dependencies import ReleaseDispatcher
 from services.vault.keys import DataKeyCache, DataKeys, keyring_from_settings
@@ -35,6 +34,8 @@ from shared.errors import rebuild
 from shared.events import event_handler, new_event
 from shared.events.schemas import CheckInMissed
 from shared.plans import free_limits
+from shared.rpc.client import RpcClientPool
+from shared.rpc.errors import RemoteError
 from shared.storage import open_database
 from shared.storage.provider import Storage, database_of
 from tests.helpers import dead_letters, wait_for
@@ -500,7 +501,7 @@ def test_rotating_the_kek_while_messages_are_written_loses_nothing(
 
     writers = [eventlet.spawn(writer, n) for n in range(4)]
     rotation = subprocess.Popen(
-        [sys.executable, "-m", "services.vault.rotate", "--quiet", "--batch", "25"],
+        [sys.executable, "-m", "jicm", "keys", "rotate", "--quiet", "--batch", "25"],
         cwd=REPO, env={**os.environ, **rotation_env}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     while rotation.poll() is None:
@@ -520,7 +521,7 @@ def test_rotating_the_kek_while_messages_are_written_loses_nothing(
     assert database_of(after).collection("data_keys").count({"kek_id": {"$ne": "2"}}) == 0
     for message_id, user in written.items():
         assert rpc.call("vault", "get_message", user, message_id)["body"]
-    check = subprocess.run([sys.executable, "-m", "services.vault.rotate", "--check"], cwd=REPO,
+    check = subprocess.run([sys.executable, "-m", "jicm", "keys", "check"], cwd=REPO,
                            env={**os.environ, **rotation_env}, capture_output=True, text=True,
                            check=False)
     assert check.returncode == 0, check.stderr

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.delivery import cli
+from jicm.cli import main
 from services.delivery.storage import INDEXES, DeliveryRepository
 from shared.storage import open_database
 
@@ -38,7 +38,7 @@ def record(repo, record_id: str, state: str, **extra) -> None:
 def test_failed_lists_each_failed_mail_with_its_reason(repo, capsys):
     record(repo, "a" * 32, "failed", failed_at=WHEN, last_error="RCPT: 550 mailbox unavailable")
     record(repo, "b" * 32, "sent")
-    assert cli.main(["failed"]) == 0
+    assert main(["mail", "failed"]) == 0
     out = capsys.readouterr().out
     assert "a" * 32 in out and "b" * 32 not in out
     assert "RCPT: 550 mailbox unavailable" in out
@@ -47,13 +47,13 @@ def test_failed_lists_each_failed_mail_with_its_reason(repo, capsys):
 
 def test_resend_queues_a_failed_mail_afresh_and_only_once(repo, capsys):
     record(repo, "a" * 32, "failed", failed_at=WHEN)
-    assert cli.main(["resend", "a" * 32]) == 0
+    assert main(["mail", "resend", "a" * 32]) == 0
     again = repo.get("a" * 32)
     assert again["state"] == "queued"
     assert again["attempts"] == 0
     assert again["resends"] == 1
     assert again["next_attempt_at"] > WHEN
-    assert cli.main(["resend", "a" * 32]) == 1
+    assert main(["mail", "resend", "a" * 32]) == 1
     assert "has not failed" in capsys.readouterr().err
     assert repo.get("a" * 32)["resends"] == 1
 
@@ -62,14 +62,14 @@ def test_resend_all_queues_every_failed_mail_and_nothing_else(repo):
     record(repo, "a" * 32, "failed")
     record(repo, "b" * 32, "failed")
     record(repo, "c" * 32, "sent")
-    assert cli.main(["resend", "--all"]) == 0
+    assert main(["mail", "resend", "--all"]) == 0
     assert [repo.get(i)["state"] for i in ("a" * 32, "b" * 32, "c" * 32)] == [
         "queued", "queued", "sent"]
 
 
 def test_resend_needs_ids_or_all(repo):
     with pytest.raises(SystemExit):
-        cli.main(["resend"])
+        main(["mail", "resend"])
 
 
 def test_pending_lists_mail_still_waiting_with_its_last_error_by_kind(repo, capsys):
@@ -77,14 +77,14 @@ def test_pending_lists_mail_still_waiting_with_its_last_error_by_kind(repo, caps
            next_attempt_at=WHEN, last_error="MAIL: 451 try again later")
     record(repo, "b" * 32, "queued", next_attempt_at=WHEN)
     record(repo, "c" * 32, "sent", kind="released_message")
-    assert cli.main(["pending", "--kind", "released_message"]) == 0
+    assert main(["mail", "pending", "--kind", "released_message"]) == 0
     out = capsys.readouterr().out
     assert "a" * 32 in out and "b" * 32 not in out and "c" * 32 not in out
     assert "reference message-1, retrying" in out
     assert "451 try again later" in out
-    assert cli.main(["pending"]) == 0
+    assert main(["mail", "pending"]) == 0
     out = capsys.readouterr().out
     assert "a" * 32 in out and "b" * 32 in out
     repo.deliveries.update_many({}, {"$set": {"state": "sent"}})
-    assert cli.main(["pending"]) == 0
+    assert main(["mail", "pending"]) == 0
     assert "no mail is waiting" in capsys.readouterr().out

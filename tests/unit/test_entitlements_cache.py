@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bounded_rpc import RpcTimeout
 from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache, limits_for
 from shared.events.schemas import PlanChanged
 from shared.plans import FREE, PREMIUM_MONTHLY
+from shared.rpc.errors import RpcTimeout
 from shared.storage import open_database
 
 PREMIUM = PREMIUM_MONTHLY.entitlements.as_dict()

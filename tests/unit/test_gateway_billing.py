@@ -8,8 +8,8 @@ import base64
 import pytest
 
 from gateway.app import create_app
-from gateway.rpc import RemoteError
 from shared.config import load_settings
+from shared.rpc.errors import RemoteError
 
 TOKEN = "t" * 43
 PROFILE = {"id": "user-1", "email": "ada@example.org", "email_verified": True,

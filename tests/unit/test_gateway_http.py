@@ -11,9 +11,9 @@ from openapi_spec_validator import validate
 
 from gateway.app import create_app
 from gateway.openapi import build_spec
-from gateway.rpc import RpcClientPool
 from gateway.site import SITE_NAMES
 from shared.config import load_settings
+from shared.rpc.client import RpcClientPool
 
 SIGN_UP = {
     "email": "ada@example.org",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.app import create_app
-from gateway.rpc import RpcClientPool
 from shared.config import load_settings
+from shared.rpc.client import RpcClientPool
 
 TOKEN = "pZInsnUXTokAzofGN9KpMp-QpK13YBl4An7sZ3wuCsA"
 

@@ -10,9 +10,9 @@ from gateway.app import create_app
 from gateway.liveness import loop_status
 from gateway.openapi import build_spec
 from gateway.pages import LINK_PAGE_CSP as PAGE_CSP
-from gateway.rpc import RpcClientPool
 from services.scheduler.tokens import TOKEN_LENGTH
 from shared.config import load_settings
+from shared.rpc.client import RpcClientPool
 
 WELL_FORMED = "A" * TOKEN_LENGTH
 

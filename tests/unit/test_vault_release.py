@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from services.vault import releases
+from jicm.cli import main as jicm
 from services.vault.crypto import DecryptionFailed
 from services.vault.erasure import erase_user
+from services.vault.key_rotation import describe_rotation, keys_to_rotate, rotate
 from services.vault.keys import Kek, Keyring, MissingDataKey
 from services.vault.release import release_event_id
-from services.vault.rotate import describe, keys_to_rotate, rotate
 from services.vault.schemas import MessageChanges
 from shared.errors import Conflict, Forbidden, NotFound, RateLimited
 from shared.events import parse_event
@@ -511,7 +511,7 @@ def test_keys_under_an_unconfigured_kek_are_reported_not_lost(vault):
     vault.keyring = Keyring(Kek("3", os.urandom(32)))  # the operator forgot the old KEK
     report = rotate(vault.repo.data_keys, vault.keyring)
     assert not report.complete
-    assert "wrapped by KEK '1', which is not configured" in "\n".join(describe(report,
+    assert "wrapped by KEK '1', which is not configured" in "\n".join(describe_rotation(report,
                                                                               vault.keyring))
     assert vault.repo.data_keys.count({"kek_id": "1"}) == 1
 
@@ -553,7 +553,7 @@ def test_the_operator_sees_each_release_under_way_and_why_it_waits(vault, tmp_pa
     vault.write(release_delay_seconds=3600)
     vault.release().release_switch(missed(vault))
     vault.release().dispatch_due(vault.published)
-    assert releases.main([]) == 0
+    assert jicm(["releases"]) == 0
     out = capsys.readouterr().out
     assert "switch default-ada (user ada, cycle 4)" in out
     assert "1 handed to delivery, 1 waiting, 0 sealed" in out
@@ -564,12 +564,12 @@ def test_the_operator_sees_each_release_under_way_and_why_it_waits(vault, tmp_pa
     vault.release().dispatch_due(vault.published)
     vault.scheduler.down = True
     notify(vault)
-    assert releases.main([]) == 0
+    assert jicm(["releases"]) == 0
     assert "scheduler not told yet (1 failed attempt(s))" in capsys.readouterr().out
     vault.scheduler.down = False
     vault.clock.advance(5)
     notify(vault)
-    assert releases.main([]) == 0
+    assert jicm(["releases"]) == 0
     assert "no release is under way" in capsys.readouterr().out
-    assert releases.main(["--all"]) == 0
+    assert jicm(["releases", "--all"]) == 0
     assert "scheduler told: 2030-01-01 10:00:05 UTC" in capsys.readouterr().out

@@ -5,20 +5,40 @@ still exists, requests simply wait there) would hang the caller's worker. Here e
 call gives up after `timeout` seconds with `RpcTimeout`, the request expires in the
 broker after the same time (so a late service never runs a question nobody is waiting
 for), and the forgotten reply slot is dropped from the reply listener, which would
-otherwise keep it for ever. `UnknownService` (no queue at all) and the callee's own
-errors (`RemoteError`) reach the caller unchanged.
+otherwise keep it for ever. nameko's own failures come out as this package's family:
+no queue bound for the service is `ServiceUnavailable`, and an error the callee raised
+is `RemoteError` (its type in `exc_type`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import eventlet
+from nameko.exceptions import RemoteError as NamekoRemoteError
+from nameko.exceptions import UnknownService
 from nameko.rpc import RpcProxy, RpcReply
 
+from shared.rpc.errors import RemoteError, RpcTimeout, ServiceUnavailable
 
-class RpcTimeout(Exception):
-    """The service did not answer in time."""
+
+@contextmanager
+def nameko_errors(what: str) -> Iterator[None]:
+    """Turn nameko's RPC errors raised inside into `shared.rpc.errors`."""
+    try:
+        yield
+    except UnknownService:
+        raise ServiceUnavailable(f"{what}: no such service is running") from None
+    except NamekoRemoteError as exc:
+        raise RemoteError(exc.exc_type, value=str(exc.value)) from None
+
+
+def send(method: Any, *args: Any, what: str) -> RpcReply:
+    """Send `method(*args)` (a proxy's method) without waiting for its reply."""
+    with nameko_errors(what):
+        return method.call_async(*args)
 
 
 def reply_within(listener: Any, reply: RpcReply, timeout: float, what: str) -> Any:
@@ -30,7 +50,8 @@ def reply_within(listener: Any, reply: RpcReply, timeout: float, what: str) -> A
     """
     timer = eventlet.Timeout(timeout)
     try:
-        return reply.result()
+        with nameko_errors(what):
+            return reply.result()
     except eventlet.Timeout as exc:
         if exc is not timer:
             raise
@@ -58,8 +79,9 @@ class BoundedClient:
 
     def call(self, method: str, *args: Any) -> Any:
         """`service.method(*args)`; RpcTimeout after the deadline."""
-        reply = getattr(self._proxy, method).call_async(*args)
-        return reply_within(self._listener, reply, self._timeout, f"{self._service}.{method}")
+        what = f"{self._service}.{method}"
+        reply = send(getattr(self._proxy, method), *args, what=what)
+        return reply_within(self._listener, reply, self._timeout, what)
 
 
 class BoundedRpcProxy(RpcProxy):

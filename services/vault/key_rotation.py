@@ -1,7 +1,5 @@
-"""Rotate the vault's key-encryption key: re-wrap every data key with the current KEK.
-
-    python -m services.vault.rotate            # re-wrap, with a progress bar
-    python -m services.vault.rotate --check    # only count keys per KEK, change nothing
+"""Rotating the vault's key-encryption key: re-wrap every data key with the current KEK
+(operators run it as `jicm keys rotate`, and `jicm keys check` counts what is left).
 
 Run it after the new KEK became current in the vault's configuration (the old one kept
 in `JICM_VAULT_OLD_KEKS` or the key file), while the vault keeps running: each data key
@@ -10,28 +8,18 @@ deleted meanwhile is simply left alone, and a key created meanwhile is already w
 by the current KEK. Interrupted, it loses nothing: run it again and it carries on with
 the keys still wrapped by an older KEK. Messages are never re-encrypted: only the data
 keys, which are few and small.
-
-Exit status: 0 when every data key is wrapped by the current KEK, 1 when some could not
-be re-wrapped (their KEK is not configured: the message says which), 2 for a
-configuration problem.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tqdm import tqdm
-
 from services.vault.crypto import DecryptionFailed
-from services.vault.keys import Keyring, UnknownKek, keyring_from_settings
-from services.vault.storage import DATA_KEYS, INDEXES
-from shared.config import ConfigError, load_settings
-from shared.storage import Collection, open_database
+from services.vault.keys import Keyring, UnknownKek
+from shared.storage import Collection
 
 BATCH = 200
 
@@ -103,7 +91,7 @@ def _rewrap(
         report.rewrapped += 1
 
 
-def describe(report: RotationReport, keyring: Keyring) -> list[str]:
+def describe_rotation(report: RotationReport, keyring: Keyring) -> list[str]:
     """The lines an operator reads at the end of a run."""
     lines = [f"re-wrapped {report.rewrapped} data keys with KEK {keyring.current_id!r}"]
     if report.changed_meanwhile:
@@ -117,53 +105,3 @@ def describe(report: RotationReport, keyring: Keyring) -> list[str]:
         lines.append(f"{len(report.unreadable)} data keys do not unwrap with their KEK "
                      f"(damaged, or a wrong key under that id): users {users}")
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.vault.rotate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--check", action="store_true",
-                        help="count keys still wrapped by an older KEK; change nothing")
-    parser.add_argument("--batch", type=int, default=BATCH, help="keys read per query")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(require=("JICM_VAULT_KEK|JICM_VAULT_KEK_FILE",))
-        keyring = keyring_from_settings(settings)
-    except ConfigError as exc:
-        print(f"vault rotate: {exc}", file=sys.stderr)
-        return 2
-    db = open_database("vault", mongo_uri=settings.mongo_uri, data_dir=settings.data_dir)
-    try:
-        db.ensure_indexes(DATA_KEYS, INDEXES[DATA_KEYS])
-        return _run(db.collection(DATA_KEYS), keyring, args)
-    finally:
-        db.close()
-
-
-def _run(collection: Collection, keyring: Keyring, args: argparse.Namespace) -> int:
-    pending = keys_to_rotate(collection, keyring)
-    total = collection.count({})
-    print(f"{total} data keys; {pending} not yet wrapped by the current KEK "
-          f"{keyring.current_id!r}", file=sys.stderr)
-    if args.check:
-        return 0 if pending == 0 else 1
-    bar = tqdm(total=pending, unit="key", desc="re-wrapping", disable=args.quiet,
-               file=sys.stderr)
-    try:
-        report = rotate(collection, keyring, batch=args.batch, on_key=lambda: bar.update(1))
-    except KeyboardInterrupt:
-        bar.close()
-        print("interrupted: nothing is lost; run the command again to finish", file=sys.stderr)
-        return 130
-    bar.close()
-    for line in describe(report, keyring):
-        print(line, file=sys.stderr)
-    return 0 if report.complete else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

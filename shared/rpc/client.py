@@ -1,4 +1,5 @@
-"""RPC from the gateway to the nameko services: nameko's wire format over pika, with deadlines.
+"""RPC from outside nameko (the gateway, operator commands, health checks, benchmarks) to
+the services: nameko's wire format over pika, with deadlines.
 
 The gateway runs under gunicorn's gthread workers (plain threads, no eventlet). nameko's
 `ClusterRpcProxy` is single-threaded, opens a connection per proxy and its timeout only bounds
@@ -13,10 +14,11 @@ idle reads, so the gateway speaks nameko's wire format itself:
 Usage::
 
     rpc = RpcClientPool(settings.amqp_uri, size=8, timeout=10.0)
-    user = rpc.call("accounts", "get_user", user_id, context={"request_id": request_id})
+    profile = rpc.call("accounts", "authenticate", token, context={"request_id": request_id})
 
-Failures are `RpcTimeout` (504), `ServiceUnavailable` (503) or `RemoteError` (the service
-raised; the gateway translates the types it knows).
+Failures are `RpcTimeout` (the gateway answers 504), `ServiceUnavailable` (503) or
+`RemoteError` (the service raised; the gateway translates the types it knows), all from
+`shared.rpc.errors`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from pika.exceptions import (
 )
 from pika.spec import Basic, BasicProperties
 
+from shared.rpc.errors import RemoteError, RpcError, RpcTimeout, ServiceUnavailable
+
 log = logging.getLogger(__name__)
 
 RPC_EXCHANGE = "nameko-rpc"
@@ -56,47 +60,8 @@ _SCHEMES = {"amqp": "amqp", "pyamqp": "amqp", "amqps": "amqps", "pyamqps": "amqp
 _BROKEN = (AMQPError, OSError)
 
 
-class RpcError(Exception):
-    """Base of every failed RPC call."""
-
-
-class RpcTimeout(RpcError):
-    """No reply before the deadline, or no free client in time. The gateway answers 504."""
-
-
-class ServiceUnavailable(RpcError):
-    """No queue is bound for the service, or the broker is unreachable. The gateway answers 503."""
-
-
 class _NotPublished(ServiceUnavailable):
     """The connection was found dead before the request left: the call can be retried."""
-
-
-class RemoteError(RpcError):
-    """The service raised. Carries nameko's serialized exception for the gateway to translate."""
-
-    def __init__(
-        self,
-        exc_type: str,
-        exc_path: str | None = None,
-        exc_args: list[Any] | None = None,
-        value: str = "",
-    ):
-        super().__init__(f"{exc_type}: {value}")
-        self.exc_type = exc_type
-        self.exc_path = exc_path
-        self.exc_args = list(exc_args or [])
-        self.value = value
-
-    @classmethod
-    def from_payload(cls, error: Mapping[str, Any]) -> RemoteError:
-        """Build from the `error` member of a nameko reply."""
-        return cls(
-            exc_type=error.get("exc_type") or "Exception",
-            exc_path=error.get("exc_path"),
-            exc_args=error.get("exc_args"),
-            value=error.get("value") or "",
-        )
 
 
 def connection_parameters(

@@ -1,0 +1,1 @@
+"""`jicm`: the one command operators run (`jicm --help`)."""
