@@ -16,6 +16,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from services.delivery import privacy, reminders
+from services.delivery.context_seal import ContextSeal
 from services.delivery.kinds import kind_named
 from services.delivery.render import placeholders, render
 from services.delivery.schemas import (
@@ -25,7 +26,6 @@ from services.delivery.schemas import (
     ReminderStatus,
     StatusRequest,
 )
-from services.delivery.sealing import ContextSeal
 from services.delivery.storage import (
     BOUNCED,
     FAILED,

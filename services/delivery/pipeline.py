@@ -36,11 +36,11 @@ from email.message import EmailMessage
 from typing import Any
 
 from services.delivery import reminders
+from services.delivery.context_seal import ContextSeal, Unreadable
 from services.delivery.deliveries import marketing_allowed
 from services.delivery.kinds import kind_named
 from services.delivery.message import build_message
 from services.delivery.render import render
-from services.delivery.sealing import ContextSeal, Unreadable
 from services.delivery.smtp import ACCEPTED, PERMANENT, Outcome, SmtpSession
 from services.delivery.storage import (
     BOUNCED,

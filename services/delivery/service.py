@@ -10,14 +10,14 @@ from nameko.rpc import rpc
 from pydantic import BaseModel, ValidationError
 
 from services.delivery import privacy
+from services.delivery.context_seal import PURPOSE as SEAL_PURPOSE
+from services.delivery.context_seal import ContextSeal
 from services.delivery.deliveries import Deliveries
 from services.delivery.loop import SendingLoopWaker, sending_loop
 from services.delivery.pipeline import Pipeline
-from services.delivery.released import ReleasedContent, released_requests, vault_rpc
+from services.delivery.release_mail import ReleasedContent, released_requests, vault_rpc
 from services.delivery.reminders import reminder_request
 from services.delivery.schemas import MailRequest, ReminderStatusRequest, StatusRequest
-from services.delivery.sealing import PURPOSE as SEAL_PURPOSE
-from services.delivery.sealing import ContextSeal
 from services.delivery.smtp import SmtpSession, SmtpTransport
 from services.delivery.storage import DELIVERIES, INDEXES, SUPPRESSIONS, DeliveryRepository
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE

@@ -4,7 +4,7 @@ A gathering loop (every second, in every privacy process) claims exports that ar
 with a lease (compare-and-set on `next_attempt_at`), and asks every service for its part
 at once (`<service>.export_user(user_id)`, each bounded by `JICM_EXPORT_TIMEOUT`). Privacy's
 own part is read locally. Only when every part has answered is the document assembled,
-sealed (`sealing.py`) and stored; the request becomes `complete` with an expiry
+sealed (`export_seal.py`) and stored; the request becomes `complete` with an expiry
 (`JICM_EXPORT_TTL`), and the "your export is ready" mail is queued in the same write.
 
 A service that does not answer, or answers with an error, keeps the export open
@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from services.privacy.ledger import ledger_entry
-from services.privacy.requests import human_time
-from services.privacy.sealing import (
+from services.privacy.export_seal import (
     UnreadableExport,
     digest,
     encode,
     open_export,
     seal_export,
 )
+from services.privacy.ledger import ledger_entry
+from services.privacy.requests import human_time
 from services.privacy.storage import (
     COMPLETE,
     ERROR,

@@ -23,12 +23,12 @@ from nameko.timer import timer
 
 from services.privacy.consent import Consents
 from services.privacy.dependencies import Services
+from services.privacy.export_seal import KEY_PURPOSE as EXPORT_KEY_PURPOSE
 from services.privacy.exports import Exports, ExportSettings, privacy_part
 from services.privacy.notices import current_notice
 from services.privacy.requests import Requests, RequestSettings, retention_request_id
 from services.privacy.saga import Saga, erase_privacy_part
 from services.privacy.schemas import ClientContext, ConsentUpdate, NewPrivacyRequest
-from services.privacy.sealing import KEY_PURPOSE as EXPORT_KEY_PURPOSE
 from services.privacy.storage import CONSENTS, INDEXES, REQUESTS, PrivacyRepository
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext

@@ -3,7 +3,7 @@
 - `@tick`: nameko's timer with the interval from `JICM_SCHEDULER_TICK`, firing at start-up
   and then every interval (or as soon as a slow tick finishes). Like any nameko timer it
   fires in every instance; the loop's atomic claims are what make that safe.
-- `delivery_status()`: the bounded RPC client (`shared.bounded_rpc`) the loop asks
+- `delivery_status()`: the bounded RPC client (`shared.rpc.bounded`) the loop asks
   `delivery.reminder_status(...)` with: a call gives up after `MAIL_STATUS_TIMEOUT`, and
   the request itself expires in the queue after the same time, so a late delivery never
   answers a question nobody is waiting for. `reminder_question(client)` is that call as

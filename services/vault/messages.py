@@ -28,6 +28,13 @@ from typing import Any
 from services.vault.keys import DataKeys, MissingDataKey
 from services.vault.limits import Size, body_bytes, check_new_message, check_size
 from services.vault.release import Release
+from services.vault.scheduler_client import (
+    FIRED_STATES,
+    SwitchDirectory,
+    refusal,
+    resolve_switch,
+    switch_fired,
+)
 from services.vault.schemas import (
     Message,
     MessageChanges,
@@ -38,15 +45,8 @@ from services.vault.schemas import (
     Recipient,
     normalized_email,
 )
-from services.vault.sealing import Content, Sealer, new_recipients
+from services.vault.sealed_fields import Content, Sealer, new_recipients
 from services.vault.storage import SEALED, VaultRepository
-from services.vault.switches import (
-    FIRED_STATES,
-    SwitchDirectory,
-    refusal,
-    resolve_switch,
-    switch_fired,
-)
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.plans import PlanLimits
 

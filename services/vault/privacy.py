@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.vault.keys import DataKeys, MissingDataKey
-from services.vault.sealing import Sealer
+from services.vault.sealed_fields import Sealer
 from services.vault.storage import VaultRepository
 
 

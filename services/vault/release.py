@@ -49,10 +49,10 @@ from typing import Any, Protocol
 
 from services.vault.crypto import DecryptionFailed
 from services.vault.keys import DataKeys, MissingDataKey, UnknownKek
+from services.vault.scheduler_client import ReleaseRefused
 from services.vault.schemas import ReleasedContent
-from services.vault.sealing import Sealer
+from services.vault.sealed_fields import Sealer
 from services.vault.storage import NOTIFIED, REFUSED, RELEASED, RELEASING, VaultRepository
-from services.vault.switches import ReleaseRefused
 from shared.errors import Forbidden, NotFound, Unavailable
 from shared.events import new_event
 from shared.events.schemas import CheckInMissed

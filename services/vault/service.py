@@ -12,9 +12,9 @@ from services.vault.erasure import erase_user
 from services.vault.keys import keyring_from_settings
 from services.vault.messages import Messages
 from services.vault.release import Release
+from services.vault.scheduler_client import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
 from services.vault.schemas import MessageChanges, NewMessage
 from services.vault.storage import INDEXES, VaultRepository
-from services.vault.switches import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
 from shared.entitlements import billing_rpc, limits_for

@@ -1,4 +1,4 @@
-"""`shared.bounded_rpc` on the real RabbitMQ: a service asking another never hangs.
+"""`shared.rpc.bounded` on the real RabbitMQ: a service asking another never hangs.
 
 A `caller` service asks a `slowpoke` service through `BoundedRpcProxy`. The caller must
 get its answer, or `RpcTimeout` near the deadline when slowpoke is slow or down; the

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from services.delivery.context_seal import PURPOSE as SEAL_PURPOSE
+from services.delivery.context_seal import ContextSeal
 from services.delivery.deliveries import Deliveries
 from services.delivery.pipeline import Pipeline
 from services.delivery.schemas import MailRequest, StatusRequest
-from services.delivery.sealing import PURPOSE as SEAL_PURPOSE
-from services.delivery.sealing import ContextSeal
 from services.delivery.smtp import SmtpSession, SmtpTransport
 from services.delivery.storage import INDEXES, DeliveryRepository
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE

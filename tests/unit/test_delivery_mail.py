@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.delivery.context_seal import ContextSeal, Unreadable
 from services.delivery.kinds import KINDS, kind_named
 from services.delivery.message import build_message
 from services.delivery.render import render
-from services.delivery.sealing import ContextSeal, Unreadable
 from services.delivery.smtp import PERMANENT, TEMPORARY, Outcome
 from services.delivery.unsubscribe import BadToken, address_key, make_token, read_token
 from shared.errors import InvalidInput

@@ -13,7 +13,7 @@ import pytest
 
 from deploy.local.smtp_sink import envelope_of
 from services.delivery.pipeline import Pipeline, RetryPolicy, ValuesGone, ValuesUnavailable
-from services.delivery.released import released_requests
+from services.delivery.release_mail import released_requests
 from services.delivery.smtp import SmtpSession, SmtpTransport
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE
 from services.delivery.unsubscribe import address_key, make_token

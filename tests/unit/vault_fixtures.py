@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from services.vault.keys import DataKeyCache, DataKeys, Kek, Keyring
 from services.vault.messages import Messages
 from services.vault.release import Release
+from services.vault.scheduler_client import ReleaseRefused
 from services.vault.schemas import NewMessage
 from services.vault.storage import INDEXES, VaultRepository
-from services.vault.switches import ReleaseRefused
 from shared.clock import FrozenClock
 from shared.entitlements import limits_for
 from shared.errors import Unavailable

@@ -80,7 +80,7 @@ class ReleaseRefused(Exception):
 
 
 class SchedulerSwitches:
-    """The scheduler's answers through a bounded RPC client (`shared.bounded_rpc`)."""
+    """The scheduler's answers through a bounded RPC client (`shared.rpc.bounded`)."""
 
     def __init__(self, client: BoundedClient) -> None:
         self.client = client
