@@ -65,7 +65,7 @@ class BillingWorld:
         from services.billing.stripe_api import Payments, new_stripe_client
         from shared.clock import FrozenClock
         from shared.config import load_settings
-        from shared.storage import open_database
+        from shared.storage.provider import open_store
 
         data_dir = tmp_path / "data"
         self.clock = FrozenClock(datetime.now(UTC))
@@ -74,9 +74,7 @@ class BillingWorld:
                                         clock=lambda: self.clock.now().timestamp())
         self.standin = self._standin.__enter__()
         self.settings = load_settings(billing_environment(data_dir, self.standin.public_url))
-        self.db = open_database("billing", mongo_uri=None, data_dir=data_dir)
-        for name, indexes in INDEXES.items():
-            self.db.ensure_indexes(name, indexes)
+        self.db = open_store("billing", INDEXES, data_dir=data_dir)
         self.repo = BillingRepository(self.db)
         self.payments = Payments(new_stripe_client(API_KEY, self.standin.public_url))
 

@@ -96,27 +96,21 @@ class DeliveryService:
 
     # Events -------------------------------------------------------------------------------
 
-    @event_handler("MailRequested")
+    # A mail about an erased user's account (one that waited behind the erasure) is not
+    # sent; privacy's receipts about the erasure itself carry no user id and always go.
+    @event_handler("MailRequested", unless_erased=True)
     def on_mail_requested(self, event: Event) -> None:
-        # A mail about an erased user's account (one that waited behind the erasure) is not
-        # sent; privacy's receipts about the erasure itself carry no user id and always go.
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         request = _from_event(MailRequest, event.data.model_dump())
         _refuse_bad_request(lambda: self._deliveries().request(request))
 
-    @event_handler("ReminderDue")
+    @event_handler("ReminderDue", unless_erased=True)
     def on_reminder_due(self, event: Event) -> None:
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         request = reminder_request(event.data, self.settings.public_url)
         _refuse_bad_request(lambda: self._deliveries().request(request))
 
-    @event_handler("MessageReleased")
+    # An author erased here asked for nothing to be released; their messages are gone.
+    @event_handler("MessageReleased", unless_erased=True)
     def on_message_released(self, event: Event) -> None:
-        # An author erased here asked for nothing to be released; their messages are gone.
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         deliveries = self._deliveries()
         requests = released_requests(event.data, self.settings.public_url)
         refused = []
@@ -130,11 +124,9 @@ class DeliveryService:
             # Every other recipient's mail is accepted; a replay accepts nothing twice.
             raise DeadLetter("; ".join(refused))
 
-    @event_handler("ConsentChanged")
+    # An erased address stays suppressed: a late opt-in must not lift it.
+    @event_handler("ConsentChanged", unless_erased=True)
     def on_consent_changed(self, event: Event) -> None:
-        # An erased address stays suppressed: a late opt-in must not lift it.
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         self._deliveries().consent_changed(event.data, event.occurred_at)
 
     # Privacy (services/delivery/privacy.py) -----------------------------------------------

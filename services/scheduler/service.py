@@ -73,28 +73,20 @@ class SchedulerService:
     # An event about a user erased here (it waited in a retry queue behind the erasure, or
     # was replayed from a dead letter) must not bring back a switch or an address.
 
-    @event_handler("UserRegistered")
+    @event_handler("UserRegistered", unless_erased=True)
     def on_user_registered(self, event: Event) -> None:
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         self._scheduler().on_user_registered(event.data.user_id, event.data.email)
 
-    @event_handler("EmailVerified")
+    @event_handler("EmailVerified", unless_erased=True)
     def on_email_verified(self, event: Event) -> None:
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         self._scheduler().on_email_verified(event.data.user_id, event.data.email)
 
-    @event_handler("ReminderSettled")
+    @event_handler("ReminderSettled", unless_erased=True)
     def on_reminder_settled(self, event: Event) -> None:
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         self._scheduler().on_reminder_settled(event.data)
 
-    @event_handler("PlanChanged")
+    @event_handler("PlanChanged", unless_erased=True)
     def on_plan_changed(self, event: Event) -> None:
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         self._scheduler().on_plan_changed(event.data)
 
     # The owner's API ------------------------------------------------------------------
@@ -162,10 +154,8 @@ class SchedulerService:
 
     # Privacy (services/scheduler/privacy.py) ----------------------------------------------
 
-    @event_handler("CheckedIn")
+    @event_handler("CheckedIn", unless_erased=True)
     def on_checked_in(self, event: Event) -> None:
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         privacy.record_check_in(self.store, event.event_id, event.data, event.occurred_at,
                                 timedelta(days=self.settings.retention_checkin_days))
 

@@ -97,11 +97,9 @@ class VaultService:
 
     # The release ---------------------------------------------------------------------------
 
-    @event_handler("CheckInMissed")
+    # An author erased here asked for nothing to be released: no release record either.
+    @event_handler("CheckInMissed", unless_erased=True)
     def on_check_in_missed(self, event: Event) -> None:
-        # An author erased here asked for nothing to be released: no release record either.
-        if self.erasures.erased(event.data.user_id, event.type):
-            return
         if self._release().release_switch(event.data):
             self.dispatcher.wake()
 
@@ -125,10 +123,8 @@ class VaultService:
 
     # Plans and erasure -----------------------------------------------------------------------
 
-    @event_handler("PlanChanged")
+    @event_handler("PlanChanged", unless_erased=True)
     def on_plan_changed(self, event: Event) -> None:
-        if self.erasures.erased(event.data.user_id, event.type):
-            return  # a late announcement must not bring an erased user's id back
         self.store.entitlements.record(event.data, self.clock.now())
 
     @rpc(expected_exceptions=ServiceError)

@@ -18,13 +18,20 @@ the fate of every message itself:
 
 Handlers must make their effect idempotent (conditional writes, deterministic ids): a
 crash after the effect and before the processed mark runs the handler again.
+
+`@event_handler("EventType", unless_erased=True)` declares a handler for events about a
+user (`data.user_id`) that must change nothing once that user was erased here: such an
+event waited in a retry queue behind the erasure, or was replayed from a dead letter,
+and must not bring their data back. The service keeps its erasure records as
+`erasures = Erasures()` (shared/privacy.py), which the handler asks first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import partial, wraps
 from typing import Any
 
 from kombu.common import maybe_declare
@@ -256,4 +263,19 @@ class EventHandler(Consumer):
         )
 
 
-event_handler = EventHandler.decorator
+def event_handler(event_type: str, *, unless_erased: bool = False,
+                  **kwargs: Any) -> Callable[[Callable], Callable]:
+    """Declare a handler of `event_type` (see the module's docstring for `unless_erased`)."""
+    register = EventHandler.decorator(event_type, **kwargs)
+    if not unless_erased:
+        return register
+    return lambda handler: register(_skipping_erased_users(handler))
+
+
+def _skipping_erased_users(handler: Callable) -> Callable:
+    @wraps(handler)
+    def handle(service: Any, event: Event) -> Any:
+        if service.erasures.erased(event.data.user_id, event.type):
+            return None
+        return handler(service, event)
+    return handle

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import eventlet
@@ -41,7 +42,16 @@ def open_service_database(service: str, indexes: Mapping[str, list[Index]],
     What the `Storage` dependency opens at start-up, and what an operator command opens
     to read or repair the same store while the service runs.
     """
-    db = open_database(service, mongo_uri=settings.mongo_uri, data_dir=settings.data_dir)
+    return open_store(service, indexes, mongo_uri=settings.mongo_uri,
+                      data_dir=settings.data_dir)
+
+
+def open_store(service: str, indexes: Mapping[str, list[Index]], *, data_dir: Path,
+               mongo_uri: str | None = None, mongo_client: Any = None) -> Database:
+    """A database named for `service` with the platform's and `indexes`' indexes ensured
+    (`open_service_database` without settings: tests and tools give the place)."""
+    db = open_database(service, mongo_uri=mongo_uri, data_dir=data_dir,
+                       mongo_client=mongo_client)
     for name, declared in {**PLATFORM_INDEXES, **indexes}.items():
         db.ensure_indexes(name, declared)
     return db

@@ -28,13 +28,13 @@ from services.privacy.notices import notice
 from shared.events import new_event
 from tests import data_map
 from tests.e2e.conftest import System, free_port, start_system, system_environment
+from tests.e2e.people import PASSWORD, Sender
 from tests.helpers import wait_for
 from tests.service.vault_helpers import publish
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-PASSWORD = "correct horse battery staple"
 SERVICES = tuple(DEFAULT_SERVICES.split(","))
 ERASED_RECEIVED = "We received your request to erase your Just in Case data"
 ERASED_DONE = "Your Just in Case data has been erased"
@@ -64,56 +64,11 @@ def system(tmp_path_factory, vhost) -> Iterator[System]:
 # A user of the running system ---------------------------------------------------------------
 
 
-def client_address() -> str:
-    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
-
-
-class User:
+class User(Sender):
     """A signed-up, logged-in user, coming from an address of their own."""
 
     def __init__(self, system: System) -> None:
-        self.system = system
-        self.email = f"user-{uuid.uuid4().hex[:12]}@example.org"
-        self.client = {"X-Forwarded-For": client_address(), "User-Agent": "privacy-e2e/1.0"}
-        body = {"email": self.email, "password": PASSWORD, "date_of_birth": "1990-01-01",
-                "accept_policy_version": "2024-04-29"}
-        created = requests.post(system.url("/api/v1/accounts"), json=body, headers=self.client,
-                                timeout=10)
-        assert created.status_code == 201, created.text
-        self.id = created.json()["id"]
-        assert self.log_in().status_code == 201
-
-    def log_in(self) -> requests.Response:
-        answer = requests.post(self.system.url("/api/v1/sessions"), headers=self.client,
-                               json={"email": self.email, "password": PASSWORD}, timeout=10)
-        if answer.status_code == 201:
-            self.headers = {**self.client, "Authorization": f"Bearer {answer.json()['token']}"}
-        return answer
-
-    def call(self, method: str, path: str, headers: dict | None = None,
-             **kwargs) -> requests.Response:
-        return requests.request(method, self.system.url(path), timeout=30,
-                                headers={**self.headers, **(headers or {})}, **kwargs)
-
-    def mail(self, subject: str, timeout: float = 40.0):
-        """The first mail to this user whose subject starts with `subject`."""
-        def arrived():
-            return next((m for m in self.system.mail()
-                         if m["To"] == self.email and m["Subject"].startswith(subject)), None)
-        return wait_for(arrived, timeout=timeout, interval=0.1,
-                        what=f"a mail {subject!r} to {self.email}")
-
-    def verify(self) -> None:
-        text = self.mail("Confirm your email address").get_body(("plain",)).get_content()
-        token = re.search(r"/verify\?token=([A-Za-z0-9_-]+)", text)[1]
-        answer = requests.post(self.system.url("/api/v1/accounts/verify"),
-                               json={"token": token}, timeout=10)
-        assert answer.status_code == 200, answer.text
-        wait_for(lambda: self.switch()["state"] == "armed", timeout=20,
-                 what="the default switch to arm")
-
-    def switch(self) -> dict:
-        return self.call("GET", "/api/v1/switches").json()["switches"][0]
+        super().__init__(system, user_agent="privacy-e2e/1.0")
 
     def write(self, secret: str, recipient: str) -> str:
         answer = self.call("POST", "/api/v1/messages", json={

@@ -31,7 +31,8 @@ import requests
 from deploy.local.supervisor import DEFAULT_SERVICES, default_specs
 from shared.events import new_event
 from tests.e2e.conftest import System, free_port, fresh_vhost, start_system, system_environment
-from tests.e2e.switch_system import PATIENCE, SECONDS_LONG, Owner, text_of
+from tests.e2e.people import PATIENCE, Sender, text_of
+from tests.e2e.switch_system import SECONDS_LONG
 from tests.helpers import wait_for
 from tests.service.vault_helpers import EventTap, publish
 
@@ -82,7 +83,7 @@ class Story:
 
     def __init__(self, system: System, *, note_delay: int = 0) -> None:
         self.system = system
-        self.owner = Owner(system)
+        self.owner = Sender(system, verified=True)
         tag = uuid.uuid4().hex[:8]
         self.recipients = {f"grace-{tag}@example.org": "Grace Hopper",
                            f"alan-{tag}@example.org": "Alan Turing",
@@ -95,7 +96,7 @@ class Story:
 
     def write(self, subject: str, body: str, **fields) -> str:
         recipients = [{"name": name, "email": email} for email, name in self.recipients.items()]
-        answer = requests.post(self.system.url("/api/v1/messages"), headers=self.owner.auth,
+        answer = requests.post(self.system.url("/api/v1/messages"), headers=self.owner.headers,
                                timeout=15, json={"subject": subject, "body": body,
                                                  "recipients": recipients,
                                                  "sender_name": "Ada Lovelace", **fields})
@@ -155,7 +156,7 @@ class Story:
 
     def switch_state(self) -> str | None:
         """The switch's state as its owner sees it; None while the API cannot answer."""
-        answer = requests.get(self.system.url("/api/v1/switches"), headers=self.owner.auth,
+        answer = requests.get(self.system.url("/api/v1/switches"), headers=self.owner.headers,
                               timeout=10)
         return answer.json()["switches"][0]["state"] if answer.status_code == 200 else None
 
@@ -167,7 +168,7 @@ class Story:
                  interval=0.2, what="every release mail to be sent")
 
     def message_states(self) -> set[str]:
-        listed = requests.get(self.system.url("/api/v1/messages"), headers=self.owner.auth,
+        listed = requests.get(self.system.url("/api/v1/messages"), headers=self.owner.headers,
                               timeout=10).json()["messages"]
         return {message["state"] for message in listed}
 
@@ -194,7 +195,7 @@ def test_a_switch_left_alone_releases_each_message_to_each_recipient_exactly_onc
     story.wait_until_released()
     story.assert_each_recipient_got_each_message_once()
     assert story.message_states() == {"released"}
-    too_late = requests.post(story.system.url("/api/v1/messages"), headers=story.owner.auth,
+    too_late = requests.post(story.system.url("/api/v1/messages"), headers=story.owner.headers,
                              timeout=15, json={"subject": "Too late", "body": "...",
                                                "recipients": [{"name": "G", "email":
                                                                "g@example.org"}]})

@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import start_system, system_environment
-from tests.e2e.switch_system import PATIENCE, SECONDS_LONG, Owner, mail_to, text_of, when
+from tests.e2e.people import PATIENCE, Sender, mail_to, text_of
+from tests.e2e.switch_system import SECONDS_LONG, when
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +24,7 @@ def test_the_reminder_mail_arrives_with_a_link_that_checks_in(tmp_path, vhost):
     environ = system_environment(tmp_path, vhost, "accounts,scheduler,delivery", **SECONDS_LONG)
     system = start_system(tmp_path, environ)
     try:
-        owner = Owner(system)
+        owner = Sender(system, verified=True)
         before = owner.configure(interval_seconds=8, grace_seconds=30, reminders_seconds=[5])
 
         def reminder() -> tuple | None:

@@ -36,7 +36,7 @@ from shared.events.outbox import is_pending
 from shared.events.topology import EVENTS_EXCHANGE, declare_topology
 from shared.rpc.client import RpcClientPool
 from shared.rpc.errors import RpcError
-from shared.storage import open_database
+from shared.storage.provider import open_service_database
 from tests.e2e.conftest import system_environment
 from tests.helpers import wait_for
 
@@ -51,9 +51,7 @@ LEASE_SECONDS = 8
 def overdue_switches(environ: dict[str, str], count: int) -> list[str]:
     """Switches whose grace ended minutes ago, written by the real domain code."""
     settings = load_settings(environ)
-    db = open_database("scheduler", mongo_uri=None, data_dir=settings.data_dir)
-    for name, indexes in INDEXES.items():
-        db.ensure_indexes(name, indexes)
+    db = open_service_database("scheduler", INDEXES, settings)
     repo = SchedulerRepository(db)
     past = SystemClock().now() - timedelta(minutes=10)
     key = link_key(settings.secret_key_bytes)

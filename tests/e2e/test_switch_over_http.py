@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import start_system, system_environment
-from tests.e2e.switch_system import SECONDS_LONG, Owner, when
+from tests.e2e.people import Sender
+from tests.e2e.switch_system import SECONDS_LONG, when
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,7 @@ def switch_system(tmp_path_factory, vhost):
 
 
 def test_a_switch_checked_in_on_time_never_fires(switch_system):
-    owner = Owner(switch_system)
+    owner = Sender(switch_system, verified=True)
     owner.configure(interval_seconds=3, grace_seconds=3, reminders_seconds=[])
     def overdue() -> dict | None:
         switch = owner.switch()
@@ -47,13 +48,13 @@ def test_a_switch_checked_in_on_time_never_fires(switch_system):
         assert when(moved["deadline"]) > when(late["deadline"])
     fired = switch_system.query(
         "scheduler", "SELECT count(*) FROM switches WHERE json_extract(doc, '$.fired_at') "
-        "IS NOT NULL AND json_extract(doc, '$.user_id') = ?", (owner.user_id,))
+        "IS NOT NULL AND json_extract(doc, '$.user_id') = ?", (owner.id,))
     assert fired == [(0,)]
     assert owner.switch()["state"] == "armed"
 
 
 def test_a_switch_left_alone_fires_after_interval_plus_grace_and_not_before(switch_system):
-    owner = Owner(switch_system)
+    owner = Sender(switch_system, verified=True)
     configured_at = time.monotonic()
     switch = owner.configure(interval_seconds=3, grace_seconds=3, reminders_seconds=[1])
     seen = [owner.switch()["state"]]
@@ -85,7 +86,7 @@ def test_readiness_and_metrics_show_the_loop_alive(switch_system):
 
 
 def test_a_dead_scheduler_shows_in_readiness_then_catches_up(switch_system):
-    owner = Owner(switch_system)
+    owner = Sender(switch_system, verified=True)
     owner.configure(interval_seconds=2, grace_seconds=2, reminders_seconds=[])
     switch_system.supervisor.kill("scheduler")
     try:

@@ -6,7 +6,6 @@ that really fires, is `test_release_story.py`)."""
 
 from __future__ import annotations
 
-import random
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -16,13 +15,13 @@ import pytest
 import requests
 
 from tests.e2e.conftest import System, start_system, system_environment
+from tests.e2e.people import Sender, client_address
 from tests.e2e.test_openapi_conformance import SCHEMATHESIS
 from tests.helpers import wait_for
 from tests.service.vault_helpers import EventTap, check_in_missed, publish
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
@@ -37,41 +36,19 @@ def vault_system(tmp_path_factory, vhost) -> Iterator[System]:
     system.supervisor.stop_all()
 
 
-def client_address() -> str:
-    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
-
-
-class User:
-    """A signed-up, logged-in user of the running system."""
+class User(Sender):
+    """A signed-up, logged-in user of the running system, with their default switch."""
 
     def __init__(self, system: System) -> None:
-        self.system = system
-        self.email = f"user-{uuid.uuid4().hex[:12]}@example.org"
-        self.client = {"X-Forwarded-For": client_address()}
-        body = {"email": self.email, "password": PASSWORD, "date_of_birth": "1990-01-01",
-                "accept_policy_version": "2024-04-29"}
-        self.id = requests.post(system.url("/api/v1/accounts"), json=body, headers=self.client,
-                                timeout=10).json()["id"]
-        session = requests.post(system.url("/api/v1/sessions"), headers=self.client,
-                                json={"email": self.email, "password": PASSWORD}, timeout=10)
-        self.headers = {**self.client, "Authorization": f"Bearer {session.json()['token']}"}
+        super().__init__(system)
         # The scheduler makes the default switch when it hears of the new account.
-        self.switch_id = wait_for(self._default_switch, timeout=20,
+        self.switch_id = wait_for(self.default_switch, timeout=20,
                                   what="the default switch of a new account")
-
-    def _default_switch(self) -> str | None:
-        switches = self.request("GET", "/api/v1/switches").json()["switches"]
-        return switches[0]["id"] if switches else None
-
-    def request(self, method: str, path: str, headers: dict | None = None,
-                **kwargs) -> requests.Response:
-        return requests.request(method, self.system.url(path),
-                                headers={**self.headers, **(headers or {})}, timeout=15, **kwargs)
 
     def write(self, **fields) -> requests.Response:
         body = {"subject": "For the family", "body": "The code of the safe is 4921.",
                 "recipients": [{"name": "Grace Hopper", "email": "grace@example.org"}], **fields}
-        return self.request("POST", "/api/v1/messages", json=body)
+        return self.call("POST", "/api/v1/messages", json=body)
 
 
 @pytest.fixture
@@ -99,39 +76,39 @@ def test_an_author_writes_reads_changes_and_deletes_a_message(ada):
     assert created.status_code == 201
     message_id = created.json()["id"]
 
-    listed = ada.request("GET", "/api/v1/messages").json()["messages"]
+    listed = ada.call("GET", "/api/v1/messages").json()["messages"]
     assert [(m["id"], m["subject"], m["recipient_count"]) for m in listed] == [
         (message_id, "For the family", 2)]
     assert "body" not in listed[0]
 
-    message = ada.request("GET", f"/api/v1/messages/{message_id}").json()
+    message = ada.call("GET", f"/api/v1/messages/{message_id}").json()
     assert message["body"] == "The code of the safe is 4921."
     assert message["switch_id"] == ada.switch_id
     assert [r["name"] for r in message["recipients"]] == ["Grace Hopper", "Émile Zola"]
     assert (message["sender_name"], message["inline"], message["state"]) == (
         "Ada Lovelace", True, "sealed")
 
-    changed = ada.request("PUT", f"/api/v1/messages/{message_id}",
+    changed = ada.call("PUT", f"/api/v1/messages/{message_id}",
                           json={"body": "Neuer Code: 7734 ✓", "inline": False})
     assert changed.status_code == 200
     assert (changed.json()["body"], changed.json()["inline"]) == ("Neuer Code: 7734 ✓", False)
     assert changed.json()["subject"] == "For the family"
 
-    assert ada.request("DELETE", f"/api/v1/messages/{message_id}").status_code == 204
-    assert ada.request("GET", f"/api/v1/messages/{message_id}").status_code == 404
-    assert ada.request("GET", "/api/v1/messages").json() == {"messages": []}
+    assert ada.call("DELETE", f"/api/v1/messages/{message_id}").status_code == 204
+    assert ada.call("GET", f"/api/v1/messages/{message_id}").status_code == 404
+    assert ada.call("GET", "/api/v1/messages").json() == {"messages": []}
 
 
 def test_another_users_message_is_a_404_exactly_like_one_that_does_not_exist(ada, eve):
     message_id = ada.write().json()["id"]
     missing = str(uuid.uuid4())
     for method, body in (("GET", None), ("PUT", {"subject": "mine"}), ("DELETE", None)):
-        theirs = eve.request(method, f"/api/v1/messages/{message_id}", json=body)
-        nothing = eve.request(method, f"/api/v1/messages/{missing}", json=body)
+        theirs = eve.call(method, f"/api/v1/messages/{message_id}", json=body)
+        nothing = eve.call(method, f"/api/v1/messages/{missing}", json=body)
         assert theirs.status_code == nothing.status_code == 404
         assert error_of(theirs)["code"] == error_of(nothing)["code"] == "message_not_found"
-    assert eve.request("GET", "/api/v1/messages").json() == {"messages": []}
-    assert ada.request("GET", f"/api/v1/messages/{message_id}").json()["subject"] == (
+    assert eve.call("GET", "/api/v1/messages").json() == {"messages": []}
+    assert ada.call("GET", f"/api/v1/messages/{message_id}").json()["subject"] == (
         "For the family")
 
 
@@ -141,7 +118,7 @@ def test_another_users_switch_is_refused_like_a_missing_one(ada, eve):
         assert refused.status_code == 404
         assert error_of(refused)["code"] == "switch_not_found"
     assert eve.write(switch_id=eve.switch_id).status_code == 201
-    assert ada.request("GET", "/api/v1/messages").json() == {"messages": []}
+    assert ada.call("GET", "/api/v1/messages").json() == {"messages": []}
 
 
 def test_messages_need_a_session(vault_system):
@@ -171,7 +148,7 @@ def test_the_free_plan_limits_are_402s_naming_the_limit_and_its_value(ada):
     assert error["details"] == {"limit": "messages_per_switch", "allowed": 3,
                                 "wanted": 4, "plan": "free"}
     assert "3 messages per switch" in error["message"]
-    assert len(ada.request("GET", "/api/v1/messages").json()["messages"]) == 3
+    assert len(ada.call("GET", "/api/v1/messages").json()["messages"]) == 3
 
 
 # Bad input ----------------------------------------------------------------------------------------
@@ -197,14 +174,14 @@ def test_the_free_plan_limits_are_402s_naming_the_limit_and_its_value(ada):
     ],
 )
 def test_bad_bodies_are_refused_with_a_json_error_naming_the_problem(ada, raw, status, field):
-    response = ada.request("POST", "/api/v1/messages", data=raw,
+    response = ada.call("POST", "/api/v1/messages", data=raw,
                            headers={"Content-Type": "application/json"})
     assert response.status_code == status
     error = error_of(response)
     if field:
         assert error["message"].startswith(field)
     assert "Traceback" not in response.text
-    assert ada.request("GET", "/api/v1/messages").json() == {"messages": []}
+    assert ada.call("GET", "/api/v1/messages").json() == {"messages": []}
 
 
 def test_a_huge_body_is_refused_before_it_is_read(ada):
@@ -216,14 +193,14 @@ def test_unicode_is_welcome_everywhere(ada):
     created = ada.write(subject="Für dich 💌", body="日本語\nemoji ☂️\ttabs",
                         recipients=[{"name": "Zoë Ñandú", "email": "zoe@exämple.org"}])
     assert created.status_code == 201, created.text
-    message = ada.request("GET", f"/api/v1/messages/{created.json()['id']}").json()
+    message = ada.call("GET", f"/api/v1/messages/{created.json()['id']}").json()
     assert (message["subject"], message["body"]) == ("Für dich 💌", "日本語\nemoji ☂️\ttabs")
     assert message["recipients"][0]["name"] == "Zoë Ñandú"
 
 
 @pytest.mark.parametrize("message_id", ["x" * 65, "not a uuid", "%00"])
 def test_a_message_id_that_cannot_exist_is_a_404(ada, message_id):
-    assert ada.request("GET", f"/api/v1/messages/{message_id}").status_code == 404
+    assert ada.call("GET", f"/api/v1/messages/{message_id}").status_code == 404
 
 
 # The release and the read page --------------------------------------------------------------
@@ -233,7 +210,7 @@ def release(system: System, user: User) -> list[dict]:
     """Fire the user's default switch as the scheduler would; the MessageReleased events."""
     tap = EventTap(system.environ["AMQP_URI"], "MessageReleased")
     try:
-        before = len(user.request("GET", "/api/v1/messages").json()["messages"])
+        before = len(user.call("GET", "/api/v1/messages").json()["messages"])
         publish(system.environ["AMQP_URI"], check_in_missed(user.id, user.switch_id))
         return wait_for(lambda: (events := tap.drain()) and len(events) >= before and events,
                         timeout=30, what="the release")
@@ -271,11 +248,11 @@ def test_a_released_message_is_read_on_its_page_by_each_recipient(vault_system, 
                          timeout=10)
     assert again.status_code == 200 and "for Grace" in again.text
 
-    refused = ada.request("PUT", f"/api/v1/messages/{message_id}", json={"body": "too late"})
+    refused = ada.call("PUT", f"/api/v1/messages/{message_id}", json={"body": "too late"})
     assert refused.status_code == 409
     assert error_of(refused)["code"] == "message_released"
-    assert ada.request("DELETE", f"/api/v1/messages/{message_id}").status_code == 409
-    assert ada.request("GET", f"/api/v1/messages/{message_id}").json()["state"] == "released"
+    assert ada.call("DELETE", f"/api/v1/messages/{message_id}").status_code == 409
+    assert ada.call("GET", f"/api/v1/messages/{message_id}").json()["state"] == "released"
 
     log = Path(vault_system.environ["JICM_DATA_DIR"]).parent / "logs" / "gateway.log"
     # gunicorn writes the access line just after the answer: wait for it.

@@ -36,8 +36,7 @@ from shared.events.schemas import CheckInMissed
 from shared.plans import free_limits
 from shared.rpc.client import RpcClientPool
 from shared.rpc.errors import RemoteError
-from shared.storage import open_database
-from shared.storage.provider import Storage, database_of
+from shared.storage.provider import Storage, database_of, open_service_database
 from tests.helpers import dead_letters, wait_for
 from tests.service.vault_helpers import (
     EventTap,
@@ -261,9 +260,7 @@ class OneSwitch:
 def seed_half_released(settings, amqp_uri, switch_id: str) -> tuple[str, str]:
     """The state a vault leaves when it dies in the middle of a release: the first message
     released and its event published but not yet marked as handed over, the second sealed."""
-    db = open_database("vault", mongo_uri=None, data_dir=settings.data_dir)
-    for name, indexes in INDEXES.items():
-        db.ensure_indexes(name, indexes)
+    db = open_service_database("vault", INDEXES, settings)
     repo = VaultRepository(db)
     keys = DataKeys(repo.data_keys, keyring_from_settings(settings), DataKeyCache())
     now = time_now()

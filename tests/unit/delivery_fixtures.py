@@ -19,7 +19,7 @@ from services.delivery.storage import INDEXES, DeliveryRepository
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE
 from shared.clock import FrozenClock
 from shared.config import load_settings
-from shared.storage import open_database
+from shared.storage.provider import open_store
 from tests.sink import Sink, start_sink
 
 START = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
@@ -29,9 +29,7 @@ BASE_RETRY = 60
 
 @pytest.fixture
 def db(tmp_path):
-    database = open_database("delivery", mongo_uri=None, data_dir=tmp_path / "data")
-    for name, indexes in INDEXES.items():
-        database.ensure_indexes(name, indexes)
+    database = open_store("delivery", INDEXES, data_dir=tmp_path / "data")
     yield database
     database.close()
 

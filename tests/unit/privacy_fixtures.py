@@ -16,7 +16,7 @@ from services.privacy.storage import INDEXES, PrivacyRepository
 from shared.clock import FrozenClock
 from shared.events import parse_event
 from shared.events.outbox import OUTBOX
-from shared.storage import open_database
+from shared.storage.provider import open_store
 
 NOW = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
 ALL = ("accounts", "billing", "delivery", "privacy", "scheduler", "vault")
@@ -65,9 +65,7 @@ class PrivacyWorld:
     """One privacy store, a clock, and use cases built on them as the service builds them."""
 
     def __init__(self, tmp_path) -> None:
-        self.db = open_database("privacy", mongo_uri=None, data_dir=tmp_path)
-        for name, indexes in INDEXES.items():
-            self.db.ensure_indexes(name, indexes)
+        self.db = open_store("privacy", INDEXES, data_dir=tmp_path)
         self.repo = PrivacyRepository(self.db)
         self.clock = FrozenClock(NOW)
         self.accounts = FakeAccounts()

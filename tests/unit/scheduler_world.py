@@ -25,7 +25,7 @@ from services.scheduler.tokens import link_key
 from shared.clock import FrozenClock
 from shared.errors import InvalidInput
 from shared.events.schemas import PlanChanged, ReminderSettled
-from shared.storage import open_database
+from shared.storage.provider import open_store
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 SECRET = b"s" * 32
@@ -34,9 +34,7 @@ CLIENT = ClientContext(ip="203.0.113.9", user_agent="pytest")
 
 class World:
     def __init__(self, data_dir: Path, *, min_interval: int = 60) -> None:
-        self.db = open_database("scheduler", mongo_uri=None, data_dir=data_dir)
-        for name, indexes in INDEXES.items():
-            self.db.ensure_indexes(name, indexes)
+        self.db = open_store("scheduler", INDEXES, data_dir=data_dir)
         self.repo = SchedulerRepository(self.db)
         self.clock = FrozenClock(START)
         self.min_interval = min_interval

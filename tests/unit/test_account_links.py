@@ -36,7 +36,7 @@ from shared.errors import (
     ServiceError,
 )
 from shared.events import parse_event
-from shared.storage import open_database
+from shared.storage.provider import open_store
 
 NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
@@ -48,9 +48,7 @@ LINKS = LinkSettings(key=b"k" * 32, public_url="https://jic.example",
 
 @pytest.fixture
 def repo(tmp_path):
-    db = open_database("accounts", mongo_uri=None, data_dir=tmp_path)
-    for name, indexes in INDEXES.items():
-        db.ensure_indexes(name, indexes)
+    db = open_store("accounts", INDEXES, data_dir=tmp_path)
     yield AccountsRepository(db)
     db.close()
 

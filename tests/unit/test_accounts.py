@@ -22,7 +22,7 @@ from shared.clock import FrozenClock
 from shared.config import PasswordHashStrength, load_settings
 from shared.errors import AuthenticationFailed, InvalidInput, RateLimited
 from shared.events import parse_event
-from shared.storage import open_database
+from shared.storage.provider import open_store
 
 TODAY = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
 POLICY = "2024-04-29"
@@ -34,9 +34,7 @@ LINKS = LinkSettings(key=b"k" * 32, public_url="https://jic.example",
 
 @pytest.fixture
 def db(tmp_path):
-    database = open_database("accounts", mongo_uri=None, data_dir=tmp_path)
-    for name, indexes in INDEXES.items():
-        database.ensure_indexes(name, indexes)
+    database = open_store("accounts", INDEXES, data_dir=tmp_path)
     yield database
     database.close()
 

@@ -8,7 +8,7 @@ import pytest
 
 from jicm.cli import main
 from services.delivery.storage import INDEXES, DeliveryRepository
-from shared.storage import open_database
+from shared.storage.provider import open_store
 
 WHEN = datetime(2020, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -18,9 +18,7 @@ def repo(tmp_path, monkeypatch):
     monkeypatch.setenv("JICM_ENV", "test")
     monkeypatch.setenv("JICM_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("MONGO_URI", raising=False)
-    db = open_database("delivery", mongo_uri=None, data_dir=tmp_path / "data")
-    for name, indexes in INDEXES.items():
-        db.ensure_indexes(name, indexes)
+    db = open_store("delivery", INDEXES, data_dir=tmp_path / "data")
     repo = DeliveryRepository(db)
     yield repo
     db.close()

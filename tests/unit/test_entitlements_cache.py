@@ -9,16 +9,14 @@ from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, Entitlements
 from shared.events.schemas import PlanChanged
 from shared.plans import FREE, PREMIUM_MONTHLY
 from shared.rpc.errors import RpcTimeout
-from shared.storage import open_database
+from shared.storage.provider import open_store
 
 PREMIUM = PREMIUM_MONTHLY.entitlements.as_dict()
 
 
 @pytest.fixture
 def cache(tmp_path):
-    db = open_database("consumer", mongo_uri=None, data_dir=tmp_path)
-    for name, indexes in ENTITLEMENTS_INDEXES.items():
-        db.ensure_indexes(name, indexes)
+    db = open_store("consumer", ENTITLEMENTS_INDEXES, data_dir=tmp_path)
     yield EntitlementsCache(db.collection(ENTITLEMENTS))
     db.close()
 

@@ -25,8 +25,7 @@ from shared.errors import AuthenticationFailed
 from shared.events import parse_event
 from shared.events.schemas import CheckedIn, ErasureRequested
 from shared.privacy import answer_erasure, forget_throttle, subject_of, was_erased
-from shared.storage import open_database
-from shared.storage.provider import ERASURES, PLATFORM_INDEXES
+from shared.storage.provider import ERASURES, open_store
 from shared.throttle import THROTTLE_INDEXES, Limit, Throttle
 from tests.stripe_helpers import BillingWorld
 from tests.unit.scheduler_world import World
@@ -42,9 +41,7 @@ CLIENT = ClientContext(ip="203.0.113.77", user_agent="pytest")
 
 @pytest.fixture
 def erasures(tmp_path):
-    db = open_database("anyservice", mongo_uri=None, data_dir=tmp_path)
-    for name, indexes in {**PLATFORM_INDEXES, "throttle": THROTTLE_INDEXES}.items():
-        db.ensure_indexes(name, indexes)
+    db = open_store("anyservice", {"throttle": THROTTLE_INDEXES}, data_dir=tmp_path)
     yield db
     db.close()
 
@@ -120,9 +117,7 @@ def test_forgetting_a_key_removes_its_counters_in_every_window_and_no_other(eras
 
 @pytest.fixture
 def accounts(tmp_path):
-    db = open_database("accounts", mongo_uri=None, data_dir=tmp_path)
-    for name, indexes in ACCOUNTS_INDEXES.items():
-        db.ensure_indexes(name, indexes)
+    db = open_store("accounts", ACCOUNTS_INDEXES, data_dir=tmp_path)
     repo = AccountsRepository(db)
     clock = FrozenClock(NOW)
     hasher = password_hasher(PasswordHashStrength.MIN)

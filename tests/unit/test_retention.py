@@ -22,13 +22,11 @@ from services.delivery.storage import INDEXES as DELIVERY_INDEXES
 from services.delivery.storage import DeliveryRepository
 from services.privacy.storage import INDEXES as PRIVACY_INDEXES
 from services.scheduler.scheduler import switch_id_for
-from services.vault.storage import INDEXES as VAULT_INDEXES
 from shared.clock import FrozenClock
 from shared.config import PasswordHashStrength
 from shared.errors import AuthenticationFailed
 from shared.events import parse_event
-from shared.storage import open_database
-from shared.storage.provider import PLATFORM_INDEXES
+from shared.storage.provider import open_store
 from tests.stripe_helpers import BillingWorld
 from tests.unit.scheduler_world import World
 from tests.unit.vault_fixtures import Vault
@@ -41,9 +39,7 @@ UNVERIFIED_WINDOW = timedelta(days=30)
 
 @pytest.fixture
 def accounts(tmp_path):
-    db = open_database("accounts", mongo_uri=None, data_dir=tmp_path)
-    for name, indexes in {**PLATFORM_INDEXES, **ACCOUNTS_INDEXES}.items():
-        db.ensure_indexes(name, indexes)
+    db = open_store("accounts", ACCOUNTS_INDEXES, data_dir=tmp_path)
     clock = FrozenClock(START)
     repo = AccountsRepository(db)
     links = LinkSettings(key=b"k" * 32, public_url="https://jic.example",
@@ -104,12 +100,8 @@ def test_an_armed_switch_of_a_user_silent_for_years_survives_every_purge(account
     vault = Vault(tmp_path / "vault")
     vault.clock = clock
     message = vault.write(user)
-    delivery_db = open_database("delivery", mongo_uri=None, data_dir=tmp_path / "delivery")
-    privacy_db = open_database("privacy", mongo_uri=None, data_dir=tmp_path / "privacy")
-    for db, indexes in ((delivery_db, DELIVERY_INDEXES), (privacy_db, PRIVACY_INDEXES),
-                        (vault.db, VAULT_INDEXES)):
-        for name, declared in {**PLATFORM_INDEXES, **indexes}.items():
-            db.ensure_indexes(name, declared)
+    delivery_db = open_store("delivery", DELIVERY_INDEXES, data_dir=tmp_path / "delivery")
+    privacy_db = open_store("privacy", PRIVACY_INDEXES, data_dir=tmp_path / "privacy")
     billing = BillingWorld(tmp_path / "billing")
 
     clock.advance(days=5 * 366)  # five years without a word

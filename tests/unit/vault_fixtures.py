@@ -17,7 +17,7 @@ from shared.clock import FrozenClock
 from shared.entitlements import limits_for
 from shared.errors import Unavailable
 from shared.events.schemas import PlanChanged
-from shared.storage import open_database
+from shared.storage.provider import open_store
 
 START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 
@@ -87,9 +87,7 @@ class Vault:
     """The vault's domain on a real store, as a test drives it."""
 
     def __init__(self, data_dir) -> None:
-        self.db = open_database("vault", mongo_uri=None, data_dir=data_dir)
-        for name, indexes in INDEXES.items():
-            self.db.ensure_indexes(name, indexes)
+        self.db = open_store("vault", INDEXES, data_dir=data_dir)
         self.repo = VaultRepository(self.db)
         self.keyring = Keyring(Kek("1", os.urandom(32)))
         self.cache = DataKeyCache()
