@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -37,7 +37,6 @@ class Operation:
     errors: tuple[int, ...] = ()
     description: str = ""
     content_type: str = "application/json"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 OPERATIONS: list[Operation] = []

@@ -29,6 +29,12 @@ class Limit:
     count: int
     window_seconds: int
 
+    def in_words(self) -> str:
+        """The limit as a person reads it: "at most 3 an hour"."""
+        windows = {60: "a minute", 3600: "an hour", 86_400: "a day"}
+        per = windows.get(self.window_seconds) or f"every {self.window_seconds // 60} minutes"
+        return f"at most {self.count} {per}"
+
 
 def hashed_key(value: str) -> str:
     """A stable, non-reversible key for personal data such as an email address."""

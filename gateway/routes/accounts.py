@@ -9,6 +9,8 @@ from gateway.auth import current_user_id
 from gateway.clients import client_context
 from gateway.remote import call
 from services.accounts.schemas import (
+    MINIMUM_AGE,
+    VERIFICATION_RESENDS,
     Account,
     LogIn,
     MailQueued,
@@ -30,8 +32,8 @@ bp = Blueprint("accounts", __name__)
 
 @operation(bp, "POST", "/api/v1/accounts", summary="Sign up", tag="accounts",
            body=SignUp, response=Account, status=201, auth=False,
-           description="Creates an account (16 or older). The answer is the same whether or "
-                       "not the address already has an account.")
+           description=f"Creates an account ({MINIMUM_AGE} or older). The answer is the same "
+                       "whether or not the address already has an account.")
 def sign_up(body: SignUp) -> dict:
     return call("accounts", "sign_up", body.model_dump(mode="json"), client_context())
 
@@ -97,8 +99,8 @@ def verify_email(body: VerifyEmail) -> dict:
 
 @operation(bp, "POST", "/api/v1/accounts/verify/resend", summary="Mail a new verification link",
            tag="accounts", response=MailQueued, status=202, errors=(409, 429),
-           description="409 `already_verified` once the address is verified; at most 3 an "
-                       "hour.")
+           description="409 `already_verified` once the address is verified; "
+                       f"{VERIFICATION_RESENDS.in_words()}.")
 def resend_verification() -> dict:
     return call("accounts", "resend_verification", current_user_id())
 

@@ -17,6 +17,7 @@ from gateway.clients import consent_context
 from gateway.errors import ApiError
 from gateway.remote import call
 from services.privacy.schemas import (
+    DUE_AFTER,
     CloseAccount,
     ConsentUpdate,
     ConsentView,
@@ -70,8 +71,8 @@ def put_consent(body: ConsentUpdate) -> dict:
                        "service, downloadable for a limited time (we mail you when it is "
                        "ready). `erasure`: erase your account and everything about you, "
                        "from every service (needs your `password`; 403 if it is wrong). "
-                       "Due within 30 days. An open request of the same type is answered "
-                       "again rather than duplicated.")
+                       f"Due within {DUE_AFTER.days} days. An open request of the same type "
+                       "is answered again rather than duplicated.")
 def create_request(body: NewPrivacyRequest) -> dict:
     return call("privacy", "create_request", current_user_id(), g.user["email"],
                 body.model_dump(mode="json"), consent_context())

@@ -9,6 +9,7 @@ from gateway.auth import current_user_id
 from gateway.clients import client_context
 from gateway.errors import ApiError
 from gateway.remote import call
+from gateway.site.timefmt import duration
 from services.scheduler.schemas import (
     SWITCH_ID_MAX_LENGTH,
     CheckInRequest,
@@ -18,6 +19,19 @@ from services.scheduler.schemas import (
     SwitchUpdate,
     SwitchView,
 )
+from services.scheduler.switches import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_REMINDERS_SECONDS,
+    MAX_PAUSE_SECONDS,
+)
+
+
+def _listed(offsets: tuple[int, ...]) -> str:
+    """Reminder offsets as a sentence lists them: "3 days, 1 day and 1 hour"."""
+    words = [duration(offset) for offset in offsets]
+    return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
+
 
 bp = Blueprint("switches", __name__)
 
@@ -38,8 +52,10 @@ def list_switches() -> dict:
 @operation(bp, "POST", "/api/v1/switches", summary="Add a switch", tag="switches",
            body=SwitchSettings, response=SwitchView, status=201, errors=(402,),
            description="Creates another switch (402 when your plan's limit is reached). "
-                       "Omitted settings take the defaults: 30 days, 7 days of grace, "
-                       "reminders 3 days, 1 day and 1 hour before the deadline.")
+                       "Omitted settings take the defaults: "
+                       f"{duration(DEFAULT_INTERVAL_SECONDS)}, "
+                       f"{duration(DEFAULT_GRACE_SECONDS)} of grace, reminders "
+                       f"{_listed(DEFAULT_REMINDERS_SECONDS)} before the deadline.")
 def create_switch(body: SwitchSettings) -> dict:
     return call("scheduler", "create_switch", current_user_id(),
                 body.model_dump(mode="json", exclude_unset=True))
@@ -56,7 +72,8 @@ def get_switch(switch_id: str) -> dict:
            description="Any of interval_seconds, grace_seconds, reminders_seconds and "
                        "paused_until. Changing a running switch counts as a check-in: its "
                        "deadline moves to now plus the interval. A pause stops the clock "
-                       "(at most 90 days); paused_until: null resumes at once.")
+                       f"(at most {duration(MAX_PAUSE_SECONDS)}); paused_until: null resumes "
+                       "at once.")
 def update_switch(body: SwitchUpdate, switch_id: str) -> dict:
     return call("scheduler", "update_switch", current_user_id(), _switch_id(switch_id),
                 body.model_dump(mode="json", exclude_unset=True))

@@ -25,6 +25,7 @@ from services.accounts.emails import normalize_email
 from services.accounts.links import EmailLinks
 from services.accounts.passwords import PasswordHasher, check_password_policy
 from services.accounts.schemas import (
+    MINIMUM_AGE,
     Account,
     ClientContext,
     LogIn,
@@ -44,7 +45,6 @@ from shared.errors import AuthenticationFailed, Forbidden, InvalidInput
 from shared.events import new_event
 from shared.throttle import Limit, hashed_key
 
-MINIMUM_AGE = 16
 MAXIMUM_AGE = 130
 TOKEN_BYTES = 32
 

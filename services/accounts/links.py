@@ -21,6 +21,7 @@ from typing import Any
 from services.accounts.emails import normalize_email
 from services.accounts.passwords import PasswordHasher, check_password_policy
 from services.accounts.schemas import (
+    VERIFICATION_RESENDS,
     Account,
     ClientContext,
     MailQueued,
@@ -45,7 +46,6 @@ from shared.throttle import Limit, hashed_key
 
 RESETS_PER_CLIENT = Limit("reset-client", count=10, window_seconds=60 * 60)
 RESETS_PER_ADDRESS = Limit("reset-address", count=3, window_seconds=60 * 60)
-VERIFICATION_RESENDS = Limit("verify-resend", count=3, window_seconds=60 * 60)
 # Sign-ups with a taken address mail its owner; a few an hour at most, whoever asks.
 ACCOUNT_EXISTS_MAILS = Limit("account-exists-mail", count=3, window_seconds=60 * 60)
 

@@ -20,11 +20,11 @@ from eventlet import tpool
 from zxcvbn import zxcvbn
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
+from services.accounts.schemas import PASSWORD_LENGTHS
 from shared.config import PasswordHashStrength
 from shared.errors import InvalidInput
 
-MIN_LENGTH = 12
-MAX_LENGTH = 256
+MIN_LENGTH, MAX_LENGTH = PASSWORD_LENGTHS
 MIN_SCORE = 3  # zxcvbn: "safely unguessable: moderate protection from offline attacks"
 # zxcvbn's cost grows with length; its authors advise truncating long inputs.
 SCORED_PREFIX = 100

@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from shared.throttle import Limit
+
 EMAIL_MAX_LENGTH = 254
+# The age gate (accounts.py applies it) and the password policy's lengths (passwords.py).
+MINIMUM_AGE = 16
+PASSWORD_LENGTHS = (12, 256)
+PASSWORD_RULE = f"{PASSWORD_LENGTHS[0]} to {PASSWORD_LENGTHS[1]} characters"
+# How often a new verification link may be asked for (links.py enforces it).
+VERIFICATION_RESENDS = Limit("verify-resend", count=3, window_seconds=60 * 60)
 
 
 class Strict(BaseModel):
@@ -20,8 +28,8 @@ class Strict(BaseModel):
 
 class SignUp(Strict):
     email: str = Field(min_length=3, max_length=EMAIL_MAX_LENGTH, examples=["ada@example.org"])
-    password: str = Field(min_length=1, max_length=1024, description="12 to 256 characters")
-    date_of_birth: date = Field(description="YYYY-MM-DD; you must be 16 or older")
+    password: str = Field(min_length=1, max_length=1024, description=PASSWORD_RULE)
+    date_of_birth: date = Field(description=f"YYYY-MM-DD; you must be {MINIMUM_AGE} or older")
     accept_policy_version: str = Field(
         min_length=1, max_length=64, description="the privacy policy version you accept"
     )
@@ -78,7 +86,7 @@ class ProfileChanges(Strict):
 
 class PasswordChange(Strict):
     current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=1, max_length=1024, description="12 to 256 characters")
+    new_password: str = Field(min_length=1, max_length=1024, description=PASSWORD_RULE)
 
 
 class OpenSession(BaseModel):
@@ -123,7 +131,7 @@ class PasswordResetRequest(Strict):
 
 class PasswordReset(Strict):
     token: str = Field(min_length=1, max_length=256, description="the token of the mailed link")
-    password: str = Field(min_length=1, max_length=1024, description="12 to 256 characters")
+    password: str = Field(min_length=1, max_length=1024, description=PASSWORD_RULE)
 
 
 class PasswordChanged(BaseModel):

@@ -8,7 +8,6 @@ RPC methods (all answers are JSON-ready dicts):
 - `open_portal(user_id)`: `POST /api/v1/billing/portal`.
 - `receive_webhook(payload_b64, signature)`: `POST /webhooks/stripe`, the raw body as
   base64 so not one byte changes on the way.
-- `erase_customer(user_id)`: the erasure hook for the privacy saga.
 - `export_user(user_id)`: billing's part of a privacy export.
 """
 
@@ -22,7 +21,6 @@ from nameko.rpc import rpc
 
 from services.billing import privacy
 from services.billing.billing import Billing
-from services.billing.erasure import erase_customer
 from services.billing.schemas import StartCheckout
 from services.billing.storage import CUSTOMERS, INDEXES, BillingRepository
 from services.billing.stripe_api import StripePayments
@@ -81,10 +79,6 @@ class BillingService:
         webhooks = Webhooks(self.store, self.payments, self.settings, self.clock.now(),
                             request_id=request_id.get())
         return webhooks.receive(payload, signature).model_dump(mode="json")
-
-    @rpc(expected_exceptions=ServiceError)
-    def erase_customer(self, user_id: str) -> dict:
-        return erase_customer(self.store, self.payments, user_id, self.clock.now())
 
     @rpc
     def health(self) -> dict:

@@ -38,7 +38,7 @@ INDEXES: dict[str, list[Index]] = {
         Index.on("kind", "reference", "recipient_key", unique=True),
         Index.on("next_attempt_at"),
         Index.on("state", "created_at"),
-        Index.on("created_at"),  # retention (issue 7) purges old records by age
+        Index.on("created_at"),  # retention reduces old records to counts by age
         # A person's mail, for their export and erasure (privacy.py).
         Index.on("user_id"),
         Index.on("recipient_key"),

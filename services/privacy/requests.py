@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from services.privacy.ledger import ledger_entry
 from services.privacy.schemas import (
+    DUE_AFTER,
     ClientContext,
     Download,
     NewPrivacyRequest,
@@ -46,7 +47,6 @@ from shared.throttle import Limit, hashed_key
 log = logging.getLogger(__name__)
 
 PRODUCER = "privacy"
-DUE_AFTER = timedelta(days=30)
 REQUESTS_PER_USER = Limit("privacy-request-user", count=10, window_seconds=3600)
 REQUESTS_PER_CLIENT = Limit("privacy-request-client", count=30, window_seconds=3600)
 # Retention erasures get an id derived from the user: asking twice finds the first one.

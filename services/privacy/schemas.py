@@ -4,6 +4,7 @@ arguments with them again."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -17,6 +18,10 @@ RequestType = Literal["export", "erasure"]
 RequestStatus = Literal["pending", "in_progress", "complete", "error"]
 PartStatus = Literal["pending", "done", "waiting", "error"]
 Signal = Literal["gpc", "dnt"]
+
+# A request is due this long after it was made: stricter than GDPR's month and CCPA's 45 days
+# (requests.py sets `due_at`).
+DUE_AFTER = timedelta(days=30)
 
 
 def _not_given(schema: dict) -> None:

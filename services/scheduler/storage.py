@@ -88,9 +88,6 @@ class SchedulerRepository:
         found = self.switches.find({"user_id": user_id})
         return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["created_at"])]
 
-    def count_of(self, user_id: str) -> int:
-        return self.switches.count({"user_id": user_id})
-
     # Creating -------------------------------------------------------------------------
 
     def add_switch(self, doc: dict[str, Any], *events: dict, now: datetime) -> bool:

@@ -3,10 +3,8 @@
 The data key goes first. From that moment nothing the user wrote can be decrypted by
 anyone, whatever copies of the message documents survive (a backup, a replica that
 has not caught up, a crash before the next line). Then the documents themselves go.
-Running it again is harmless: it finds nothing and deletes nothing.
-
-The privacy service's `ErasureRequested` handler (a later issue) calls this same
-function; `vault.erase_user` exposes it over RPC meanwhile.
+Running it again is harmless: it finds nothing and deletes nothing. The vault's
+`ErasureRequested` handler (its part of privacy's erasure saga) calls it.
 """
 
 from __future__ import annotations

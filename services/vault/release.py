@@ -12,12 +12,12 @@ and nothing is ever sent twice:
    farewell letter (`release_delay_seconds`). A redelivered `CheckInMissed` finds nothing
    sealed and does nothing; a crash half-way leaves some messages released and the rest
    sealed, and the retry releases the rest.
-2. **Dispatch** (a loop, see `dispatcher.py`): a message whose `dispatch_due_at` has come is
-   claimed with a lease (compare-and-set on that field), its recipients' addresses and
-   tokens are opened, `MessageReleased` is published with publisher confirms, and the
-   message is marked `dispatched_at`. Its event id is derived from the message and the
-   cycle, so a crash between the publish and the mark publishes the very same event
-   again, which consumers recognise and skip.
+2. **Dispatch** (`ReleaseDispatcher`, a loop in `dependencies.py`): a message whose
+   `dispatch_due_at` has come is claimed with a lease (compare-and-set on that field),
+   its recipients' addresses and tokens are opened, `MessageReleased` is published with
+   publisher confirms, and the message is marked `dispatched_at`. Its event id is derived
+   from the message and the cycle, so a crash between the publish and the mark publishes
+   the very same event again, which consumers recognise and skip.
 3. **Tell the scheduler** (a timer, `notify_due`): once no message of the switch is
    sealed and every released one was handed over, `scheduler.mark_released(switch_id,
    cycle)` moves the switch `fired -> released`. The notice is due in the switch's

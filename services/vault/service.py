@@ -127,10 +127,6 @@ class VaultService:
     def on_plan_changed(self, event: Event) -> None:
         self.store.entitlements.record(event.data, self.clock.now())
 
-    @rpc(expected_exceptions=ServiceError)
-    def erase_user(self, user_id: str) -> dict:
-        return erase_user(self.store, self._data_keys(), user_id)
-
     @rpc
     def health(self) -> dict:
         return health_report(self.name, self.store.messages)

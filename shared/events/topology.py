@@ -33,7 +33,7 @@ UNROUTED_MAX_LENGTH = 100_000
 # Back-off between attempts of a failing handler; after the last, the dead-letter queue.
 RETRY_DELAYS_SECONDS: tuple[int, ...] = (1, 5, 30, 120, 600)
 
-# Which service consumes which events (the design's event table, as services arrive).
+# Which service consumes which events (a test holds this to the handlers they declare).
 CONSUMERS: dict[str, tuple[str, ...]] = {
     "delivery": ("MailRequested", "ReminderDue", "ConsentChanged", "MessageReleased"),
     "vault": ("CheckInMissed", "PlanChanged"),

@@ -5,7 +5,6 @@ press its button (or a client calls the JSON API with the token)."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -14,12 +13,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from kombu import Connection
 
 from shared.events import new_event
-from shared.events.topology import EVENTS_EXCHANGE_NAME
 from shared.rpc.client import RpcClientPool
 from tests.e2e.conftest import System, start_system, system_environment
+from tests.helpers import publish as publish_event
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -230,10 +228,7 @@ def test_readiness_expects_delivery(mail_system):
 
 
 def publish(system: System, envelope: dict) -> None:
-    with Connection(system.environ["AMQP_URI"]) as conn:
-        conn.Producer().publish(json.dumps(envelope).encode(), exchange=EVENTS_EXCHANGE_NAME,
-                                routing_key=envelope["type"], content_type="application/json",
-                                content_encoding="utf-8", delivery_mode=2)
+    publish_event(system.environ["AMQP_URI"], envelope)
 
 
 def state_of(system: System, record_id: str) -> str | None:

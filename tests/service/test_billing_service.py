@@ -23,7 +23,7 @@ from shared.events import event_handler
 from shared.rpc.client import RpcClientPool
 from shared.rpc.errors import RemoteError
 from shared.storage.provider import Storage
-from tests.helpers import wait_for
+from tests.helpers import erase_part, wait_for
 from tests.stripe_helpers import billing_environment, running_standin
 
 pytestmark = pytest.mark.service
@@ -193,10 +193,10 @@ def test_a_forged_webhook_is_refused_over_rpc(billing, client, standin):
 
 def test_the_erasure_hook_cancels_and_deletes_at_stripe(billing, client, standin):
     subscription = subscribe(client, standin)
-    summary = client.call("billing", "erase_customer", USER)
+    summary = erase_part(billing, USER)
     assert summary["subscriptions_canceled"] == 1 and summary["customers_deleted"] == 1
     assert standin.state["subscriptions"][subscription["id"]]["status"] == "canceled"
-    assert client.call("billing", "erase_customer", USER)["customers_deleted"] == 0
+    assert erase_part(billing, USER)["customers_deleted"] == 0
 
 
 def test_the_service_answers_the_readiness_probe(billing, client):

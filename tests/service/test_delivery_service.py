@@ -7,12 +7,10 @@ collects the `DeliveryFailed` events delivery announces.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kombu import Connection
 
 from services.delivery.service import DeliveryService
 from services.delivery.storage import DeliveryRepository
@@ -23,7 +21,7 @@ from shared.events.deadletters import connect, peek
 from shared.rpc.client import RpcClientPool
 from shared.rpc.errors import RemoteError
 from shared.storage.provider import Storage, database_of
-from tests.helpers import wait_for
+from tests.helpers import publish, wait_for
 from tests.sink import start_sink
 
 pytestmark = pytest.mark.service
@@ -106,15 +104,6 @@ def rpc(rabbit_config):
 
 def records(container) -> DeliveryRepository:
     return DeliveryRepository(database_of(container))
-
-
-def publish(amqp_uri: str, envelope: dict[str, Any]) -> None:
-    with Connection(amqp_uri) as conn:
-        conn.Producer().publish(
-            json.dumps(envelope).encode(), exchange=topo.EVENTS_EXCHANGE_NAME,
-            routing_key=envelope["type"], content_type="application/json",
-            content_encoding="utf-8", delivery_mode=2,
-        )
 
 
 def mail_requested(reference: str = "ref-1", to: str = "bob@example.org",

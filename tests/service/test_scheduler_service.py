@@ -13,7 +13,6 @@ from typing import Any
 
 import eventlet
 import pytest
-from kombu import Connection
 from nameko.rpc import rpc
 
 from gateway.app import create_app
@@ -26,9 +25,9 @@ from shared.clock import CLOCK_CONFIG_KEY, FrozenClock, SystemClock
 from shared.config import SETTINGS_CONFIG_KEY, load_settings
 from shared.events import event_handler, new_event
 from shared.events.outbox import is_pending
-from shared.events.topology import EVENTS_EXCHANGE_NAME
 from shared.rpc.client import RpcClientPool
 from shared.storage.provider import Storage, database_of
+from tests.helpers import publish as publish_event
 from tests.helpers import wait_for as _wait_for
 
 pytestmark = pytest.mark.service
@@ -136,10 +135,7 @@ def wait_for(condition, timeout: float = PATIENCE, what: str = ""):
 def publish(amqp_uri: str, event_type: str, data: dict) -> dict:
     """Publish one event as its producer would; returns its envelope."""
     event = new_event(event_type, data, producer="test", now=datetime.now(UTC))
-    with Connection(amqp_uri) as conn:
-        conn.Producer().publish(json.dumps(event).encode(), exchange=EVENTS_EXCHANGE_NAME,
-                                routing_key=event_type, content_type="application/json",
-                                content_encoding="utf-8", delivery_mode=2)
+    publish_event(amqp_uri, event)
     return event
 
 

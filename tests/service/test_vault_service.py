@@ -37,7 +37,7 @@ from shared.plans import free_limits
 from shared.rpc.client import RpcClientPool
 from shared.rpc.errors import RemoteError
 from shared.storage.provider import Storage, database_of, open_service_database
-from tests.helpers import dead_letters, wait_for
+from tests.helpers import dead_letters, erase_part, wait_for
 from tests.service.vault_helpers import (
     EventTap,
     Switchboard,
@@ -366,14 +366,14 @@ def test_erasing_a_user_shreds_the_key_and_deletes_the_messages(vault, rpc, swit
     switches.user("eve")
     message_id = write(rpc)
     write(rpc, "eve")
-    summary = rpc.call("vault", "erase_user", "ada")
+    summary = erase_part(vault, "ada")
     assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "releases": 0,
                        "entitlements": 0}
     with pytest.raises(RemoteError) as gone:
         rpc.call("vault", "get_message", "ada", message_id)
     assert gone.value.exc_type == "NotFound"
     assert database_of(vault).collection("data_keys").get("ada") is None
-    assert rpc.call("vault", "erase_user", "ada")["messages"] == 0
+    assert erase_part(vault, "ada")["messages"] == 0
     assert len(rpc.call("vault", "list_messages", "eve")["messages"]) == 1
 
 
