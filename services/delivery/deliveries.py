@@ -18,6 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 from services.delivery import privacy, reminders
 from services.delivery.context_seal import ContextSeal
 from services.delivery.kinds import kind_named
+from services.delivery.records import MailRecord
 from services.delivery.render import placeholders, render
 from services.delivery.schemas import (
     Delivery,
@@ -27,33 +28,13 @@ from services.delivery.schemas import (
     StatusRequest,
 )
 from services.delivery.storage import (
-    BOUNCED,
-    FAILED,
     QUEUED,
-    SENT,
-    SUPPRESSED,
     WAITING,
     DeliveryRepository,
 )
 from services.delivery.unsubscribe import BadToken, address_key, read_token
 from shared.errors import InvalidInput, NotFound
 from shared.events.schemas import ConsentChanged
-
-STATUS_OF_STATE: dict[str, MailStatus] = {
-    **{state: "pending" for state in WAITING},
-    SENT: "sent",
-    FAILED: "failed",
-    # Marketing mail held back for want of consent will never leave: as final as a bounce.
-    SUPPRESSED: "failed",
-}
-
-
-def status_of(record: dict[str, Any]) -> MailStatus:
-    """Where one mail stands: pending, sent, bounced (the recipient's side refused the
-    address for good) or failed (for any other reason: ours to fix)."""
-    if record["state"] == FAILED and record.get("failure") == BOUNCED:
-        return "bounced"
-    return STATUS_OF_STATE[record["state"]]
 
 
 def normalize_recipient(raw: str) -> tuple[str, str]:
@@ -97,26 +78,25 @@ class Deliveries:
         render(kind, request.context, public_url=self.public_url, to_name=request.to_name,
                unsubscribe_link=self.public_url if kind.marketing else None,
                fetched=placeholders(kind, request.context))
-        record, created = self.repo.add(self._new_record(request, recipient, recipient_key,
-                                                         kind.marketing))
+        doc, created = self.repo.add(self._new_record(request, recipient, recipient_key,
+                                                      kind.marketing))
+        record = MailRecord.from_doc(doc)
         if not created and kind.holds_release:
             record = self._asked_again(record)
-        if created or record["state"] in WAITING:
+        if created or record.state in WAITING:
             self.wake_sender()
         return _delivery(record, created)
 
-    def _asked_again(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _asked_again(self, record: MailRecord) -> MailRecord:
         """A mail a switch waits for was asked for again: the switch has not heard of it."""
-        status = status_of(record)
-        if status in ("sent", "bounced"):
+        if record.status in ("sent", "bounced"):
             # The first announcement was lost on the way (or is still on it): say it again.
-            at = record.get("sent_at") or record.get("failed_at") or self.now
-            self.repo.announce(record["_id"], reminders.settled_event(record, status, at),
-                               self.now)
+            event = reminders.settled_event(record, record.status, record.settled_at or self.now)
+            self.repo.announce(record.id, event, self.now)
             return record
-        if status == "failed":
-            requeued = self.repo.requeue_failed(record["_id"], self.now)
-            return requeued or record
+        if record.status == "failed":
+            requeued = self.repo.requeue_failed(record.id, self.now)
+            return MailRecord.from_doc(requeued) if requeued else record
         return record
 
     def _new_record(self, request: MailRequest, recipient: str, recipient_key: str,
@@ -148,7 +128,7 @@ class Deliveries:
         statuses: dict[str, MailStatus] = {ref: "unknown" for ref in request.references}
         seen: dict[str, list[MailStatus]] = {}
         for record in self._records(request.kind, request.references):
-            seen.setdefault(record["reference"], []).append(status_of(record))
+            seen.setdefault(record.reference, []).append(record.status)
         for reference, found in seen.items():
             statuses[reference] = _combined(found)
         return statuses
@@ -157,17 +137,15 @@ class Deliveries:
         """Per reminder: its status, when it settled, and the last error while it waits."""
         answers = {ref: ReminderStatus(status="unknown") for ref in references}
         for record in self._records(reminders.KIND, references):
-            answers[record["reference"]] = ReminderStatus(
-                status=status_of(record),
-                settled_at=record.get("sent_at") or record.get("failed_at"),
-                last_error=record.get("last_error"),
-            )
+            answers[record.reference] = ReminderStatus(
+                status=record.status, settled_at=record.settled_at, last_error=record.last_error)
         return answers
 
-    def _records(self, kind: str, references: list[str]) -> list[dict[str, Any]]:
+    def _records(self, kind: str, references: list[str]) -> list[MailRecord]:
         if not references:
             return []
-        return self.repo.of_references(kind, list(set(references)))
+        return [MailRecord.from_doc(doc)
+                for doc in self.repo.of_references(kind, list(set(references)))]
 
     # Consent ------------------------------------------------------------------------------
 
@@ -199,11 +177,11 @@ class Deliveries:
 
 
 
-def marketing_allowed(repo: DeliveryRepository, record: dict[str, Any]) -> bool:
+def marketing_allowed(repo: DeliveryRepository, record: MailRecord) -> bool:
     """Marketing is opt-in: consent given by the user and the address never unsubscribed."""
-    if not record.get("user_id") or repo.is_suppressed(address_key(record["recipient"])):
+    if not record.user_id or repo.is_suppressed(address_key(record.recipient)):
         return False
-    consent = repo.consent(record["user_id"])
+    consent = repo.consent(record.user_id)
     return bool(consent and consent.get("marketing_email"))
 
 
@@ -214,7 +192,6 @@ def _combined(found: list[MailStatus]) -> MailStatus:
     return "sent"
 
 
-def _delivery(record: dict[str, Any], created: bool) -> Delivery:
-    return Delivery(id=record["_id"], kind=record["kind"], reference=record["reference"],
-                    state=record["state"], status=status_of(record),
-                    created=created)
+def _delivery(record: MailRecord, created: bool) -> Delivery:
+    return Delivery(id=record.id, kind=record.kind, reference=record.reference,
+                    state=record.state, status=record.status, created=created)

@@ -40,6 +40,7 @@ from services.delivery.context_seal import ContextSeal, Unreadable
 from services.delivery.deliveries import marketing_allowed
 from services.delivery.kinds import kind_named
 from services.delivery.message import build_message
+from services.delivery.records import MailRecord
 from services.delivery.render import render
 from services.delivery.smtp import ACCEPTED, PERMANENT, Outcome, SmtpSession
 from services.delivery.storage import (
@@ -148,26 +149,28 @@ class Pipeline:
         if not due:
             return False
         with self.session() as smtp:
-            for record in due:
+            for doc in due:
                 if not keep_going():
                     return False
-                self.attempt(record, smtp)
+                self.attempt(MailRecord.from_doc(doc), smtp)
         return len(due) == BATCH
 
-    def attempt(self, record: dict[str, Any], smtp: SmtpSession) -> None:
+    def attempt(self, record: MailRecord, smtp: SmtpSession) -> None:
         """Claim one record, send it, record the outcome (nothing if another sender claimed it)."""
         now = self.clock.now()
         lease = uuid.uuid4().hex
         deadline = time.monotonic() + attempt_budget(self.lease.total_seconds())
-        claimed = self.repo.claim(record, now=now, lease=lease, lease_until=now + self.lease)
-        if claimed is None:
+        doc = self.repo.claim(record.id, record.next_attempt_at, now=now, lease=lease,
+                              lease_until=now + self.lease)
+        if doc is None:
             return  # another sender took it, or it changed: the next batch looks again
-        if record["state"] == SENDING:
+        claimed = MailRecord.from_doc(doc)
+        if record.state == SENDING:
             log.warning("delivery %s (%s) was interrupted mid-attempt; sending it again with "
-                        "the same Message-ID", record["_id"], record["kind"])
-            if claimed["attempts"] > self.policy.max_attempts:
+                        "the same Message-ID", record.id, record.kind)
+            if claimed.attempts > self.policy.max_attempts:
                 # Every attempt so far died before its outcome was recorded: stop here.
-                self._fail(claimed, lease, f"gave up after {claimed['attempts'] - 1} "
+                self._fail(claimed, lease, f"gave up after {claimed.attempts - 1} "
                                            "interrupted attempts", GAVE_UP)
                 return
         try:
@@ -180,59 +183,58 @@ class Pipeline:
             return
         except Exception as exc:
             # A bug (a template, a library): retry, so a fixed deployment still sends it.
-            log.exception("delivery %s (%s): building the mail failed", record["_id"],
-                          record["kind"])
+            log.exception("delivery %s (%s): building the mail failed", record.id, record.kind)
             self._settle(claimed, lease, Outcome.temporary(f"cannot build the mail: {exc!r}"))
             return
         if isinstance(prepared, Suppressed):
             self._suppress(claimed, lease)
             return
-        outcome = smtp.send(prepared, self.settings.mail_from_address, claimed["recipient"],
+        outcome = smtp.send(prepared, self.settings.mail_from_address, claimed.recipient,
                             deadline=deadline)
         self._settle(claimed, lease, outcome)
 
     # Building the message -------------------------------------------------------------
 
-    def _prepare(self, record: dict[str, Any]) -> EmailMessage | Suppressed:
-        kind = kind_named(record["kind"])
+    def _prepare(self, record: MailRecord) -> EmailMessage | Suppressed:
+        kind = kind_named(record.kind)
         unsubscribe_link = None
         if kind.marketing:
             if not marketing_allowed(self.repo, record):
                 return Suppressed()
-            token = make_token(self.unsubscribe_key, record["recipient"], record.get("user_id"))
+            token = make_token(self.unsubscribe_key, record.recipient, record.user_id)
             unsubscribe_link = f"{self.settings.public_url}/u/{token}"
-        context = self.seal.open(record["_id"], record["context_sealed"])
+        context = self.seal.open(record.id, record.context_sealed)
         fetched = self.fetch(kind.name, context) if kind.variant(context).fetched else None
         rendered = render(kind, context, public_url=self.settings.public_url,
-                          to_name=record.get("to_name"), unsubscribe_link=unsubscribe_link,
+                          to_name=record.to_name, unsubscribe_link=unsubscribe_link,
                           fetched=fetched)
         return build_message(
-            record_id=record["_id"],
+            record_id=record.id,
             mail_from=self.settings.mail_from,
             mail_from_address=self.settings.mail_from_address,
-            to=record["recipient"],
-            to_name=record.get("to_name"),
+            to=record.recipient,
+            to_name=record.to_name,
             rendered=rendered,
-            created_at=record["created_at"],
+            created_at=record.created_at,
             unsubscribe_link=unsubscribe_link,
         )
 
     # Recording the outcome --------------------------------------------------------------
 
-    def _settle(self, record: dict[str, Any], lease: str, outcome: Outcome) -> None:
+    def _settle(self, record: MailRecord, lease: str, outcome: Outcome) -> None:
         if outcome.result == ACCEPTED:
             self._sent(record, lease)
         elif outcome.result == PERMANENT:
             self._fail(record, lease, outcome.detail, BOUNCED if outcome.bounced else REFUSED)
-        elif self.policy.gives_up(record["attempts"], record["queued_at"], self.clock.now()):
-            self._fail(record, lease, f"gave up after {record['attempts']} attempts; "
+        elif self.policy.gives_up(record.attempts, record.queued_at, self.clock.now()):
+            self._fail(record, lease, f"gave up after {record.attempts} attempts; "
                                       f"last: {outcome.detail}", GAVE_UP)
         else:
             self._retry(record, lease, outcome.detail)
 
-    def _sent(self, record: dict[str, Any], lease: str) -> None:
+    def _sent(self, record: MailRecord, lease: str) -> None:
         now = self.clock.now()
-        kind = kind_named(record["kind"])
+        kind = kind_named(record.kind)
         forget = {"recipient": "", "to_name": ""} if kind.forget_recipient else {}
         update = {
             "$set": {"state": SENT, "sent_at": now},
@@ -241,29 +243,28 @@ class Pipeline:
         }
         if kind.holds_release:
             update = with_event(update, reminders.settled_event(record, "sent", now), now=now)
-        done = self.repo.settle(record["_id"], lease, update)
+        done = self.repo.settle(record.id, lease, update)
         self._check_settled(done, record)
-        log.info("delivery %s (%s %s) sent after %d attempt(s)", record["_id"], record["kind"],
-                 record["reference"], record["attempts"])
+        log.info("delivery %s (%s %s) sent after %d attempt(s)", record.id, record.kind,
+                 record.reference, record.attempts)
 
-    def _retry(self, record: dict[str, Any], lease: str, detail: str) -> None:
-        delay = self.policy.delay(record["attempts"])
-        done = self.repo.settle(record["_id"], lease, {
+    def _retry(self, record: MailRecord, lease: str, detail: str) -> None:
+        delay = self.policy.delay(record.attempts)
+        done = self.repo.settle(record.id, lease, {
             "$set": {"state": RETRYING, "last_error": detail,
                      "next_attempt_at": self.clock.now() + timedelta(seconds=delay)},
             "$unset": {"lease": ""},
         })
         self._check_settled(done, record)
         log.warning("delivery %s (%s) failed temporarily (attempt %d), retrying in %.0f s: %s",
-                    record["_id"], record["kind"], record["attempts"], delay, detail)
+                    record.id, record.kind, record.attempts, delay, detail)
 
-    def _fail(self, record: dict[str, Any], lease: str, reason: str, failure: str) -> None:
+    def _fail(self, record: MailRecord, lease: str, reason: str, failure: str) -> None:
         now = self.clock.now()
         event = new_event(
             "DeliveryFailed",
-            {"delivery_id": record["_id"], "kind": record["kind"],
-             "reference": record["reference"], "recipient": record["recipient"],
-             "reason": reason, "attempts": record["attempts"]},
+            {"delivery_id": record.id, "kind": record.kind, "reference": record.reference,
+             "recipient": record.recipient, "reason": reason, "attempts": record.attempts},
             producer="delivery",
             now=now,
         )
@@ -271,25 +272,25 @@ class Pipeline:
             "$set": {"state": FAILED, "failed_at": now, "failure": failure, "last_error": reason},
             "$unset": {"next_attempt_at": "", "lease": ""},
         }, event, now=now)
-        if failure == BOUNCED and kind_named(record["kind"]).holds_release:
+        if failure == BOUNCED and kind_named(record.kind).holds_release:
             update = with_event(update, reminders.settled_event(record, "bounced", now), now=now)
-        done = self.repo.settle(record["_id"], lease, update)
+        done = self.repo.settle(record.id, lease, update)
         self._check_settled(done, record)
-        log.error("delivery %s (%s %s) failed for good (%s): %s", record["_id"], record["kind"],
-                  record["reference"], failure, reason)
+        log.error("delivery %s (%s %s) failed for good (%s): %s", record.id, record.kind,
+                  record.reference, failure, reason)
 
-    def _suppress(self, record: dict[str, Any], lease: str) -> None:
-        done = self.repo.settle(record["_id"], lease, {
+    def _suppress(self, record: MailRecord, lease: str) -> None:
+        done = self.repo.settle(record.id, lease, {
             "$set": {"state": SUPPRESSED, "suppressed_at": self.clock.now()},
             "$unset": {"next_attempt_at": "", "lease": "", "context_sealed": ""},
         })
         self._check_settled(done, record)
         log.info("delivery %s (%s) not sent: no marketing consent for this address",
-                 record["_id"], record["kind"])
+                 record.id, record.kind)
 
-    def _check_settled(self, done: dict[str, Any] | None, record: dict[str, Any]) -> None:
+    def _check_settled(self, done: dict[str, Any] | None, record: MailRecord) -> None:
         if done is None:
             # Our lease ran out during the conversation and another sender took over: it
             # records its own outcome. Only an SMTP server slower than the lease does this.
             log.warning("delivery %s: the claim expired before the outcome was recorded "
-                        "(SMTP slower than JICM_DELIVERY_LEASE?)", record["_id"])
+                        "(SMTP slower than JICM_DELIVERY_LEASE?)", record.id)

@@ -17,8 +17,8 @@ owner's silence".
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
+from services.delivery.records import MailRecord
 from services.delivery.schemas import MailRequest
 from shared.events import new_event
 from shared.events.schemas import ReminderDue
@@ -58,10 +58,10 @@ def reminder_request(event: ReminderDue, public_url: str) -> MailRequest:
     )
 
 
-def settled_event(record: dict[str, Any], outcome: str, settled_at: datetime) -> dict:
+def settled_event(record: MailRecord, outcome: str, settled_at: datetime) -> dict:
     """`ReminderSettled` for a reminder record that was just sent or bounced."""
-    switch_id, cycle, step = parts_of(record["reference"])
+    switch_id, cycle, step = parts_of(record.reference)
     return new_event("ReminderSettled", {
-        "user_id": record["user_id"], "switch_id": switch_id, "cycle": cycle, "step": step,
+        "user_id": record.user_id, "switch_id": switch_id, "cycle": cycle, "step": step,
         "outcome": outcome, "settled_at": settled_at.isoformat(),
     }, producer=PRODUCER, now=settled_at)

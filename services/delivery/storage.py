@@ -89,11 +89,13 @@ class DeliveryRepository:
         )
 
     def claim(
-        self, record: dict[str, Any], *, now: datetime, lease: str, lease_until: datetime
+        self, record_id: str, next_attempt_at: datetime | None, *, now: datetime, lease: str,
+        lease_until: datetime,
     ) -> dict[str, Any] | None:
-        """Compare-and-set: take the record for one attempt, unless another sender did."""
+        """Compare-and-set: take the record for one attempt, unless another sender did
+        (or it changed) since it was read with this `next_attempt_at`."""
         return self.deliveries.update_one(
-            {"_id": record["_id"], "next_attempt_at": record["next_attempt_at"]},
+            {"_id": record_id, "next_attempt_at": next_attempt_at},
             {
                 "$set": {"state": SENDING, "lease": lease, "next_attempt_at": lease_until,
                          "last_attempt_at": now},

@@ -13,6 +13,7 @@ import pytest
 
 from deploy.local.smtp_sink import envelope_of
 from services.delivery.pipeline import Pipeline, RetryPolicy, ValuesGone, ValuesUnavailable
+from services.delivery.records import MailRecord
 from services.delivery.release_mail import released_requests
 from services.delivery.smtp import SmtpSession, SmtpTransport
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE
@@ -185,8 +186,9 @@ def test_two_senders_racing_for_one_mail_send_it_once(mailer, repo):
     m.request()
     [due] = repo.due(m.clock.now(), 10)
     with SmtpSession(SmtpTransport.from_settings(m.settings)) as smtp:
-        m.pipeline().attempt(due, smtp)
-        m.pipeline().attempt(due, smtp)  # a second process with the same stale view
+        m.pipeline().attempt(MailRecord.from_doc(due), smtp)
+        # A second process with the same stale view.
+        m.pipeline().attempt(MailRecord.from_doc(due), smtp)
     assert len(sink.mail()) == 1
     assert repo.get(due["_id"])["attempts"] == 1
 
@@ -198,8 +200,8 @@ def test_a_mail_interrupted_mid_attempt_is_sent_again_with_the_same_message_id_a
     delivery = m.request()
     [due] = repo.due(clock.now(), 10)
     # A sender claims the mail and dies before recording any outcome.
-    repo.claim(due, now=clock.now(), lease="dead-sender", lease_until=clock.now() + timedelta(
-        seconds=30))
+    repo.claim(due["_id"], due["next_attempt_at"], now=clock.now(), lease="dead-sender",
+               lease_until=clock.now() + timedelta(seconds=30))
     m.pipeline().send_due()
     assert sink.mail() == [], "the claim holds until its lease ends"
     assert m.status("verification", "ref-1") == {"ref-1": "pending"}
@@ -322,7 +324,7 @@ def test_a_mail_whose_every_attempt_dies_midway_fails_for_good_instead_of_loopin
     delivery = m.request()
     for n in range(2):  # two senders died, each in the middle of this mail
         [due] = repo.due(clock.now(), 10)
-        repo.claim(due, now=clock.now(), lease=f"dead-{n}",
+        repo.claim(due["_id"], due["next_attempt_at"], now=clock.now(), lease=f"dead-{n}",
                    lease_until=clock.now() + timedelta(seconds=30))
         clock.advance(seconds=30)
     m.pipeline().send_due()
