@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from tqdm import tqdm
 
 from services.vault.key_rotation import BATCH, describe_rotation, keys_to_rotate, rotate
 from services.vault.keys import Keyring, keyring_from_settings
+from services.vault.records import SwitchRelease
 from services.vault.storage import (
     DATA_KEYS,
     INDEXES,
@@ -44,24 +44,24 @@ DEFAULT_LIMIT = 100
 REASON_WIDTH = 100
 
 
-def describe(repo: VaultRepository, release: dict[str, Any]) -> list[str]:
+def describe(repo: VaultRepository, release: SwitchRelease) -> list[str]:
     """The lines that tell one release."""
-    counts = repo.switch_counts(release["_id"])
+    counts = repo.switch_counts(release.switch_id)
     handed_over = counts["released"] - counts["waiting"]
     lines = [
-        f"switch {release['_id']} (user {release['user_id']}, cycle {release['cycle']}): "
-        f"fired {release['fired_at']:%Y-%m-%d %H:%M:%S} UTC, {release['state']}",
+        f"switch {release.switch_id} (user {release.user_id}, cycle {release.cycle}): "
+        f"fired {release.fired_at:%Y-%m-%d %H:%M:%S} UTC, {release.state}",
         f"  messages: {handed_over} handed to delivery, {counts['waiting']} waiting, "
         f"{counts['sealed']} sealed",
     ]
-    next_one = repo.next_dispatch_in_switch(release["_id"])
+    next_one = repo.next_dispatch_in_switch(release.switch_id)
     if next_one is not None:
         lines.append(f"  next hand-over: {next_one:%Y-%m-%d %H:%M:%S} UTC")
-    if release["state"] == NOTIFIED:
-        lines.append(f"  scheduler told: {release['notified_at']:%Y-%m-%d %H:%M:%S} UTC")
-    elif release.get("last_error"):
-        lines.append(f"  scheduler not told yet ({release.get('attempts', 0)} failed "
-                     f"attempt(s)): {str(release['last_error'])[:REASON_WIDTH]}")
+    if release.state == NOTIFIED and release.notified_at is not None:
+        lines.append(f"  scheduler told: {release.notified_at:%Y-%m-%d %H:%M:%S} UTC")
+    elif release.last_error:
+        lines.append(f"  scheduler not told yet ({release.attempts} failed "
+                     f"attempt(s)): {release.last_error[:REASON_WIDTH]}")
     return lines
 
 
@@ -71,7 +71,7 @@ def list_releases(repo: VaultRepository, every: bool, limit: int) -> int:
     if not releases:
         print("no release is under way" if not every else "no switch has fired")
         return 0
-    for release in sorted(releases, key=lambda r: r["fired_at"])[:limit]:
+    for release in sorted(releases, key=lambda r: r.fired_at)[:limit]:
         print("\n".join(describe(repo, release)))
     return 0
 

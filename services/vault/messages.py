@@ -27,6 +27,7 @@ from typing import Any
 
 from services.vault.keys import DataKeys, MissingDataKey
 from services.vault.limits import Size, body_bytes, check_new_message, check_size
+from services.vault.records import StoredMessage
 from services.vault.release import Release
 from services.vault.scheduler_client import (
     FIRED_STATES,
@@ -132,30 +133,31 @@ class Messages:
     ) -> Message:
         """Change a sealed message. Every field is sealed again under the next revision."""
         for _ in range(EDIT_ATTEMPTS):
-            doc = self._sealed_message(user_id, message_id, "changed")
-            self._require_live_switch(user_id, doc["switch_id"])
+            message = self._sealed_message(user_id, message_id, "changed")
+            self._require_live_switch(user_id, message.switch_id)
             key = self.keys.get(user_id)
-            before = Sealer.of(key, doc).open_content(doc)
+            before = Sealer.of(key, message).open_content(message)
             after = _changed(before, changes, _sender_email(sender_email))
-            switch_id = self._new_switch(user_id, doc, changes)
+            switch_id = self._new_switch(user_id, message, changes)
             check_size(self.limits_of(user_id), size_of(after), before=size_of(before))
-            rev = doc["rev"] + 1
-            updated = self.repo.replace_sealed(doc, {
+            rev = message.rev + 1
+            updated = self.repo.replace_sealed(message, {
                 **Sealer(key, user_id, message_id, rev).seal_content(after),
                 "switch_id": switch_id,
-                "inline": changes.inline if changes.given("inline") else doc["inline"],
+                "inline": changes.inline if changes.given("inline") else message.inline,
                 "release_delay_seconds": (
                     changes.release_delay_seconds if changes.given("release_delay_seconds")
-                    else doc["release_delay_seconds"]
+                    else message.release_delay_seconds
                 ),
                 "updated_at": self.now,
             })
             if updated is None:
                 continue
-            if switch_id != doc["switch_id"] and self.repo.release_of(switch_id):
+            if switch_id != message.switch_id and self.repo.release_of(switch_id):
                 # Moved into a switch that fired meanwhile: it goes out with the others.
                 Release(self.repo, self.keys, self.now).release_late(switch_id)
                 updated = self.repo.message(message_id)
+            assert updated is not None, "a released message is never deleted"
             return _message(Sealer.of(key, updated), updated)
         raise Conflict("the message changed while it was being edited; try again",
                        code="edit_conflict")
@@ -172,16 +174,17 @@ class Messages:
         raise refusal(state, switch_id, default=False)
 
     def _sealed_message(self, user_id: str, message_id: str, action: str) -> dict[str, Any]:
-        doc = self.repo.message_of(user_id, message_id)
-        if doc is None:
+        message = self.repo.message_of(user_id, message_id)
+        if message is None:
             raise _not_found(message_id)
-        if doc["state"] != SEALED:
+        if message.state != SEALED:
             raise _released(message_id, action)
-        return doc
+        return message
 
-    def _new_switch(self, user_id: str, doc: dict[str, Any], changes: MessageChanges) -> str:
-        if not changes.given("switch_id") or changes.switch_id == doc["switch_id"]:
-            return doc["switch_id"]
+    def _new_switch(self, user_id: str, message: StoredMessage,
+                    changes: MessageChanges) -> str:
+        if not changes.given("switch_id") or changes.switch_id == message.switch_id:
+            return message.switch_id
         switch_id = resolve_switch(self.switches, user_id, changes.switch_id)
         self.limits_of(user_id).require("messages_per_switch",
                                         self.repo.count_in_switch(switch_id) + 1)
@@ -189,8 +192,8 @@ class Messages:
 
     def delete(self, user_id: str, message_id: str) -> None:
         """Delete a sealed message of a live switch for good."""
-        doc = self._sealed_message(user_id, message_id, "deleted")
-        self._require_live_switch(user_id, doc["switch_id"])
+        message = self._sealed_message(user_id, message_id, "deleted")
+        self._require_live_switch(user_id, message.switch_id)
         if self.repo.delete_sealed(user_id, message_id):
             return
         if self.repo.message_of(user_id, message_id) is None:
@@ -201,25 +204,26 @@ class Messages:
 
     def list(self, user_id: str) -> MessageList:
         """The author's messages with their subjects (bodies stay sealed)."""
-        docs = self.repo.messages_of(user_id)
-        if not docs:
+        messages = self.repo.messages_of(user_id)
+        if not messages:
             return MessageList(messages=[])
         try:
             key = self.keys.get(user_id)
         except MissingDataKey:
             return MessageList(messages=[])  # the author is being erased
-        return MessageList(messages=[_summary(Sealer.of(key, doc), doc) for doc in docs])
+        return MessageList(messages=[_summary(Sealer.of(key, message), message)
+                                     for message in messages])
 
     def get(self, user_id: str, message_id: str) -> Message:
         """One of the author's messages, opened."""
-        doc = self.repo.message_of(user_id, message_id)
-        if doc is None:
+        message = self.repo.message_of(user_id, message_id)
+        if message is None:
             raise _not_found(message_id)
         try:
             key = self.keys.get(user_id)
         except MissingDataKey:
             raise _not_found(message_id) from None  # the author is being erased
-        return _message(Sealer.of(key, doc), doc)
+        return _message(Sealer.of(key, message), message)
 
 
 def _sender_email(raw: str) -> str:
@@ -244,34 +248,24 @@ def _changed(before: Content, changes: MessageChanges, sender_email: str) -> Con
     )
 
 
-def _message(sealer: Sealer, doc: dict[str, Any]) -> Message:
-    content = sealer.open_content(doc)
+def _message(sealer: Sealer, message: StoredMessage) -> Message:
+    content = sealer.open_content(message)
     return Message(
-        id=doc["_id"],
-        switch_id=doc["switch_id"],
+        **_plain(message),
         subject=content.subject,
         body=content.body,
         recipients=[Recipient(id=r.id, name=r.name, email=r.email) for r in content.recipients],
         sender_name=content.sender_name,
-        inline=doc["inline"],
-        release_delay_seconds=doc["release_delay_seconds"],
-        state=doc["state"],
-        created_at=doc["created_at"],
-        updated_at=doc["updated_at"],
-        released_at=doc.get("released_at"),
     )
 
 
-def _summary(sealer: Sealer, doc: dict[str, Any]) -> MessageSummary:
-    return MessageSummary(
-        id=doc["_id"],
-        switch_id=doc["switch_id"],
-        subject=sealer.open_subject(doc),
-        recipient_count=len(doc["recipients"]),
-        inline=doc["inline"],
-        release_delay_seconds=doc["release_delay_seconds"],
-        state=doc["state"],
-        created_at=doc["created_at"],
-        updated_at=doc["updated_at"],
-        released_at=doc.get("released_at"),
-    )
+def _summary(sealer: Sealer, message: StoredMessage) -> MessageSummary:
+    return MessageSummary(**_plain(message), subject=sealer.open_subject(message),
+                          recipient_count=len(message.recipients))
+
+
+def _plain(message: StoredMessage) -> dict[str, Any]:
+    """What a message shows its author without opening anything."""
+    return {name: getattr(message, name) for name in (
+        "id", "switch_id", "inline", "release_delay_seconds", "state", "created_at",
+        "updated_at", "released_at")}

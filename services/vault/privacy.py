@@ -16,45 +16,40 @@ from __future__ import annotations
 from typing import Any
 
 from services.vault.keys import DataKeys, MissingDataKey
+from services.vault.records import StoredMessage
 from services.vault.sealed_fields import Sealer
 from services.vault.storage import VaultRepository
 
 
 def export_user(repo: VaultRepository, keys: DataKeys, user_id: str) -> dict[str, Any]:
     """The vault's part of an export: every message of the author, opened."""
-    docs = repo.messages_of(user_id)
+    messages = repo.messages_of(user_id)
     key = None
-    if docs:
+    if messages:
         try:
             key = keys.get(user_id)
         except MissingDataKey:
             key = None
     data_key = repo.data_keys.get(user_id)
     return {
-        "messages": [_message(key, doc) for doc in docs],
+        "messages": [_message(key, message) for message in messages],
         "data_key": None if data_key is None else {
             "created_at": data_key.get("created_at"), "kek_id": data_key.get("kek_id"),
             "note": "your messages' encryption key; it is itself encrypted and not included"},
     }
 
 
-def _message(key, doc: dict[str, Any]) -> dict[str, Any]:
-    exported: dict[str, Any] = {
-        "id": doc["_id"],
-        "switch_id": doc["switch_id"],
-        "state": doc["state"],
-        "inline": doc["inline"],
-        "release_delay_seconds": doc["release_delay_seconds"],
-        "created_at": doc["created_at"],
-        "updated_at": doc["updated_at"],
-        "released_at": doc.get("released_at"),
-        "dispatched_at": doc.get("dispatched_at"),
-    }
+EXPORTED = ("id", "switch_id", "state", "inline", "release_delay_seconds", "created_at",
+            "updated_at", "released_at", "dispatched_at")
+
+
+def _message(key, message: StoredMessage) -> dict[str, Any]:
+    exported: dict[str, Any] = {name: getattr(message, name) for name in EXPORTED}
     if key is None:
         exported["content"] = None
         exported["note"] = "this message's key was erased: it can no longer be opened"
         return exported
-    content = Sealer.of(key, doc).open_content(doc)
+    content = Sealer.of(key, message).open_content(message)
     exported["content"] = {
         "subject": content.subject,
         "body": content.body,

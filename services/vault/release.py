@@ -49,10 +49,11 @@ from typing import Any, Protocol
 
 from services.vault.crypto import DecryptionFailed
 from services.vault.keys import DataKeys, MissingDataKey, UnknownKek
+from services.vault.records import StoredMessage, SwitchRelease
 from services.vault.scheduler_client import ReleaseRefused
 from services.vault.schemas import ReleasedContent
 from services.vault.sealed_fields import Sealer
-from services.vault.storage import NOTIFIED, REFUSED, RELEASED, RELEASING, VaultRepository
+from services.vault.storage import NOTIFIED, REFUSED, RELEASING, VaultRepository
 from shared.errors import Forbidden, NotFound, Unavailable
 from shared.events import new_event
 from shared.events.schemas import CheckInMissed
@@ -98,13 +99,6 @@ def notify_retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, NOTIFY_RETRY_CAP_SECONDS))
 
 
-def missed_of(release: dict[str, Any]) -> CheckInMissed:
-    """The CheckInMissed a `releases` document was recorded from."""
-    return CheckInMissed(user_id=release["user_id"], switch_id=release["_id"],
-                         cycle=release["cycle"], deadline=release["deadline"],
-                         fired_at=release["fired_at"])
-
-
 def token_hash(token: str) -> str:
     """Read tokens are looked up, and kept, only as their SHA-256."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -142,28 +136,28 @@ class Release:
         })
         released = 0
         while True:
-            docs = self.repo.sealed_in_switch(missed.user_id, missed.switch_id, RELEASE_BATCH)
-            if not docs:
+            sealed = self.repo.sealed_in_switch(missed.user_id, missed.switch_id, RELEASE_BATCH)
+            if not sealed:
                 return released
-            for doc in docs:
-                released += self._release_one(doc, missed)
+            for message in sealed:
+                released += self._release_one(message, missed)
 
-    def _release_one(self, doc: dict[str, Any], missed: CheckInMissed) -> int:
-        sealer = Sealer.of(self.keys.get(doc["user_id"]), doc)
-        tokens = {stored["id"]: secrets.token_urlsafe(READ_TOKEN_BYTES)
-                  for stored in doc["recipients"]}
+    def _release_one(self, message: StoredMessage, missed: CheckInMissed) -> int:
+        sealer = Sealer.of(self.keys.get(message.user_id), message)
+        tokens = {stored.id: secrets.token_urlsafe(READ_TOKEN_BYTES)
+                  for stored in message.recipients}
         hashes = {recipient_id: token_hash(token) for recipient_id, token in tokens.items()}
         # The lookups go first: a crash before the mark leaves lookups that match no
         # released message (they never open anything) and the message still sealed.
         self.repo.add_read_tokens([
-            {"_id": hashes[recipient_id], "message_id": doc["_id"], "user_id": doc["user_id"],
+            {"_id": hashes[recipient_id], "message_id": message.id, "user_id": message.user_id,
              "recipient_id": recipient_id, "created_at": self.now}
             for recipient_id in tokens
         ])
         release_at = max(
-            self.now, missed.fired_at + timedelta(seconds=doc["release_delay_seconds"])
+            self.now, missed.fired_at + timedelta(seconds=message.release_delay_seconds)
         )
-        marked = self.repo.mark_released(doc, {
+        marked = self.repo.mark_released(message, {
             "released_at": self.now,
             "fired_at": missed.fired_at,
             "release_cycle": missed.cycle,
@@ -179,9 +173,9 @@ class Release:
             # Edited, deleted or released by someone else meanwhile: the caller looks again.
             self.repo.drop_read_tokens(list(hashes.values()))
             return 0
-        self.repo.drop_stale_read_tokens(doc["_id"], keep=list(hashes.values()))
+        self.repo.drop_stale_read_tokens(message.id, keep=list(hashes.values()))
         log.info("released message %s of switch %s (cycle %s), due %s",
-                 doc["_id"], doc["switch_id"], missed.cycle, release_at.isoformat())
+                 message.id, message.switch_id, missed.cycle, release_at.isoformat())
         return 1
 
     # 2. Handing released messages to delivery -------------------------------------------
@@ -189,57 +183,58 @@ class Release:
     def dispatch_due(self, publisher: Publisher, batch: int = DISPATCH_BATCH) -> int:
         """Publish MessageReleased for each message whose release time has come."""
         dispatched = 0
-        for doc in self.repo.due_dispatches(self.now, batch):
-            claimed = self.repo.claim_dispatch(doc, self.now + DISPATCH_LEASE)
+        for message in self.repo.due_dispatches(self.now, batch):
+            claimed = self.repo.claim_dispatch(message, self.now + DISPATCH_LEASE)
             if claimed is None:
                 continue  # another dispatcher has it
             dispatched += self._dispatch(publisher, claimed)
         return dispatched
 
-    def _dispatch(self, publisher: Publisher, doc: dict[str, Any]) -> int:
+    def _dispatch(self, publisher: Publisher, message: StoredMessage) -> int:
         try:
-            envelope = self.released_event(doc)
+            envelope = self.released_event(message)
         except (MissingDataKey, UnknownKek, DecryptionFailed) as exc:
             log.error("message %s cannot be opened for its release (%s); looking again in %s",
-                      doc["_id"], exc, RETRY_AFTER_UNREADABLE)
-            self.repo.postpone_dispatch(doc, self.now + RETRY_AFTER_UNREADABLE)
+                      message.id, exc, RETRY_AFTER_UNREADABLE)
+            self.repo.postpone_dispatch(message, self.now + RETRY_AFTER_UNREADABLE)
             return 0
         try:
             publisher.publish(envelope)
         except Exception:
-            log.exception("publishing the release of message %s failed; retrying", doc["_id"])
-            self.repo.postpone_dispatch(doc, self.now + RETRY_AFTER_PUBLISH_FAILURE)
+            log.exception("publishing the release of message %s failed; retrying", message.id)
+            self.repo.postpone_dispatch(message, self.now + RETRY_AFTER_PUBLISH_FAILURE)
             return 0
-        self.repo.finish_dispatch(doc, self.now)
-        self.repo.poke_notification(doc["switch_id"], self.now)
+        self.repo.finish_dispatch(message, self.now)
+        self.repo.poke_notification(message.switch_id, self.now)
         log.info("handed message %s to delivery (%d recipients)",
-                 doc["_id"], len(doc["recipients"]))
+                 message.id, len(message.recipients))
         return 1
 
-    def released_event(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def released_event(self, message: StoredMessage) -> dict[str, Any]:
         """The MessageReleased envelope of a released message: ids, names, addresses, tokens."""
-        sealer = Sealer.of(self.keys.get(doc["user_id"]), doc)
+        sealer = Sealer.of(self.keys.get(message.user_id), message)
         recipients = []
-        for stored in doc["recipients"]:
+        for stored in message.recipients:
             recipient = sealer.open_recipient(stored)
             token = sealer.open(_token_field(recipient.id),
-                                doc["read_tokens"][recipient.id]["token"])
+                                message.read_tokens[recipient.id].sealed)
             recipients.append({"recipient_id": recipient.id, "name": recipient.name,
                                "email": recipient.email, "read_token": token})
         envelope = new_event(
             "MessageReleased",
             {
-                "user_id": doc["user_id"],
-                "switch_id": doc["switch_id"],
-                "message_id": doc["_id"],
-                "sender_name": sealer.open_sender(doc),
+                "user_id": message.user_id,
+                "switch_id": message.switch_id,
+                "message_id": message.id,
+                "sender_name": sealer.open_sender(message),
                 "recipients": recipients,
-                "inline": doc["inline"],
+                "inline": message.inline,
             },
             producer="vault",
             now=self.now,
         )
-        return {**envelope, "event_id": release_event_id(doc["_id"], doc["release_cycle"])}
+        assert message.release_cycle is not None, "only a released message is dispatched"
+        return {**envelope, "event_id": release_event_id(message.id, message.release_cycle)}
 
     def release_status(self, switch_id: str) -> dict[str, Any]:
         """How far the switch's release has got: `complete` once all was handed to
@@ -248,40 +243,40 @@ class Release:
         complete = counts["sealed"] == 0 and counts["waiting"] == 0
         release = self.repo.release_of(switch_id)
         return {"switch_id": switch_id, **counts, "complete": complete,
-                "scheduler": release["state"] if release else None}
+                "scheduler": release.state if release else None}
 
     # 3. Telling the scheduler the switch is released -------------------------------------
 
     def notify_due(self, scheduler: SwitchReleases, batch: int = NOTIFY_BATCH) -> int:
         """Tell the scheduler about every switch whose release is complete. Returns how many."""
         told = 0
-        for doc in self.repo.due_notifications(self.now, batch):
-            claimed = self.repo.claim_notification(doc, self.now + NOTIFY_LEASE)
+        for release in self.repo.due_notifications(self.now, batch):
+            claimed = self.repo.claim_notification(release, self.now + NOTIFY_LEASE)
             if claimed is None:
                 continue  # another vault process has it
             told += self._notify(scheduler, claimed)
         return told
 
-    def _notify(self, scheduler: SwitchReleases, doc: dict[str, Any]) -> int:
-        switch_id = doc["_id"]
-        if self.release_switch(missed_of(doc)):
+    def _notify(self, scheduler: SwitchReleases, release: SwitchRelease) -> int:
+        switch_id = release.switch_id
+        if self.release_switch(release.missed()):
             log.warning("released message(s) that reached switch %s after it fired", switch_id)
         if not self.release_status(switch_id)["complete"]:
-            self.repo.postpone_notification(doc, self._next_look(switch_id))
+            self.repo.postpone_notification(release, self._next_look(switch_id))
             return 0
         try:
-            scheduler.mark_released(switch_id, doc["cycle"])
+            scheduler.mark_released(switch_id, release.cycle)
         except ReleaseRefused as exc:
             log.error("the scheduler refused to mark switch %s released (cycle %s): %s; "
                       "its messages were handed to delivery all the same", switch_id,
-                      doc["cycle"], exc)
+                      release.cycle, exc)
             self.repo.finish_notification(switch_id, REFUSED, self.now, reason=str(exc))
             return 0
         except Unavailable as exc:
-            delay = notify_retry_delay(doc.get("attempts", 0) + 1)
+            delay = notify_retry_delay(release.attempts + 1)
             log.warning("switch %s is complete but the scheduler cannot be told (%s); "
                         "trying again in %s", switch_id, exc, delay)
-            self.repo.postpone_notification(doc, self.now + delay, error=str(exc))
+            self.repo.postpone_notification(release, self.now + delay, error=str(exc))
             return 0
         self.repo.finish_notification(switch_id, NOTIFIED, self.now)
         log.info("switch %s released: every message was handed to delivery", switch_id)
@@ -296,49 +291,47 @@ class Release:
     def release_late(self, switch_id: str) -> int:
         """Release what reached an already fired switch (a write racing the firing)."""
         release = self.repo.reopen_release(switch_id, self.now)
-        return self.release_switch(missed_of(release)) if release else 0
+        return self.release_switch(release.missed()) if release else 0
 
     # Reading released messages ---------------------------------------------------------
 
     def released_content(self, message_id: str, recipient_id: str) -> ReleasedContent:
         """A released message as `recipient_id` reads it (delivery's question)."""
-        doc = self.repo.message(message_id)
-        if doc is None or not any(r["id"] == recipient_id for r in doc["recipients"]):
+        message = self.repo.message(message_id)
+        if message is None or message.recipient(recipient_id) is None:
             raise NotFound(f"no message {message_id} for recipient {recipient_id}",
                            code="message_not_found")
-        if not self._readable(doc):
+        if not message.readable_at(self.now):
             raise Forbidden(f"message {message_id} has not been released",
                             code="message_not_released")
-        return self._content(doc, recipient_id)
+        return self._content(message, recipient_id)
 
     def read_released(self, token: str, client_ip: str | None) -> ReleasedContent:
         """The released message a read link opens; the same 404 for anything else."""
         if client_ip:
             self.repo.throttle.consume(READS_PER_CLIENT, hashed_key(client_ip), self.now)
         lookup = self.repo.read_token(token_hash(token))
-        doc = self.repo.message(lookup["message_id"]) if lookup else None
-        if lookup is None or doc is None or not self._readable(doc):
+        message = self.repo.message(lookup["message_id"]) if lookup else None
+        if lookup is None or message is None or not message.readable_at(self.now):
             raise _unknown_link()
-        minted = doc.get("read_tokens", {}).get(lookup["recipient_id"], {})
-        if not hmac.compare_digest(str(minted.get("hash", "")), lookup["_id"]):
+        minted = message.read_tokens.get(lookup["recipient_id"])
+        if minted is None or not hmac.compare_digest(minted.hash, lookup["_id"]):
             raise _unknown_link()  # a lookup left by a crashed release: never valid
-        return self._content(doc, lookup["recipient_id"])
+        return self._content(message, lookup["recipient_id"])
 
-    def _readable(self, doc: dict[str, Any]) -> bool:
-        return doc["state"] == RELEASED and doc["release_at"] <= self.now
-
-    def _content(self, doc: dict[str, Any], recipient_id: str) -> ReleasedContent:
-        sealer = Sealer.of(self.keys.get(doc["user_id"]), doc)
-        stored = next(r for r in doc["recipients"] if r["id"] == recipient_id)
+    def _content(self, message: StoredMessage, recipient_id: str) -> ReleasedContent:
+        sealer = Sealer.of(self.keys.get(message.user_id), message)
+        stored = message.recipient(recipient_id)
+        assert stored is not None, "the caller found this recipient on the message"
         return ReleasedContent(
-            message_id=doc["_id"],
+            message_id=message.id,
             recipient_id=recipient_id,
             recipient_name=sealer.open_recipient(stored).name,
-            sender_name=sealer.open_sender(doc),
-            subject=sealer.open("subject", doc["subject"]),
-            body=sealer.open("body", doc["body"]),
-            inline=doc["inline"],
-            released_at=doc["release_at"],
+            sender_name=sealer.open_sender(message),
+            subject=sealer.open("subject", message.subject),
+            body=sealer.open("body", message.body),
+            inline=message.inline,
+            released_at=message.release_at,
         )
 
 

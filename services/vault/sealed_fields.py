@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.vault.crypto import DataKey
+from services.vault.records import SealedRecipient, StoredMessage
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,9 @@ class Sealer:
                              rev=self.rev, field=field)
 
     @classmethod
-    def of(cls, key: DataKey, doc: dict[str, Any]) -> Sealer:
-        """The sealer for a stored message document at its stored revision."""
-        return cls(key, doc["user_id"], doc["_id"], doc["rev"])
+    def of(cls, key: DataKey, message: StoredMessage) -> Sealer:
+        """The sealer for a stored message at its stored revision."""
+        return cls(key, message.user_id, message.id, message.rev)
 
     # Whole messages -----------------------------------------------------------------
 
@@ -101,29 +102,32 @@ class Sealer:
             "email": self.seal(f"{prefix}.email", recipient.email),
         }
 
-    def open_content(self, doc: dict[str, Any]) -> Content:
-        sender_name = doc.get("sender_name")
+    def open_content(self, message: StoredMessage) -> Content:
         return Content(
-            subject=self.open("subject", doc["subject"]),
-            body=self.open("body", doc["body"]),
-            sender_email=self.open("sender_email", doc["sender_email"]),
-            sender_name=None if sender_name is None else self.open("sender_name", sender_name),
-            recipients=tuple(self.open_recipient(stored) for stored in doc["recipients"]),
+            subject=self.open("subject", message.subject),
+            body=self.open("body", message.body),
+            sender_email=self.open("sender_email", message.sender_email),
+            sender_name=self._sender_name(message),
+            recipients=tuple(self.open_recipient(stored) for stored in message.recipients),
         )
 
-    def open_recipient(self, stored: dict[str, Any]) -> PlainRecipient:
-        prefix = f"recipient.{stored['id']}"
+    def open_recipient(self, stored: SealedRecipient) -> PlainRecipient:
+        prefix = f"recipient.{stored.id}"
         return PlainRecipient(
-            id=stored["id"],
-            name=self.open(f"{prefix}.name", stored["name"]),
-            email=self.open(f"{prefix}.email", stored["email"]),
+            id=stored.id,
+            name=self.open(f"{prefix}.name", stored.name),
+            email=self.open(f"{prefix}.email", stored.email),
         )
 
-    def open_subject(self, doc: dict[str, Any]) -> str:
-        return self.open("subject", doc["subject"])
+    def open_subject(self, message: StoredMessage) -> str:
+        return self.open("subject", message.subject)
 
-    def open_sender(self, doc: dict[str, Any]) -> str:
+    def open_sender(self, message: StoredMessage) -> str:
         """The sender's display name, opening only the sender fields."""
-        sealed_name = doc.get("sender_name")
-        name = None if sealed_name is None else self.open("sender_name", sealed_name)
-        return sender_display(name, self.open("sender_email", doc["sender_email"]))
+        return sender_display(self._sender_name(message),
+                              self.open("sender_email", message.sender_email))
+
+    def _sender_name(self, message: StoredMessage) -> str | None:
+        if message.sender_name is None:
+            return None
+        return self.open("sender_name", message.sender_name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from services.vault.records import RELEASED, SEALED, StoredMessage, SwitchRelease
 from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache
 from shared.storage import Database, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -28,8 +29,6 @@ READ_TOKENS = "read_tokens"
 RELEASES = "releases"
 THROTTLE = "throttle"
 
-SEALED = "sealed"
-RELEASED = "released"
 
 # States of a switch's release (the `releases` collection).
 RELEASING = "releasing"  # messages being handed to delivery, or the scheduler not yet told
@@ -69,27 +68,28 @@ class VaultRepository:
     def add_message(self, doc: dict[str, Any]) -> None:
         self.messages.insert(doc)
 
-    def message(self, message_id: str) -> dict[str, Any] | None:
-        return self.messages.get(message_id)
+    def message(self, message_id: str) -> StoredMessage | None:
+        return _message(self.messages.get(message_id))
 
-    def message_of(self, user_id: str, message_id: str) -> dict[str, Any] | None:
+    def message_of(self, user_id: str, message_id: str) -> StoredMessage | None:
         """The message if it belongs to `user_id`; another user's message is None, like none."""
-        doc = self.messages.get(message_id)
-        return doc if doc is not None and doc["user_id"] == user_id else None
+        message = self.message(message_id)
+        return message if message is not None and message.user_id == user_id else None
 
-    def messages_of(self, user_id: str) -> list[dict[str, Any]]:
-        return self.messages.find({"user_id": user_id}, sort=[("created_at", 1)],
-                                  limit=LIST_LIMIT)
+    def messages_of(self, user_id: str) -> list[StoredMessage]:
+        return [StoredMessage.from_doc(doc) for doc in self.messages.find(
+            {"user_id": user_id}, sort=[("created_at", 1)], limit=LIST_LIMIT)]
 
     def count_in_switch(self, switch_id: str) -> int:
         return self.messages.count({"switch_id": switch_id})
 
-    def replace_sealed(self, doc: dict[str, Any], changes: dict[str, Any]) -> dict | None:
+    def replace_sealed(self, message: StoredMessage,
+                       changes: dict[str, Any]) -> StoredMessage | None:
         """Compare-and-set an edit: only a sealed message still at the revision that was read."""
-        return self.messages.update_one(
-            {"_id": doc["_id"], "user_id": doc["user_id"], "state": SEALED, "rev": doc["rev"]},
+        return _message(self.messages.update_one(
+            {"_id": message.id, "user_id": message.user_id, "state": SEALED, "rev": message.rev},
             {"$set": changes, "$inc": {"rev": 1}},
-        )
+        ))
 
     def delete_sealed(self, user_id: str, message_id: str) -> bool:
         deleted = self.messages.delete_one(
@@ -102,18 +102,19 @@ class VaultRepository:
 
     # The release --------------------------------------------------------------------
 
-    def sealed_in_switch(self, user_id: str, switch_id: str, limit: int) -> list[dict]:
-        return self.messages.find(
-            {"switch_id": switch_id, "state": SEALED, "user_id": user_id}, limit=limit
-        )
+    def sealed_in_switch(self, user_id: str, switch_id: str,
+                         limit: int) -> list[StoredMessage]:
+        return [StoredMessage.from_doc(doc) for doc in self.messages.find(
+            {"switch_id": switch_id, "state": SEALED, "user_id": user_id}, limit=limit)]
 
-    def mark_released(self, doc: dict[str, Any], release: dict[str, Any]) -> dict | None:
+    def mark_released(self, message: StoredMessage,
+                      release: dict[str, Any]) -> StoredMessage | None:
         """Compare-and-set sealed -> released, at the revision whose recipients got tokens."""
-        return self.messages.update_one(
-            {"_id": doc["_id"], "user_id": doc["user_id"], "switch_id": doc["switch_id"],
-             "state": SEALED, "rev": doc["rev"]},
+        return _message(self.messages.update_one(
+            {"_id": message.id, "user_id": message.user_id, "switch_id": message.switch_id,
+             "state": SEALED, "rev": message.rev},
             {"$set": {"state": RELEASED, **release}},
-        )
+        ))
 
     def add_read_tokens(self, docs: list[dict[str, Any]]) -> None:
         for doc in docs:
@@ -130,26 +131,27 @@ class VaultRepository:
     def read_token(self, token_hash: str) -> dict[str, Any] | None:
         return self.read_tokens.get(token_hash)
 
-    def due_dispatches(self, now: datetime, limit: int) -> list[dict[str, Any]]:
-        return self.messages.find({"dispatch_due_at": {"$lte": now}},
-                                  sort=[("dispatch_due_at", 1)], limit=limit)
+    def due_dispatches(self, now: datetime, limit: int) -> list[StoredMessage]:
+        return [StoredMessage.from_doc(doc) for doc in self.messages.find(
+            {"dispatch_due_at": {"$lte": now}}, sort=[("dispatch_due_at", 1)], limit=limit)]
 
-    def claim_dispatch(self, doc: dict[str, Any], lease_until: datetime) -> dict | None:
+    def claim_dispatch(self, message: StoredMessage,
+                       lease_until: datetime) -> StoredMessage | None:
         """Compare-and-set on the due time: of several dispatchers, one gets the message."""
-        return self.messages.update_one(
-            {"_id": doc["_id"], "state": RELEASED, "dispatch_due_at": doc["dispatch_due_at"]},
+        return _message(self.messages.update_one(
+            {"_id": message.id, "state": RELEASED, "dispatch_due_at": message.dispatch_due_at},
             {"$set": {"dispatch_due_at": lease_until}},
-        )
+        ))
 
-    def finish_dispatch(self, doc: dict[str, Any], now: datetime) -> dict | None:
-        return self.messages.update_one(
-            {"_id": doc["_id"], "dispatch_due_at": doc["dispatch_due_at"]},
+    def finish_dispatch(self, message: StoredMessage, now: datetime) -> None:
+        self.messages.update_one(
+            {"_id": message.id, "dispatch_due_at": message.dispatch_due_at},
             {"$unset": {"dispatch_due_at": ""}, "$set": {"dispatched_at": now}},
         )
 
-    def postpone_dispatch(self, doc: dict[str, Any], until: datetime) -> None:
+    def postpone_dispatch(self, message: StoredMessage, until: datetime) -> None:
         self.messages.update_one(
-            {"_id": doc["_id"], "dispatch_due_at": doc["dispatch_due_at"]},
+            {"_id": message.id, "dispatch_due_at": message.dispatch_due_at},
             {"$set": {"dispatch_due_at": until}},
         )
 
@@ -177,29 +179,31 @@ class VaultRepository:
         self.releases.update_one({"_id": release["_id"]}, {"$setOnInsert": release},
                                  upsert=True)
 
-    def release_of(self, switch_id: str) -> dict[str, Any] | None:
-        return self.releases.get(switch_id)
+    def release_of(self, switch_id: str) -> SwitchRelease | None:
+        return _release(self.releases.get(switch_id))
 
-    def due_notifications(self, now: datetime, limit: int) -> list[dict[str, Any]]:
-        return self.releases.find({"notify_due_at": {"$lte": now}},
-                                  sort=[("notify_due_at", 1)], limit=limit)
+    def due_notifications(self, now: datetime, limit: int) -> list[SwitchRelease]:
+        return [SwitchRelease.from_doc(doc) for doc in self.releases.find(
+            {"notify_due_at": {"$lte": now}}, sort=[("notify_due_at", 1)], limit=limit)]
 
-    def claim_notification(self, doc: dict[str, Any], lease_until: datetime) -> dict | None:
+    def claim_notification(self, release: SwitchRelease,
+                           lease_until: datetime) -> SwitchRelease | None:
         """Compare-and-set on the due time: of several vault processes, one tells."""
-        return self.releases.update_one(
-            {"_id": doc["_id"], "state": RELEASING, "notify_due_at": doc["notify_due_at"]},
+        return _release(self.releases.update_one(
+            {"_id": release.switch_id, "state": RELEASING,
+             "notify_due_at": release.notify_due_at},
             {"$set": {"notify_due_at": lease_until}},
-        )
+        ))
 
-    def postpone_notification(self, doc: dict[str, Any], until: datetime,
+    def postpone_notification(self, release: SwitchRelease, until: datetime,
                               error: str | None = None) -> None:
         """Look again at `until` (unless a poke moved the time meanwhile)."""
         changes: dict[str, Any] = {"$set": {"notify_due_at": until}}
         if error is not None:
             changes["$set"]["last_error"] = error
             changes["$inc"] = {"attempts": 1}
-        self.releases.update_one({"_id": doc["_id"], "notify_due_at": doc["notify_due_at"]},
-                                 changes)
+        self.releases.update_one(
+            {"_id": release.switch_id, "notify_due_at": release.notify_due_at}, changes)
 
     def poke_notification(self, switch_id: str, now: datetime) -> None:
         """Something changed in the switch's release: look at it now."""
@@ -215,13 +219,14 @@ class VaultRepository:
         self.releases.update_one({"_id": switch_id, "state": RELEASING},
                                  {"$set": fields, "$unset": {"notify_due_at": ""}})
 
-    def reopen_release(self, switch_id: str, now: datetime) -> dict | None:
+    def reopen_release(self, switch_id: str, now: datetime) -> SwitchRelease | None:
         """A message reached a switch whose release was finished: release and tell again."""
-        return self.releases.update_one({"_id": switch_id},
-                                        {"$set": {"state": RELEASING, "notify_due_at": now}})
+        return _release(self.releases.update_one(
+            {"_id": switch_id}, {"$set": {"state": RELEASING, "notify_due_at": now}}))
 
-    def releases_in(self, state: str, limit: int) -> list[dict[str, Any]]:
-        return self.releases.find({"state": state}, sort=[("fired_at", 1)], limit=limit)
+    def releases_in(self, state: str, limit: int) -> list[SwitchRelease]:
+        return [SwitchRelease.from_doc(doc) for doc in self.releases.find(
+            {"state": state}, sort=[("fired_at", 1)], limit=limit)]
 
     # Erasure -------------------------------------------------------------------------
 
@@ -233,3 +238,11 @@ class VaultRepository:
             "releases": self.releases.delete_many({"user_id": user_id}),
             "entitlements": int(self.entitlements.collection.delete_one({"_id": user_id})),
         }
+
+
+def _message(doc: dict[str, Any] | None) -> StoredMessage | None:
+    return None if doc is None else StoredMessage.from_doc(doc)
+
+
+def _release(doc: dict[str, Any] | None) -> SwitchRelease | None:
+    return None if doc is None else SwitchRelease.from_doc(doc)

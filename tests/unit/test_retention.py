@@ -117,7 +117,7 @@ def test_an_armed_switch_of_a_user_silent_for_years_survives_every_purge(account
     assert repo.users.get(user)["status"] == "active"
     switch = scheduler.repo.switch(switch_id_for(user, 0))
     assert switch["state"] == "armed" and switch["user_id"] == user
-    assert vault.repo.message(message)["state"] == "sealed"
+    assert vault.repo.message(message).state == "sealed"
     assert vault.repo.data_keys.get(user) is not None
     for world in (scheduler, vault, billing):
         world.close()

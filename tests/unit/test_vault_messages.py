@@ -134,8 +134,8 @@ def test_an_edit_seals_every_field_again_under_the_next_revision(vault):
             {"name": "Kurt", "email": "kurt@example.org"}]),
     )
     after = vault.repo.message(message_id)
-    assert after["rev"] == before["rev"] + 1
-    assert after["subject"] != before["subject"]  # re-sealed, though unchanged
+    assert after.rev == before.rev + 1
+    assert after.subject != before.subject  # re-sealed, though unchanged
     assert (changed.subject, changed.body) == ("For the family", "New code: 7734")
     assert [r.name for r in changed.recipients] == ["Grace H.", "Kurt"]
     assert changed.recipients[0].id == grace_id  # the same address keeps its recipient id
@@ -165,7 +165,7 @@ def test_an_edit_that_loses_a_race_is_retried_on_the_fresh_revision(vault):
     changed = vault.messages().update("ada", "ada@example.org", message_id,
                                       MessageChanges(subject="Mine"))
     assert (changed.subject, changed.inline) == ("Mine", True)
-    assert vault.repo.message(message_id)["rev"] == 2
+    assert vault.repo.message(message_id).rev == 2
 
 
 def test_a_released_message_can_no_longer_be_changed_or_deleted(vault):

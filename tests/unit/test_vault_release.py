@@ -81,7 +81,7 @@ def test_two_workers_releasing_the_same_switch_at_once_release_each_message_once
             other_worker.append("running")
             vault.repo.mark_released = real_mark
             other_worker.append(vault.release().release_switch(missed(vault)))
-        return real_mark(doc, release)  # our read is stale now: this must not match
+        return real_mark(message, release)  # our read is stale now: this must not match
 
     vault.repo.mark_released = the_other_worker_gets_there_first
     assert vault.release().release_switch(missed(vault)) == 0
@@ -98,11 +98,11 @@ def test_a_crash_between_two_messages_is_finished_by_the_retry_exactly_once(vaul
     real_mark = vault.repo.mark_released
     crashed = []
 
-    def crash_before_the_second(doc, release):
-        if doc["_id"] == second and not crashed:
+    def crash_before_the_second(message, release):
+        if message.id == second and not crashed:
             crashed.append(True)
             raise RuntimeError("the process died here")
-        return real_mark(doc, release)
+        return real_mark(message, release)
 
     vault.repo.mark_released = crash_before_the_second
     with pytest.raises(RuntimeError):
@@ -139,12 +139,12 @@ def test_an_edit_racing_the_release_is_released_at_its_new_revision(vault):
     in_flight = vault.messages()
     in_flight._require_live_switch = lambda user_id, switch_id: None
 
-    def edit_lands_first(doc, release):
+    def edit_lands_first(message, release):
         if not raced:
             raced.append(True)
             in_flight.update("ada", "ada@example.org", message_id,
                              MessageChanges(body="the last word"))
-        return real_mark(doc, release)
+        return real_mark(message, release)
 
     vault.repo.mark_released = edit_lands_first
     assert vault.release().release_switch(missed(vault)) == 1
@@ -159,12 +159,12 @@ def test_an_edit_asked_for_once_the_release_began_is_refused_and_changes_nothing
     real_mark = vault.repo.mark_released
     refused = []
 
-    def edit_arrives(doc, release):
+    def edit_arrives(message, release):
         with pytest.raises(Conflict) as refusal:
             vault.messages().update("ada", "ada@example.org", message_id,
                                     MessageChanges(body="too late"))
         refused.append(refusal.value.code)
-        return real_mark(doc, release)
+        return real_mark(message, release)
 
     vault.repo.mark_released = edit_arrives
     assert vault.release().release_switch(missed(vault)) == 1
@@ -284,7 +284,7 @@ def test_a_farewell_letter_is_looked_at_again_when_it_is_due_not_every_second(va
     vault.release().release_switch(missed(vault))
     notify(vault)
     [due] = vault.repo.due_notifications(vault.clock.now() + timedelta(days=1), 10)
-    assert due["notify_due_at"] == vault.clock.now() + timedelta(seconds=3600)
+    assert due.notify_due_at == vault.clock.now() + timedelta(seconds=3600)
 
 
 def test_a_switch_without_messages_is_marked_released_at_once(vault):
@@ -300,10 +300,10 @@ def test_a_scheduler_that_cannot_be_reached_is_told_later_with_back_off(vault):
     for _ in range(4):
         notify(vault)
         [due] = vault.repo.due_notifications(vault.clock.now() + timedelta(days=1), 10)
-        waits.append((due["notify_due_at"] - vault.clock.now()).total_seconds())
+        waits.append((due.notify_due_at - vault.clock.now()).total_seconds())
         vault.clock.advance(waits[-1])
     assert waits == [1, 2, 4, 8]
-    assert "unavailable" in vault.repo.release_of("default-ada")["last_error"]
+    assert "unavailable" in vault.repo.release_of("default-ada").last_error
     vault.scheduler.down = False
     assert notify(vault) == 1
     assert vault.scheduler.marked == [("default-ada", 4)]
@@ -327,8 +327,8 @@ def test_a_refusal_from_the_scheduler_is_kept_for_an_operator_not_retried(vault)
     vault.scheduler.refuse = True
     assert notify(vault) == 0
     release = vault.repo.release_of("default-ada")
-    assert release["state"] == "refused" and "did not fire" in release["last_error"]
-    assert "notify_due_at" not in release
+    assert release.state == "refused" and "did not fire" in release.last_error
+    assert release.notify_due_at is None
     assert len(vault.published.envelopes) == 1, "the message went out all the same"
 
 
@@ -370,10 +370,10 @@ def test_two_dispatchers_hand_each_message_over_once(vault, tmp_path):
     vault.release().release_switch(missed(vault))
     other = Vault(tmp_path)  # a second vault process on the same file
     other.keyring, other.clock = vault.keyring, vault.clock
-    docs = vault.repo.due_dispatches(vault.clock.now(), 10)
-    for doc in docs:  # both saw the same due messages; each claims only what it wins
-        vault.repo.claim_dispatch(doc, vault.clock.now() + timedelta(seconds=30))
-        assert other.repo.claim_dispatch(doc, vault.clock.now()) is None
+    due = vault.repo.due_dispatches(vault.clock.now(), 10)
+    for message in due:  # both saw the same due messages; each claims only what it wins
+        vault.repo.claim_dispatch(message, vault.clock.now() + timedelta(seconds=30))
+        assert other.repo.claim_dispatch(message, vault.clock.now()) is None
     other.close()
 
 
@@ -453,7 +453,7 @@ def test_erasure_shreds_the_data_key_first_then_deletes_everything(vault):
     assert vault.repo.messages.count({"user_id": "eve"}) == 1
     with pytest.raises(MissingDataKey):
         vault.keys.get("ada")  # a backup of the message can no longer be opened
-    assert backup["body"] not in (None, b"")
+    assert backup.body not in (None, b"")
     assert erase_user(vault.repo, vault.keys, "ada") == {
         "data_keys": 0, "messages": 0, "read_tokens": 0, "releases": 0, "entitlements": 0}
 
@@ -534,7 +534,7 @@ def test_a_key_erased_during_the_rotation_is_left_alone(vault):
 @pytest.mark.parametrize("owner", ["eve", "ada"])
 def test_a_ciphertext_copied_into_another_message_fails_to_open(vault, owner):
     source, target = vault.write("ada"), vault.write(owner, body="my own words")
-    stolen = vault.repo.message(source)["body"]
+    stolen = vault.repo.message(source).body
     vault.repo.messages.update_one({"_id": target}, {"$set": {"body": stolen}})
     with pytest.raises(DecryptionFailed):
         vault.messages().get(owner, target)
