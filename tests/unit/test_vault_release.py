@@ -76,7 +76,7 @@ def test_two_workers_releasing_the_same_switch_at_once_release_each_message_once
     real_mark = vault.repo.mark_released
     other_worker = []
 
-    def the_other_worker_gets_there_first(doc, release):
+    def the_other_worker_gets_there_first(message, release):
         if not other_worker:
             other_worker.append("running")
             vault.repo.mark_released = real_mark
