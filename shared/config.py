@@ -176,7 +176,7 @@ class Settings(BaseSettings):
         3600, validation_alias=_env("JICM_RESET_TOKEN_TTL")
     )
 
-    # Privacy: exports, and how long each kind of data is kept (see the README's retention).
+    # Privacy: exports, and how long each kind of data is kept (docs/privacy.md, "Retention").
     export_ttl: Annotated[int, Field(ge=60)] = Field(
         7 * 86_400, validation_alias=_env("JICM_EXPORT_TTL")
     )

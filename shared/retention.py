@@ -1,6 +1,7 @@
 """`@retention`: a service's scheduled purge, every `JICM_RETENTION_INTERVAL` seconds.
 
-Each service purges its own data (the windows are settings, documented in the README):
+Each service purges its own data (the windows are settings: docs/configuration.md and
+docs/privacy.md say which):
 accounts hands accounts never verified to the erasure saga, delivery reduces old mail
 records to counts, billing drops pseudonymised invoices past the tax window. Data with a
 fixed lifetime (sessions, link tokens, processed-event ids, exports, the ledger, erasure

@@ -14,7 +14,7 @@
 - Types we do not handle are acknowledged (200) and ignored.
 - A failed payment mails the user through delivery (`MailRequested`, through the outbox,
   once per invoice and attempt). The address is the one the user had when they started
-  the checkout (see README, "Billing").
+  the checkout (see docs/billing.md).
 """
 
 from __future__ import annotations

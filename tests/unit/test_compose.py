@@ -67,12 +67,13 @@ def test_the_gateway_waits_for_every_service_to_be_healthy():
         assert waits_for[name]["condition"] == "service_healthy"
 
 
-def test_the_dockerfile_copies_every_package_and_runs_unprivileged():
+def test_the_dockerfile_copies_every_package_installs_jicm_and_runs_unprivileged():
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
-    for package in ("shared", "services", "gateway", "deploy"):
+    for package in ("shared", "services", "gateway", "deploy", "jicm"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert "USER jicm" in dockerfile
     assert "python:3.11" in dockerfile
+    assert "pip install --no-deps --no-build-isolation -e ." in dockerfile  # `jicm`
 
 
 @pytest.mark.skipif(not (shutil.which("docker-compose") or shutil.which("docker")),

@@ -22,7 +22,8 @@ def registered(**data):
 
 def test_every_event_of_the_design_has_a_schema():
     # Beyond the design's table: mail requests, and privacy's AccountExpired (retention) and
-    # Unsubscribed (a consent receipt for the unsubscribe link), each explained in the README.
+    # Unsubscribed (a consent receipt for the unsubscribe link), each explained in
+    # docs/architecture.md.
     assert set(EVENT_SCHEMAS) == DESIGN_EVENTS | {"MailRequested", "AccountExpired",
                                                   "Unsubscribed", "ReminderSettled"}
 
