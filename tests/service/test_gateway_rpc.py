@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import eventlet
+import pika
 import pytest
 import requests
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
-from shared.rpc.client import CONNECTION_NAME, RpcClient, RpcClientPool
+from shared.rpc.client import CONNECTION_NAME, RpcClient, RpcClientPool, connection_parameters
 from shared.rpc.errors import RemoteError, RpcTimeout, ServiceUnavailable
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.service
 
@@ -71,18 +73,6 @@ class RpcTestService:
     def record(self, token: str) -> str:
         RECORDED.append(token)
         return token
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)  # eventlet's sleep: the service keeps running meanwhile
 
 
 @pytest.fixture(autouse=True)
@@ -183,13 +173,24 @@ def test_a_slow_call_times_out_near_its_deadline_and_its_late_reply_goes_to_no_o
     assert pool.connects == 1
 
 
+def queued(amqp_uri: str, queue: str) -> int:
+    """How many messages `queue` holds now (a passive declare asks the queue itself)."""
+    connection = pika.BlockingConnection(connection_parameters(amqp_uri))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
 def test_a_request_nobody_consumed_before_its_deadline_is_never_executed(
-    start_service: Callable[[], Any], pool: RpcClientPool
+    start_service: Callable[[], Any], pool: RpcClientPool, amqp: str
 ) -> None:
     # A stopped service leaves its durable queue behind: requests are routed, then wait.
     start_service().stop()
     with pytest.raises(RpcTimeout):
         pool.call(SERVICE, "record", "stale", timeout=0.3)
+    # The broker drops the request once its time is up (the restart below must not race it).
+    wait_for(lambda: queued(amqp, f"rpc-{SERVICE}") == 0, what="the request to expire")
 
     start_service()
 
@@ -210,7 +211,7 @@ def test_a_call_waits_for_a_free_client_only_until_its_deadline(
 ) -> None:
     pool = make_pool(size=1)
     busy = eventlet.spawn(pool.call, SERVICE, "slow", 1.0, "busy")
-    wait_until(lambda: STARTED == ["busy"], what="the first call to hold the only client")
+    wait_for(lambda: STARTED == ["busy"], what="the first call to hold the only client")
     started = time.monotonic()
 
     with pytest.raises(RpcTimeout):
@@ -293,7 +294,7 @@ def test_the_pool_recovers_after_the_broker_closes_its_connection(
 ) -> None:
     assert pool.call(SERVICE, "echo", "before") == {"args": ["before"], "kwargs": {}}
     vhost = rabbit_config["vhost"]
-    [name] = wait_until(
+    [name] = wait_for(
         # The management API lists a connection only after its next stats emission (5 s).
         lambda: gateway_connections(management, vhost),
         timeout=10.0,
