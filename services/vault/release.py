@@ -34,7 +34,9 @@ The switch has been handed to delivery entirely once none of its messages is sea
 and every released one has `dispatched_at` (`release_status`).
 
 Reading a released message (delivery's question, or a recipient's read link) opens it
-only once it is released and its release time has come.
+only once it is released and its release time has come. Before that time, a valid read
+link of a farewell letter learns when it opens (and nothing else); any other link is the
+same 404 as one that never existed.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from services.vault.schemas import ReleasedContent
 from services.vault.sealing import Sealer
 from services.vault.storage import NOTIFIED, REFUSED, RELEASED, RELEASING, VaultRepository
 from services.vault.switches import ReleaseRefused
-from shared.errors import Forbidden, NotFound, Unavailable
+from shared.errors import Conflict, Forbidden, NotFound, Unavailable
 from shared.events import new_event
 from shared.events.schemas import CheckInMissed
 from shared.throttle import Limit, hashed_key
@@ -317,11 +319,16 @@ class Release:
             self.repo.throttle.consume(READS_PER_CLIENT, hashed_key(client_ip), self.now)
         lookup = self.repo.read_token(token_hash(token))
         doc = self.repo.message(lookup["message_id"]) if lookup else None
-        if lookup is None or doc is None or not self._readable(doc):
+        if lookup is None or doc is None or doc["state"] != RELEASED:
             raise _unknown_link()
         minted = doc.get("read_tokens", {}).get(lookup["recipient_id"], {})
         if not hmac.compare_digest(str(minted.get("hash", "")), lookup["_id"]):
             raise _unknown_link()  # a lookup left by a crashed release: never valid
+        if not self._readable(doc):
+            # A farewell letter before its day: its own link may say when, nothing more.
+            opens_at = doc["release_at"].isoformat().replace("+00:00", "Z")
+            raise Conflict("this letter is not due yet", code="not_yet_released",
+                           details={"opens_at": opens_at})
         return self._content(doc, lookup["recipient_id"])
 
     def _readable(self, doc: dict[str, Any]) -> bool:
@@ -339,6 +346,7 @@ class Release:
             body=sealer.open("body", doc["body"]),
             inline=doc["inline"],
             released_at=doc["release_at"],
+            written_at=doc["updated_at"],
         )
 
 
