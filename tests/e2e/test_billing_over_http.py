@@ -120,7 +120,7 @@ def test_the_upgrade_and_the_downgrade_over_http(billing_system):
 
     paid = requests.post(url + "/pay", allow_redirects=False, timeout=10)
     assert paid.status_code == 303
-    assert paid.headers["Location"] == system.url("/billing?checkout=success")
+    assert paid.headers["Location"] == system.url("/app/billing/success")
     landing = requests.get(paid.headers["Location"], timeout=10)
     assert landing.status_code == 200 and "being confirmed" in landing.text
 
