@@ -136,6 +136,11 @@ def get_request(request_id: str) -> dict:
 def download_export(request_id: str) -> Response:
     document = call("privacy", "download_export", current_user_id(), _checked(request_id),
                     timeout=DOWNLOAD_TIMEOUT)
+    return export_file(document, request_id)
+
+
+def export_file(document: dict, request_id: str) -> Response:
+    """A finished export as the JSON file a browser saves (the API's and the site's)."""
     response = Response(json.dumps(document, ensure_ascii=False, indent=1),
                         mimetype="application/json")
     response.headers["Content-Disposition"] = (

@@ -13,6 +13,7 @@ is not due yet says when it opens. Every failure is a page too, never JSON.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, render_template
 
@@ -47,28 +48,16 @@ UNAVAILABLE = ("The message cannot be shown right now",
 NOT_YET = "not_yet_released"
 
 
-class Unreadable(Exception):
-    """The vault would not open this link: the page that says why, ready to answer."""
-
-    def __init__(self, page: Response) -> None:
-        super().__init__("unreadable")
-        self.page = page
-
-
 @operation(bp, "GET", "/r/<token>", summary="Read a released message", tag="recipients",
            auth=False, content_type="text/html", errors=(404, 409, 429, 500, 503, 504),
            description="The page a release mail links to: the message, for its recipient. "
                        "409 for a farewell letter that is not due yet (the page says when). "
                        "Every answer, errors included, is an HTML page.")
 def read_released(token: str) -> Response:
-    try:
-        message = _open(token)
-    except Unreadable as unreadable:
-        return unreadable.page
-    page = render_template("site/letter.html", message=message,
-                           written_on=day(parse_time(message["written_at"])),
-                           released_on=day(parse_time(message["released_at"])))
-    return _page(page, 200)
+    return _opened(token, lambda message: _page(render_template(
+        "site/letter.html", message=message,
+        written_on=day(parse_time(message["written_at"])),
+        released_on=day(parse_time(message["released_at"]))), 200))
 
 
 @operation(bp, "GET", "/r/<token>/letter.txt", summary="Keep a released message as text",
@@ -76,12 +65,9 @@ def read_released(token: str) -> Response:
            error_content_type="text/html", errors=(404, 409, 429, 500, 503, 504),
            description="The message as a plain text file (a download); failures are pages.")
 def download_text(token: str) -> Response:
-    try:
-        message = _open(token)
-    except Unreadable as unreadable:
-        return unreadable.page
-    return _download(letter_text(message).encode(), "text/plain; charset=utf-8",
-                     filename(message["subject"], "txt"))
+    return _opened(token, lambda message: _download(
+        letter_text(message).encode(), "text/plain; charset=utf-8",
+        filename(message["subject"], "txt")))
 
 
 @operation(bp, "GET", "/r/<token>/letter.eml", summary="Keep a released message as an email",
@@ -90,27 +76,24 @@ def download_text(token: str) -> Response:
            description="The message as an .eml file any mail program opens; failures are "
                        "pages.")
 def download_eml(token: str) -> Response:
-    try:
-        message = _open(token)
-    except Unreadable as unreadable:
-        return unreadable.page
     mail_from = current_app.config[SETTINGS_CONFIG_KEY].mail_from
-    return _download(letter_eml(message, mail_from), "message/rfc822",
-                     filename(message["subject"], "eml"))
+    return _opened(token, lambda message: _download(
+        letter_eml(message, mail_from), "message/rfc822", filename(message["subject"], "eml")))
 
 
-def _open(token: str) -> dict:
-    """The message this link opens, or `Unreadable` with the page that explains."""
+def _opened(token: str, answer: Callable[[dict], Response]) -> Response:
+    """`answer` to the message this link opens, or the page that says why it opens none."""
     if not TOKEN_PATTERN.fullmatch(token):
-        raise Unreadable(_failure(404))
+        return _failure(404)
     try:
-        return call("vault", "read_released", token, client_context())
+        message = call("vault", "read_released", token, client_context())
     except ServiceError as exc:
         if exc.code == NOT_YET:
-            raise Unreadable(_not_yet(exc.details.get("opens_at"))) from None
-        raise Unreadable(_failure(exc.status, exc.details.get("retry_after_seconds"))) from None
+            return _not_yet(exc.details.get("opens_at"))
+        return _failure(exc.status, exc.details.get("retry_after_seconds"))
     except ApiError as exc:
-        raise Unreadable(_failure(exc.status, exc.headers.get("Retry-After"))) from None
+        return _failure(exc.status, exc.headers.get("Retry-After"))
+    return answer(message)
 
 
 def _not_yet(opens_at: str | None) -> Response:

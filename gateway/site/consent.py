@@ -46,22 +46,18 @@ def init_banner(app: Flask) -> None:
 
 
 def banner_context() -> dict:
+    """This browser's answer (if any), the privacy signal it sends, and where it is."""
     signals = privacy_signals()
     signal = "gpc" if signals["gpc"] else ("dnt" if signals["dnt"] else None)
     return {"cookie_choice": cookie_choice(cookies()), "privacy_signal": signal,
-            "signal_name": SIGNAL_NAMES.get(signal or ""),
-            "here": request.path}
+            "signal_name": SIGNAL_NAMES.get(signal or ""), "here": request.path}
 
 
 @bp.get("/cookies")
 def settings_page() -> Response:
     load_user()
-    return _settings_page(cookie_choice(cookies()))
-
-
-def _settings_page(choice: CookieChoice | None, status: int = 200) -> Response:
     lifetime = duration(current_app.config[SETTINGS_CONFIG_KEY].session_ttl)
-    return render("cookies.html", status, choice=choice, categories=CATEGORIES,
+    return render("cookies.html", choice=cookie_choice(cookies()), categories=CATEGORIES,
                   cookies=listed_cookies(cookies(), lifetime),
                   next_path=local_path(request.args.get("next"), "/"))
 
@@ -112,4 +108,3 @@ def signed_up_with() -> dict:
     """What sign-up tells accounts about this browser's cookie choice (its token)."""
     choice = cookie_choice(cookies())
     return {"visitor": choice.token} if choice else {}
-

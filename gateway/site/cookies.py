@@ -9,10 +9,10 @@
   privacy files its proof under), so the question is not asked on every page. It is set
   only once the visitor answered, and lasts `COOKIE_CHOICE_DAYS`.
 
-`COOKIES` lists them for the cookie settings page; a test fails if the site sets any
-other. All are `__Host-` cookies (`Secure`, `Path=/`, no `Domain`): a browser refuses such a
-cookie over plain http, so only when the public URL is plain http on this very machine
-(`make run`: http://127.0.0.1:8000) do they go without the prefix and without `Secure`.
+`listed_cookies` lists them for the cookie settings page; a test fails if the site sets
+any other. All are `__Host-` cookies (`Secure`, `Path=/`, no `Domain`): a browser refuses
+such a cookie over plain http, so only when the public URL is plain http on this very
+machine (`make run`: http://127.0.0.1:8000) do they go without the prefix and `Secure`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ carry a "Check again" link, and `static/site.js` refreshes their progress on its
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, flash, g, redirect, request, session, url_for
@@ -20,7 +19,7 @@ from gateway.clients import client_context, consent_context
 from gateway.errors import ApiError
 from gateway.pages import sentence
 from gateway.remote import call
-from gateway.routes.privacy import DOWNLOAD_TIMEOUT, REQUEST_ID
+from gateway.routes.privacy import DOWNLOAD_TIMEOUT, REQUEST_ID, export_file
 from gateway.site.pages import render
 from gateway.site.session import signed_in
 from gateway.site.timefmt import parse_time, when, zone
@@ -143,11 +142,7 @@ def request_page(request_id: str) -> Response:
 def download(request_id: str) -> Response:
     document = call("privacy", "download_export", g.user["id"], _request_id(request_id),
                     timeout=DOWNLOAD_TIMEOUT)
-    response = Response(json.dumps(document, ensure_ascii=False, indent=1),
-                        mimetype="application/json")
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="just-in-case-export-{request_id}.json"')
-    return response
+    return export_file(document, request_id)
 
 
 # Erase my account: what follows once the account is closed -------------------------------------

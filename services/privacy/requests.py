@@ -261,7 +261,7 @@ class Requests:
                                        self.now)
         doc = self.repo.request(request_id)
         stored = (doc or {}).get("progress_token_hash", "")
-        if not hmac.compare_digest(stored, token_hash(token)) or not stored:
+        if not stored or not hmac.compare_digest(stored, token_hash(token)):
             raise NotFound("no erasure has this id and progress token",
                            code="request_not_found")
         return view(doc, self.now, self.settings.public_url)
