@@ -37,6 +37,9 @@ class Operation:
     errors: tuple[int, ...] = ()
     description: str = ""
     content_type: str = "application/json"
+    # The media type of the refusals it decides, when not that of its answer (a download
+    # whose failures are pages).
+    error_content_type: str | None = None
 
 
 OPERATIONS: list[Operation] = []
@@ -56,6 +59,7 @@ def operation(
     errors: tuple[int, ...] = (),
     description: str = "",
     content_type: str = "application/json",
+    error_content_type: str | None = None,
 ) -> Callable:
     """Register a view as a validated, documented API operation.
 
@@ -64,7 +68,7 @@ def operation(
     Response, or None (for an empty answer).
     """
     op = Operation(method, rule, summary, tag, body, response, status, auth, errors,
-                   description, content_type)
+                   description, content_type, error_content_type=error_content_type)
     OPERATIONS.append(op)
 
     def decorate(view: Callable) -> Callable:

@@ -24,6 +24,7 @@ def privacy_signals() -> dict:
     }
 
 
-def consent_context() -> dict:
-    """`client_context()` with the privacy signals, for the privacy service."""
-    return {**client_context(), **privacy_signals()}
+def consent_context(via: str = "api") -> dict:
+    """`client_context()` with the privacy signals, for the privacy service; `via` says
+    whether a program (`api`) or a person on the web site (`web`) made the choice."""
+    return {**client_context(), **privacy_signals(), "via": via}

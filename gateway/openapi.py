@@ -122,12 +122,13 @@ def _responses(op: Operation) -> dict[str, Any]:
 
 
 def _error_for(op: Operation, code: int) -> dict[str, Any]:
-    if op.content_type == "application/json":
+    refusals = op.error_content_type or op.content_type
+    if refusals == "application/json":
         return {"$ref": f"#/components/responses/{code}"}
     # A page answers the refusals it decides as a page; the gateway's own (405, 413, 500)
     # stay JSON. Both are documented, so a client knows what may come back.
     response = _error_response(code)
-    response["content"][op.content_type] = {"schema": {"type": "string"}}
+    response["content"][refusals] = {"schema": {"type": "string"}}
     return response
 
 

@@ -8,9 +8,8 @@ gateway never parses, re-encodes or even looks at the JSON.
 from __future__ import annotations
 
 import base64
-import html
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g, redirect, request
 
 from gateway.api import operation
 from gateway.auth import current_user_id
@@ -26,13 +25,9 @@ from services.billing.schemas import (
 
 bp = Blueprint("billing", __name__)
 
-RETURN_MESSAGES = {
-    "success": ("Thank you",
-                "Your payment is being confirmed. Your plan changes as soon as Stripe tells "
-                "us the subscription is active, usually within seconds."),
-    "canceled": ("Checkout canceled", "Nothing was charged and your plan is unchanged."),
-}
-DEFAULT_MESSAGE = ("Billing", "See your plan at GET /api/v1/billing.")
+# Checkout's return addresses before the site had billing pages; sessions and mails made
+# then still point here.
+RETURN_PAGES = {"success": "/app/billing/success", "canceled": "/app/billing/cancel"}
 
 
 @operation(bp, "GET", "/api/v1/billing", summary="Your plan, its status and renewal date",
@@ -74,15 +69,10 @@ def stripe_webhook() -> dict:
     return call("billing", "receive_webhook", payload, signature)
 
 
-@operation(bp, "GET", "/billing", summary="Where Stripe sends the browser back", tag="billing",
-           auth=False, content_type="text/html",
-           description="A plain page after checkout (?checkout=success or canceled) or the "
-                       "portal. It shows no personal data and grants nothing.")
+@operation(bp, "GET", "/billing", summary="Where older Stripe sessions send the browser back",
+           tag="billing", auth=False, content_type="text/html", status=303,
+           description="Sends the browser on to the site's billing pages (?checkout=success "
+                       "or canceled: the return pages of Checkout). It grants nothing.")
 def billing_return() -> Response:
-    title, text = RETURN_MESSAGES.get(request.args.get("checkout", ""), DEFAULT_MESSAGE)
-    page = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)} · Just in Case</title></head>"
-        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>"
-    )
-    return Response(page, mimetype="text/html")
+    target = RETURN_PAGES.get(request.args.get("checkout", ""), "/app/billing")
+    return redirect(target, 303)

@@ -13,14 +13,16 @@ from flask import Blueprint, Response, g
 
 from gateway.api import operation
 from gateway.auth import current_user_id
-from gateway.clients import consent_context
+from gateway.clients import client_context, consent_context
 from gateway.errors import ApiError
 from gateway.remote import call
 from services.privacy.schemas import (
     DUE_AFTER,
     CloseAccount,
+    ConsentReceiptList,
     ConsentUpdate,
     ConsentView,
+    ErasureProgressQuery,
     ExportDocument,
     NewPrivacyRequest,
     PrivacyRequestCreated,
@@ -64,6 +66,15 @@ def put_consent(body: ConsentUpdate) -> dict:
     return call("privacy", "update_consent", current_user_id(), changes, consent_context())
 
 
+@operation(bp, "GET", "/api/v1/privacy/consent/receipts", summary="The proof of your choices",
+           tag="privacy", response=ConsentReceiptList,
+           description="Every consent receipt we keep about you, oldest first: what changed, "
+                       "when, how (signup, web, api, gpc, dnt, unsubscribe_link), the policy "
+                       "version shown and the SHA-256 of its text, your network and browser.")
+def list_receipts() -> dict:
+    return call("privacy", "list_receipts", current_user_id())
+
+
 @operation(bp, "POST", "/api/v1/privacy/requests", summary="Ask for an export or an erasure",
            tag="privacy", body=NewPrivacyRequest, response=PrivacyRequestCreated, status=202,
            errors=(403, 429),
@@ -72,7 +83,9 @@ def put_consent(body: ConsentUpdate) -> dict:
                        "ready). `erasure`: erase your account and everything about you, "
                        "from every service (needs your `password`; 403 if it is wrong). "
                        f"Due within {DUE_AFTER.days} days. An open request of the same type "
-                       "is answered again rather than duplicated.")
+                       "is answered again rather than duplicated. A new erasure answers a "
+                       "`progress_token`, the one way to follow it once the account is "
+                       "closed.")
 def create_request(body: NewPrivacyRequest) -> dict:
     return call("privacy", "create_request", current_user_id(), g.user["email"],
                 body.model_dump(mode="json"), consent_context())
@@ -88,6 +101,18 @@ def close_account(body: CloseAccount) -> dict:
     request = {"type": "erasure", "password": body.password}
     return call("privacy", "create_request", current_user_id(), g.user["email"], request,
                 consent_context())
+
+
+@operation(bp, "POST", "/api/v1/privacy/erasures/<request_id>/progress",
+           summary="Where an erasure stands, after the account closed", tag="privacy",
+           auth=False, body=ErasureProgressQuery, response=PrivacyRequestView, errors=(429,),
+           description="Your account closes as soon as you ask for its erasure, so no "
+                       "session can follow it: send the `progress_token` the request was "
+                       "created with (in the body, so it never sits in a URL). Answers the "
+                       "request's status and each service's part. 404 for a wrong token.")
+def erasure_progress(body: ErasureProgressQuery, request_id: str) -> dict:
+    return call("privacy", "erasure_progress", _checked(request_id), body.token,
+                client_context())
 
 
 @operation(bp, "GET", "/api/v1/privacy/requests", summary="Your privacy requests",
@@ -112,6 +137,11 @@ def get_request(request_id: str) -> dict:
 def download_export(request_id: str) -> Response:
     document = call("privacy", "download_export", current_user_id(), _checked(request_id),
                     timeout=DOWNLOAD_TIMEOUT)
+    return export_file(document, request_id)
+
+
+def export_file(document: dict, request_id: str) -> Response:
+    """A finished export as the JSON file a browser saves (the API's and the site's)."""
     response = Response(json.dumps(document, ensure_ascii=False, indent=1),
                         mimetype="application/json")
     response.headers["Content-Disposition"] = (

@@ -1,48 +1,38 @@
-"""`GET /r/<token>`: a released message, read by its recipient in the browser.
+"""`GET /r/<token>`: a released message, read by its recipient in the browser, and kept
+(`/r/<token>/letter.txt`, `/r/<token>/letter.eml`).
 
-The link in a release mail opens one message for one recipient, as a plain page: no
-script, no external resource, escaped text, a CSP that allows nothing but its own inline
-style (by hash), no referrer, no caching, no indexing. Reading changes nothing and may be
-repeated; the vault limits reads per client. Every failure is a page too, never JSON.
+The link in a release mail opens one message for one recipient, in the site's look: who
+wrote and when, the text (escaped), a print stylesheet, the two downloads, and what
+happens to the link. Nothing tracks the reader: no cookie, no third party, no referrer,
+no caching, no indexing; the one script is our own static file behind the "Print"
+button. Reading changes nothing and may be repeated; the vault limits reads per client,
+and answers the same 404 for anything that is not a valid link. A farewell letter that
+is not due yet says when it opens. Every failure is a page too, never JSON.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
-from datetime import datetime
+from collections.abc import Callable
 
-from flask import Blueprint, Response, render_template
-from markupsafe import Markup
+from flask import Blueprint, Response, current_app, render_template
 
 from gateway.api import operation
 from gateway.clients import client_context
 from gateway.errors import ApiError
 from gateway.remote import call
+from gateway.site.letters import day, filename, letter_eml, letter_text
+from gateway.site.timefmt import parse_time
+from shared.config import SETTINGS_CONFIG_KEY
 from shared.errors import ServiceError
 
 bp = Blueprint("released", __name__)
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{20,128}")
 
-STYLE = (
-    "body{margin:0;background:#f6f5f2;color:#1d1d1b;"
-    "font:1.05rem/1.6 Georgia,'Times New Roman',serif}"
-    "main{max-width:40rem;margin:0 auto;padding:2.5rem 1.25rem}"
-    "h1{font-size:1.6rem;line-height:1.3;margin:.5rem 0}"
-    ".from,.when,footer{font-family:system-ui,sans-serif;font-size:.9rem;color:#55554f}"
-    "article{white-space:pre-wrap;overflow-wrap:anywhere;margin:2rem 0;padding:1.5rem;"
-    "background:#fff;border:1px solid #e2e0da;border-radius:6px}"
-    "footer{border-top:1px solid #e2e0da;margin-top:2rem;padding-top:1rem}"
-)
-# Our own constant, inserted verbatim: escaping would change the bytes the CSP hash covers.
-STYLE_MARKUP = Markup(STYLE)  # noqa: S704
-_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-PAGE_CSP = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'none'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
+# Our stylesheets and the print button's script; nothing else, and no form at all.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 FAILURES = {
     404: ("This link does not open any message",
@@ -55,41 +45,91 @@ FAILURES = {
 UNAVAILABLE = ("The message cannot be shown right now",
                "Something on our side is not answering. Nothing is lost: please try the same "
                "link again in a few minutes.")
+NOT_YET = "not_yet_released"
 
 
 @operation(bp, "GET", "/r/<token>", summary="Read a released message", tag="recipients",
-           auth=False, content_type="text/html", errors=(404, 429, 500, 503, 504),
+           auth=False, content_type="text/html", errors=(404, 409, 429, 500, 503, 504),
            description="The page a release mail links to: the message, for its recipient. "
+                       "409 for a farewell letter that is not due yet (the page says when). "
                        "Every answer, errors included, is an HTML page.")
 def read_released(token: str) -> Response:
+    return _opened(token, lambda message: _page(render_template(
+        "site/letter.html", message=message,
+        written_on=day(parse_time(message["written_at"])),
+        released_on=day(parse_time(message["released_at"]))), 200))
+
+
+@operation(bp, "GET", "/r/<token>/letter.txt", summary="Keep a released message as text",
+           tag="recipients", auth=False, content_type="text/plain",
+           error_content_type="text/html", errors=(404, 409, 429, 500, 503, 504),
+           description="The message as a plain text file (a download); failures are pages.")
+def download_text(token: str) -> Response:
+    return _opened(token, lambda message: _download(
+        letter_text(message).encode(), "text/plain; charset=utf-8",
+        filename(message["subject"], "txt")))
+
+
+@operation(bp, "GET", "/r/<token>/letter.eml", summary="Keep a released message as an email",
+           tag="recipients", auth=False, content_type="message/rfc822",
+           error_content_type="text/html", errors=(404, 409, 429, 500, 503, 504),
+           description="The message as an .eml file any mail program opens; failures are "
+                       "pages.")
+def download_eml(token: str) -> Response:
+    mail_from = current_app.config[SETTINGS_CONFIG_KEY].mail_from
+    return _opened(token, lambda message: _download(
+        letter_eml(message, mail_from), "message/rfc822", filename(message["subject"], "eml")))
+
+
+def _opened(token: str, answer: Callable[[dict], Response]) -> Response:
+    """`answer` to the message this link opens, or the page that says why it opens none."""
     if not TOKEN_PATTERN.fullmatch(token):
         return _failure(404)
     try:
         message = call("vault", "read_released", token, client_context())
     except ServiceError as exc:
-        retry_after = (exc.details or {}).get("retry_after_seconds")
-        return _failure(exc.status, retry_after)
+        if exc.code == NOT_YET:
+            return _not_yet(exc.details.get("opens_at"))
+        return _failure(exc.status, exc.details.get("retry_after_seconds"))
     except ApiError as exc:
         return _failure(exc.status, exc.headers.get("Retry-After"))
-    released = datetime.fromisoformat(message["released_at"])
-    page = render_template("released_message.html", message=message, style=STYLE_MARKUP,
-                           released_on=released.strftime("%-d %B %Y"))
-    return _page(page, 200)
+    return answer(message)
+
+
+def _not_yet(opens_at: str | None) -> Response:
+    moment = parse_time(opens_at) if opens_at else None
+    when = f"{day(moment)} at {moment:%H:%M} UTC" if moment else "later"
+    page = render_template("site/letter.html", message=None,
+                           heading="This letter is not to be opened yet",
+                           explanation=f"Its author asked for it to be given to you on "
+                                       f"{when}. Come back to this same link then: it "
+                                       "will open the letter.")
+    return _page(page, 409)
 
 
 def _failure(status: int, retry_after: int | str | None = None) -> Response:
     heading, explanation = FAILURES.get(status, UNAVAILABLE)
-    page = render_template("released_message.html", message=None, heading=heading,
-                           explanation=explanation, style=STYLE_MARKUP)
+    page = render_template("site/letter.html", message=None, heading=heading,
+                           explanation=explanation)
     response = _page(page, status if status in FAILURES or status >= 500 else 404)
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
     return response
 
 
+def _download(body: bytes, mimetype: str, name: str) -> Response:
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return _private(response)
+
+
 def _page(html: str, status: int) -> Response:
     response = Response(html, status=status, mimetype="text/html")
     response.headers["Content-Security-Policy"] = PAGE_CSP
+    return _private(response)
+
+
+def _private(response: Response) -> Response:
     response.headers["X-Robots-Tag"] = "noindex, nofollow, noarchive"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"

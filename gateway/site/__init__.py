@@ -1,10 +1,12 @@
-"""The web site for senders: server-rendered pages over the same service RPCs as the API.
+"""The web site: server-rendered pages over the same service RPCs as the API.
 
 Each page calls the services exactly as the API route beside it does; the rules stay in
-the services. Pages work without JavaScript (the one static script only fills in the
-browser's time zone), every form carries a CSRF token (Flask-WTF), and the session is
-the API's own opaque token in an HttpOnly cookie (`gateway/site/cookies.py`). The bearer
-API never reads that cookie.
+the services. Pages work without JavaScript (the static scripts only fill in the
+browser's time zone, refresh progress pages and work the recipient's "Print" button),
+every form carries a CSRF token (Flask-WTF), and the session is the API's own opaque
+token in an HttpOnly cookie (`gateway/site/cookies.py`). The bearer API never reads that
+cookie. No cookie but the strictly necessary is ever set, and the cookie question is
+asked (and recorded as consent) before any other could be (`gateway/site/consent.py`).
 """
 
 from __future__ import annotations
@@ -17,16 +19,28 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.errors import PAGE_BLUEPRINTS, PAGE_RENDERER, ApiError
 from gateway.pages import sentence
-from gateway.site import account, auth, dashboard, messages, public, switches
+from gateway.site import (
+    account,
+    auth,
+    billing,
+    consent,
+    dashboard,
+    messages,
+    privacy,
+    public,
+    switches,
+)
 from gateway.site.cookies import cookie_policy
 from gateway.site.pages import problem_page
 from gateway.site.session import POLICY_KEY, drop_stale_cookie
+from gateway.site.timefmt import in_years
 from shared.config import Settings
 from shared.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (public.bp, auth.bp, dashboard.bp, messages.bp, switches.bp, account.bp)
+BLUEPRINTS = (public.bp, auth.bp, dashboard.bp, messages.bp, switches.bp, account.bp,
+              consent.bp, privacy.bp, billing.bp)
 SITE_NAMES = frozenset(bp.name for bp in BLUEPRINTS)
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -72,9 +86,12 @@ def init_site(app: Flask, settings: Settings) -> None:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.before_request(_check_csrf)
+    consent.init_banner(app)
     app.after_request(drop_stale_cookie)
     app.extensions[PAGE_RENDERER] = error_page
     app.extensions[PAGE_BLUEPRINTS] = SITE_NAMES
+    # What an erasure keeps for tax law, and for how long, as the configuration says.
+    app.jinja_env.globals["invoice_keeping"] = in_years(settings.retention_invoice_days)
 
 
 def _check_csrf() -> None:

@@ -1,5 +1,6 @@
 """The account page: the address and its verification, the time zone, the password, the
-open sessions ("sign out everywhere") and closing the account (the erasure)."""
+open sessions ("sign out everywhere") and closing the account (the erasure, followed on
+`/erasure` once the account is closed)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gateway.remote import call
 from gateway.site.cookies import forget_session, keep_session
 from gateway.site.forms import FormErrors, refusal, validated
 from gateway.site.pages import render
+from gateway.site.privacy import follow_erasure
 from gateway.site.session import cookies, signed_in
 from gateway.site.timefmt import parse_time, when, zone
 from services.accounts.schemas import PasswordChange, ProfileChanges
@@ -104,11 +106,14 @@ def close() -> Response:
         return render("close.html", 422, errors=FormErrors(
             {"password": "Please type your password to confirm."}))
     try:
-        call("privacy", "create_request", g.user["id"], g.user["email"],
-             {"type": "erasure", "password": password}, consent_context())
+        created = call("privacy", "create_request", g.user["id"], g.user["email"],
+                       {"type": "erasure", "password": password}, consent_context("web"))
     except (ServiceError, ApiError) as exc:
         return render("close.html", exc.status, errors=refusal(exc, "password"))
     g.user = None
-    response = render("closed.html", message=CLOSED)
+    if follow_erasure(created):
+        response = redirect(url_for("site_privacy.erasure_page"), 303)
+    else:
+        response = render("closed.html", message=CLOSED)
     forget_session(response, cookies())
     return response

@@ -15,9 +15,10 @@ from flask import Blueprint, Response, current_app, g, redirect, request, url_fo
 from gateway.clients import client_context
 from gateway.errors import ApiError
 from gateway.remote import call
+from gateway.site.consent import signed_up_with
 from gateway.site.cookies import forget_session, keep_session
 from gateway.site.forms import FormErrors, refusal, validated
-from gateway.site.pages import render
+from gateway.site.pages import local_path, render
 from gateway.site.session import cookies, load_user
 from gateway.site.timefmt import parse_time
 from services.accounts.schemas import LogIn, PasswordResetRequest, SignUp, iana_time_zone
@@ -57,7 +58,8 @@ def sign_up() -> Response:
     if errors:
         return _sign_up_form(form, errors, 422)
     try:
-        call("accounts", "sign_up", body.model_dump(mode="json"), client_context())
+        call("accounts", "sign_up", body.model_dump(mode="json"),
+             {**client_context(), **signed_up_with()})
     except (ServiceError, ApiError) as exc:
         return _sign_up_form(form, refusal(exc), exc.status)
     return render("signed_up.html", email=body.email)
@@ -84,9 +86,11 @@ def _date_of_birth(form, errors: FormErrors) -> date | None:
 
 @bp.get("/login")
 def log_in_page() -> Response:
+    after = local_path(request.args.get("next"), url_for("site_dashboard.dashboard"))
     if load_user() is not None:
-        return redirect(url_for("site_dashboard.dashboard"))
-    return render("login.html", form={}, errors=FormErrors())
+        return redirect(after)
+    return render("login.html", form={"next": request.args.get("next", "")},
+                  errors=FormErrors())
 
 
 @bp.post("/login")
@@ -101,7 +105,8 @@ def log_in() -> Response:
     except (ServiceError, ApiError) as exc:
         return render("login.html", exc.status, form=form, errors=refusal(exc))
     _remember_time_zone(session["token"], form.get("time_zone", ""))
-    response = redirect(url_for("site_dashboard.dashboard"), 303)
+    # Back to the page that asked for the log-in (a link in a mail, say): ours only.
+    response = redirect(local_path(form.get("next"), url_for("site_dashboard.dashboard")), 303)
     keep_session(response, cookies(), session["token"], parse_time(session["expires_at"]))
     return response
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Response, current_app, g, redirect, url_for
+from flask import Response, current_app, g, redirect, request, url_for
 
 from gateway.auth import TOKEN_PATTERN
 from gateway.remote import call
@@ -42,7 +42,8 @@ def signed_in(view: Callable[..., Response]) -> Callable[..., Response]:
     @wraps(view)
     def guarded(**params: Any) -> Response:
         if load_user() is None:
-            return redirect(url_for("site_auth.log_in_page"))
+            back = request.path if request.method == "GET" else None
+            return redirect(url_for("site_auth.log_in_page", next=back))
         return view(**params)
 
     return guarded

@@ -57,6 +57,11 @@ def duration(seconds: int) -> str:
     return " and ".join(parts)
 
 
+def in_years(days: int) -> str:
+    """"10 years" for a whole number of years, otherwise "400 days"."""
+    return plural(days // 365, "year") if days % 365 == 0 else plural(days, "day")
+
+
 def days_and_hours(seconds: int) -> tuple[int, int]:
     """A duration split for a form's two fields (what is under an hour is rounded up)."""
     days, rest = divmod(int(seconds), DAY)

@@ -44,6 +44,7 @@ from shared.client import truncate_ip
 from shared.errors import AuthenticationFailed, Forbidden, InvalidInput
 from shared.events import new_event
 from shared.throttle import Limit, hashed_key
+from shared.visitors import is_visitor_token, visitor_consent_id
 
 MAXIMUM_AGE = 130
 TOKEN_BYTES = 32
@@ -166,6 +167,8 @@ class Accounts:
                     "ip_truncated": truncate_ip(client.ip),
                     "user_agent": client.user_agent,
                 },
+                "visitor_consent_id": (visitor_consent_id(client.visitor)
+                                       if is_visitor_token(client.visitor) else None),
             },
             producer="accounts",
             now=self.now,

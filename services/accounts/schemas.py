@@ -114,6 +114,8 @@ class ClientContext(BaseModel):
 
     ip: str | None = None
     user_agent: str | None = Field(None, max_length=512)
+    # The token of the site's cookie-choice cookie, at sign-up (`shared.visitors`).
+    visitor: str | None = Field(None, max_length=128)
 
 
 class VerifyEmail(Strict):

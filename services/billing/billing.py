@@ -194,8 +194,8 @@ class Billing:
             "customer": stripe_customer_id,
             "client_reference_id": user_id,
             "line_items": [{"price": price, "quantity": 1}],
-            "success_url": f"{base}/billing?checkout=success",
-            "cancel_url": f"{base}/billing?checkout=canceled",
+            "success_url": f"{base}/app/billing/success",
+            "cancel_url": f"{base}/app/billing/cancel",
             "expires_at": int(expires_at.timestamp()),
             "metadata": {"user_id": user_id},
             "subscription_data": {"metadata": {"user_id": user_id}},
@@ -243,7 +243,7 @@ class Billing:
         window = int(self.now.timestamp()) // PORTAL_KEY_WINDOW_SECONDS
         session = self.payments.create_portal_session(
             customer_id=customer["stripe_customer_id"],
-            return_url=f"{self.settings.public_url}/billing",
+            return_url=f"{self.settings.public_url}/app/billing",
             idempotency_key=f"jicm-portal-{user_id}-{window}",
         )
         return PortalSession(url=session["url"])

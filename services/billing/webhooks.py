@@ -249,7 +249,7 @@ class Webhooks:
                     "plan": plan.title if plan else "",
                     "invoice_number": invoice.get("number") or "",
                     "next_attempt_at": next_attempt.isoformat() if next_attempt else "",
-                    "billing_url": f"{self.settings.public_url}/billing",
+                    "billing_url": f"{self.settings.public_url}/app/billing",
                 },
             },
             producer="billing",

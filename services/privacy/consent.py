@@ -10,8 +10,9 @@ update that changes the choices and puts `ConsentChanged` in the outbox:
 (`gpc`/`dnt`: the privacy signals the request carried.)
 
 `method` is how the choice was made: `signup` (the policy accepted with the account),
-`api` (a signed-in request), `gpc` / `dnt` (a browser's privacy signal), or
-`unsubscribe_link` (the link in a marketing mail).
+`api` (a program's signed-in request), `web` (a person on the web site, signed in or
+not: `visitors.py`), `gpc` / `dnt` (a browser's privacy signal), or `unsubscribe_link`
+(the link in a marketing mail).
 
 A Global Privacy Control (`Sec-GPC: 1`) or Do Not Track (`DNT: 1`) signal on any consent
 request, reading or writing, is honoured as an opt-out of sale and sharing and of
@@ -32,6 +33,7 @@ from services.privacy.schemas import (
     CHANNELS,
     COOKIE_CATEGORIES,
     ClientContext,
+    ConsentReceiptList,
     ConsentUpdate,
     ConsentView,
 )
@@ -110,13 +112,19 @@ class Consents:
             return self.change(user_id, ConsentUpdate.model_construct(), client)
         return _view(doc, client.signal, [])
 
+    def receipts(self, user_id: str) -> ConsentReceiptList:
+        """Every receipt of the user's consent, oldest first: the proof of each choice."""
+        doc = self.repo.consent(user_id) or {}
+        found = sorted(doc.get("receipts", []), key=lambda receipt: receipt["at"])
+        return ConsentReceiptList.model_validate({"receipts": found})
+
     # Changing -----------------------------------------------------------------------------
 
     def change(self, user_id: str, update: ConsentUpdate, client: ClientContext) -> ConsentView:
         """Apply the choices asked for (a signal keeps non-essential ones off)."""
         self.repo.throttle.consume(CONSENT_CHANGES_PER_USER, hashed_key(user_id), self.now)
         asked = update.choices() if update.model_fields_set else {}
-        method = client.signal or "api"
+        method = client.signal or client.via
         for _ in range(CAS_ATTEMPTS):
             doc = self.repo.ensure_consent(user_id, default_consent(self.now))
             before = choices_of(doc)
@@ -132,7 +140,7 @@ class Consents:
                                     client.user_agent, self.notice, self.now)
             receipt.update(gpc=client.gpc, dnt=client.dnt)
             written = self.repo.change_consent(doc, fields_of(after), receipt,
-                                               self._changed_event(user_id, after, method),
+                                               self.changed_event(user_id, after, method),
                                                self.now)
             if written is not None:
                 return _view(written, client.signal, kept_off)
@@ -152,7 +160,7 @@ class Consents:
             receipt["source"] = source
             written = self.repo.change_consent(
                 doc, fields_of(after), receipt,
-                self._changed_event(user_id, after, "unsubscribe_link"), self.now)
+                self.changed_event(user_id, after, "unsubscribe_link"), self.now)
             if written is not None:
                 return True
         raise Conflict("consent changed too often while recording an unsubscribe", code="busy")
@@ -200,7 +208,8 @@ class Consents:
             "user_agent": user_agent,
         }
 
-    def _changed_event(self, user_id: str, choices: dict[str, bool], method: str) -> dict:
+    def changed_event(self, user_id: str, choices: dict[str, bool], method: str) -> dict:
+        """`ConsentChanged` with the user's choices as they are after the change."""
         return new_event(
             "ConsentChanged",
             {

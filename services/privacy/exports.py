@@ -183,7 +183,8 @@ class Exports:
         if not account.get("email"):
             log.warning("export %s: no address to tell that it is ready", claimed["_id"])
             return None
-        link = f"{self.settings.public_url}/api/v1/privacy/requests/{claimed['_id']}/download"
+        # The privacy centre on the site: signed in, the download is one button there.
+        link = f"{self.settings.public_url}/app/privacy"
         return new_event(
             "MailRequested",
             {"kind": "privacy_export_ready", "reference": f"{claimed['_id']}:ready",

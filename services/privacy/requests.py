@@ -10,11 +10,19 @@ your request" mail) in one write; then accounts closes the account at once, so n
 of the person works any longer while the services erase their parts. The address the
 final receipt goes to is kept on the request until that receipt is queued, then dropped.
 A person has at most one open request of each type: asking again answers the open one.
+
+Since the account closes at once, the person who asked follows their erasure with a
+progress token instead of a session: handed out once, with the new request, and kept only
+as its SHA-256 (`progress`). It opens that request's status and nothing else, for as long
+as the finished request is kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +57,9 @@ log = logging.getLogger(__name__)
 PRODUCER = "privacy"
 REQUESTS_PER_USER = Limit("privacy-request-user", count=10, window_seconds=3600)
 REQUESTS_PER_CLIENT = Limit("privacy-request-client", count=30, window_seconds=3600)
+# A progress page polls every few seconds; this only stops guessing.
+PROGRESS_READS_PER_CLIENT = Limit("erasure-progress-client", count=1200, window_seconds=3600)
+PROGRESS_TOKEN_BYTES = 32
 # Retention erasures get an id derived from the user: asking twice finds the first one.
 RETENTION_NAMESPACE = uuid.UUID("c5d0b1f6-2a9e-4d53-8f11-7b3e6c0a4d92")
 
@@ -103,9 +114,14 @@ def view(doc: dict[str, Any], now: datetime, public_url: str) -> PrivacyRequestV
     )
 
 
-def created(doc: dict[str, Any]) -> PrivacyRequestCreated:
+def created(doc: dict[str, Any], progress_token: str | None = None) -> PrivacyRequestCreated:
     return PrivacyRequestCreated(id=doc["_id"], type=doc["type"], status=doc["status"],
-                                 due_at=doc["due_at"])
+                                 due_at=doc["due_at"], progress_token=progress_token)
+
+
+def token_hash(token: str) -> str:
+    """Progress tokens are kept only as their SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Requests:
@@ -133,7 +149,12 @@ class Requests:
         if not self.accounts.verify_password(user_id, new.password):
             raise Forbidden("the password is not correct; an erasure needs your password",
                             code="password_incorrect", details={"field": "password"})
-        return created(self.start_erasure(user_id, email, reason="user", requested_by="user"))
+        token = secrets.token_urlsafe(PROGRESS_TOKEN_BYTES)
+        doc = self.start_erasure(user_id, email, reason="user", requested_by="user",
+                                 progress_token=token)
+        # Only the request made just now carries this token; an open one keeps its own.
+        fresh = hmac.compare_digest(doc.get("progress_token_hash", ""), token_hash(token))
+        return created(doc, token if fresh else None)
 
     def start_export(self, user_id: str) -> dict[str, Any]:
         open_request = self.repo.open_request(user_id, EXPORT)
@@ -148,13 +169,16 @@ class Requests:
         return doc
 
     def start_erasure(self, user_id: str, email: str, *, reason: str, requested_by: str,
-                      request_id: str | None = None) -> dict[str, Any]:
+                      request_id: str | None = None,
+                      progress_token: str | None = None) -> dict[str, Any]:
         """Start the erasure saga (or answer the open erasure of this user)."""
         open_request = self.repo.open_request(user_id, ERASURE)
         if open_request is not None:
             return open_request
         doc = self._new_request(request_id or str(uuid.uuid4()), ERASURE, user_id, reason,
                                 requested_by, self.settings.erasing_services)
+        if progress_token is not None:
+            doc["progress_token_hash"] = token_hash(progress_token)
         events = [new_event("ErasureRequested",
                             {"request_id": doc["_id"], "user_id": user_id, "reason": reason,
                              "email": email},
@@ -228,6 +252,19 @@ class Requests:
 
     def get(self, user_id: str, request_id: str) -> PrivacyRequestView:
         return view(self.owned(user_id, request_id), self.now, self.settings.public_url)
+
+    def progress(self, request_id: str, token: str, client: ClientContext) -> PrivacyRequestView:
+        """An erasure's status for whoever holds its progress token (the same 404 for a
+        wrong token, another request, or none at all)."""
+        if client.ip:
+            self.repo.throttle.consume(PROGRESS_READS_PER_CLIENT, hashed_key(client.ip),
+                                       self.now)
+        doc = self.repo.request(request_id)
+        stored = (doc or {}).get("progress_token_hash", "")
+        if not stored or not hmac.compare_digest(stored, token_hash(token)):
+            raise NotFound("no erasure has this id and progress token",
+                           code="request_not_found")
+        return view(doc, self.now, self.settings.public_url)
 
     def owned(self, user_id: str, request_id: str) -> dict[str, Any]:
         doc = self.repo.request_of(user_id, request_id)

@@ -18,6 +18,8 @@ RequestType = Literal["export", "erasure"]
 RequestStatus = Literal["pending", "in_progress", "complete", "error"]
 PartStatus = Literal["pending", "done", "waiting", "error"]
 Signal = Literal["gpc", "dnt"]
+# Where a choice was made: a program through the API, or a person on the web site.
+Via = Literal["api", "web"]
 
 # A request is due this long after it was made: stricter than GDPR's month and CCPA's 45 days
 # (requests.py sets `due_at`).
@@ -125,12 +127,54 @@ class ClientContext(BaseModel):
     user_agent: str | None = Field(None, max_length=512)
     gpc: bool = False
     dnt: bool = False
+    via: Via = "api"
 
     @property
     def signal(self) -> Signal | None:
         if self.gpc:
             return "gpc"
         return "dnt" if self.dnt else None
+
+
+class ReceiptChange(BaseModel):
+    purpose: str = Field(description="`marketing.<channel>`, `cookies.<category>` or `policy`")
+    choice: bool | str = Field(description="on or off; for `policy`, the version accepted")
+
+
+class ConsentReceipt(BaseModel):
+    """The proof of one change of your choices, exactly as it was recorded."""
+
+    id: str
+    at: AwareDatetime
+    method: str = Field(description="signup, web, api, gpc, dnt or unsubscribe_link")
+    changes: list[ReceiptChange]
+    notice_version: str | None
+    notice_sha256: str | None = Field(description="SHA-256 of the notice's text then")
+    ip_truncated: str | None = Field(None, description="your network (/24 or /48), "
+                                                       "never your address")
+    user_agent: str | None = None
+    gpc: bool | None = None
+    dnt: bool | None = None
+
+
+class ConsentReceiptList(BaseModel):
+    receipts: list[ConsentReceipt] = Field(description="oldest first")
+
+
+class VisitorCookieChoice(Strict):
+    """A visitor's answer to the cookie question: every category, yes or no."""
+
+    analytics: bool
+    marketing: bool
+
+
+class VisitorConsentView(BaseModel):
+    """A visitor's cookie choice as recorded, and what this request's signal did."""
+
+    cookies: CookieChoices
+    signal: Signal | None = None
+    kept_off: list[str] = Field(default_factory=list)
+    expires_at: AwareDatetime = Field(description="the choice is asked again after this")
 
 
 # Data subject requests ---------------------------------------------------------------------
@@ -164,6 +208,15 @@ class PrivacyRequestCreated(BaseModel):
     type: RequestType
     status: RequestStatus
     due_at: AwareDatetime = Field(description="we answer by then at the latest (30 days)")
+    progress_token: str | None = Field(
+        None, description="for an erasure you asked for, once: your account closes at once, "
+                          "so this token is what shows the erasure's progress afterwards "
+                          "(POST /api/v1/privacy/erasures/{id}/progress). Keep it secret.")
+
+
+class ErasureProgressQuery(Strict):
+    token: str = Field(min_length=20, max_length=128,
+                       description="the progress_token the erasure was created with")
 
 
 class ServicePart(BaseModel):

@@ -3,12 +3,18 @@
 
 RPC methods (answers are JSON-ready dicts):
 - `get_consent(user_id, client)`, `update_consent(user_id, changes, client)`: consent;
+- `list_receipts(user_id)`: every consent receipt of the user, oldest first;
+- `choose_visitor_cookies(visitor_token, choices, client)`: the cookie choice of a visitor
+  who is not signed in (`visitors.py`);
 - `create_request(user_id, email, request, client)`: an export or an erasure;
 - `list_requests(user_id)`, `get_request(user_id, request_id)`, `download_export(...)`;
+- `erasure_progress(request_id, token, client)`: an erasure's status for the holder of
+  its progress token (the account is closed by then);
 - `export_user(user_id)`: privacy's own part of an export (every service has one);
 - `erase_child(email_or_user_id)`: operators only (`jicm privacy mark-child`).
 
-Events consumed: `UserRegistered` (the policy accepted at sign-up), `Unsubscribed` (a
+Events consumed: `UserRegistered` (the policy accepted at sign-up, and the cookie choice
+made before it), `Unsubscribed` (a
 consent receipt for delivery's unsubscribe link), `AccountExpired` (accounts' retention:
 erase), `ErasureRequested` (its own part), `ErasureCompleted` (the saga's progress).
 Produced: `ConsentChanged`, `ErasureRequested`, `ErasureCompleted`, `MailRequested`.
@@ -20,6 +26,7 @@ from datetime import timedelta
 
 from nameko.rpc import rpc
 from nameko.timer import timer
+from pydantic import ValidationError
 
 from services.privacy.consent import Consents
 from services.privacy.dependencies import Services
@@ -28,11 +35,17 @@ from services.privacy.exports import Exports, ExportSettings, privacy_part
 from services.privacy.notices import current_notice
 from services.privacy.requests import Requests, RequestSettings, retention_request_id
 from services.privacy.saga import Saga, erase_privacy_part
-from services.privacy.schemas import ClientContext, ConsentUpdate, NewPrivacyRequest
+from services.privacy.schemas import (
+    ClientContext,
+    ConsentUpdate,
+    NewPrivacyRequest,
+    VisitorCookieChoice,
+)
 from services.privacy.storage import CONSENTS, INDEXES, REQUESTS, PrivacyRepository
+from services.privacy.visitors import VisitorConsents
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
-from shared.errors import ServiceError
+from shared.errors import InvalidInput, ServiceError
 from shared.events import Event, OutboxRelay, event_handler
 from shared.events.topology import ERASING_SERVICES
 from shared.health import health_report
@@ -114,13 +127,32 @@ class PrivacyService:
                                        ClientContext.model_validate(client))
         return view.model_dump(mode="json")
 
+    @rpc(expected_exceptions=ServiceError)
+    def list_receipts(self, user_id: str) -> dict:
+        return self._consents().receipts(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def choose_visitor_cookies(self, visitor_token: str, choices: dict, client: dict) -> dict:
+        try:
+            answer = VisitorCookieChoice.model_validate(choices)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]
+            raise InvalidInput(f"choices: {problem['msg']}", code="invalid_cookie_choice",
+                               details={"field": "choices"}) from None
+        view = VisitorConsents(self._consents()).choose(
+            visitor_token, answer.model_dump(), ClientContext.model_validate(client))
+        return view.model_dump(mode="json")
+
     @event_handler("UserRegistered")
     def on_user_registered(self, event: Event) -> None:
         data = event.data
         if self._erased(data.user_id):
             return
-        self._consents().signed_up(data.user_id, data.policy_version, data.client.ip_truncated,
-                                   data.client.user_agent, event.event_id, event.occurred_at)
+        consents = self._consents()
+        consents.signed_up(data.user_id, data.policy_version, data.client.ip_truncated,
+                           data.client.user_agent, event.event_id, event.occurred_at)
+        if data.visitor_consent_id:
+            VisitorConsents(consents).adopt(data.user_id, data.visitor_consent_id)
 
     @event_handler("Unsubscribed")
     def on_unsubscribed(self, event: Event) -> None:
@@ -150,6 +182,11 @@ class PrivacyService:
     @rpc(expected_exceptions=ServiceError)
     def get_request(self, user_id: str, request_id: str) -> dict:
         return self._requests().get(user_id, request_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def erasure_progress(self, request_id: str, token: str, client: dict) -> dict:
+        view = self._requests().progress(request_id, token, ClientContext.model_validate(client))
+        return view.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
     def download_export(self, user_id: str, request_id: str) -> dict:

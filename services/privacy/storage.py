@@ -5,6 +5,9 @@
   append-only list of consent receipts. A change, its receipt and its `ConsentChanged` event
   are one conditional update: a receipt can never exist for a change that did not happen,
   nor a change without its receipt.
+- `visitor_consents`: the cookie choice of a visitor not signed in (`visitors.py`), under
+  the SHA-256 of the token their browser keeps, with its receipts; it expires with the
+  cookie, or moves into the account's consent when the visitor signs up.
 - `requests`: data subject requests (export, erasure): status, due date, per-service status,
   and the outbox (`ErasureRequested`, receipts by mail). Exports due for gathering carry
   `next_attempt_at` (indexed). Finished requests are pseudonymised and carry `purge_at`.
@@ -25,6 +28,7 @@ from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
 
 CONSENTS = "consents"
+VISITOR_CONSENTS = "visitor_consents"
 REQUESTS = "requests"
 EXPORT_CHUNKS = "export_chunks"
 LEDGER = "ledger"
@@ -36,6 +40,7 @@ OPEN = (PENDING, IN_PROGRESS, ERROR)
 
 INDEXES: dict[str, list[Index]] = {
     CONSENTS: [],
+    VISITOR_CONSENTS: [Index.on("expires_at", expire_after_seconds=0)],
     REQUESTS: [
         Index.on("user_id", "type", "status"),  # a user's requests, and the open one of a type
         Index.on("next_attempt_at"),  # exports due for gathering
@@ -57,6 +62,7 @@ class PrivacyRepository:
 
     def __init__(self, db: Database) -> None:
         self.consents = db.collection(CONSENTS)
+        self.visitor_consents = db.collection(VISITOR_CONSENTS)
         self.requests = db.collection(REQUESTS)
         self.export_chunks = db.collection(EXPORT_CHUNKS)
         self.ledger = db.collection(LEDGER)
@@ -91,6 +97,45 @@ class PrivacyRepository:
         return strip_outbox(self.consents.update_one(
             {"_id": doc["_id"], "version": doc["version"]},
             {"$set": fields, "$inc": {"version": 1}, "$push": {"receipts": receipt}}))
+
+    def adopt_receipts(self, doc: dict[str, Any], fields: dict[str, Any],
+                       receipts: list[dict], event: dict | None, now: datetime) -> dict | None:
+        """Compare-and-set on `version`: a visitor's choices and receipts join the account
+        (with ConsentChanged when a choice changed), in one write."""
+        update: dict[str, Any] = {"$set": {**fields, "updated_at": now}, "$inc": {"version": 1},
+                                  "$push": {"receipts": {"$each": receipts}}}
+        if event is not None:
+            update = with_event(update, event, now=now)
+        return strip_outbox(self.consents.update_one(
+            {"_id": doc["_id"], "version": doc["version"]}, update))
+
+    # Visitors' cookie choices -----------------------------------------------------------
+
+    def visitor_consent(self, visitor_id: str) -> dict[str, Any] | None:
+        return self.visitor_consents.get(visitor_id)
+
+    def add_visitor_consent(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """The visitor's first choice; None if another request recorded one meanwhile."""
+        try:
+            return self.visitor_consents.insert(doc)
+        except DuplicateKeyError:
+            return None
+
+    def change_visitor_consent(self, doc: dict[str, Any], cookies: dict[str, bool],
+                               receipt: dict | None, now: datetime,
+                               expires_at: datetime) -> dict | None:
+        """Compare-and-set on `version`: the new choice (and its receipt, if it changed
+        anything) and the record's new expiry."""
+        update: dict[str, Any] = {"$set": {"cookies": cookies, "updated_at": now,
+                                           "expires_at": expires_at},
+                                  "$inc": {"version": 1}}
+        if receipt is not None:
+            update["$push"] = {"receipts": receipt}
+        return self.visitor_consents.update_one(
+            {"_id": doc["_id"], "version": doc["version"]}, update)
+
+    def delete_visitor_consent(self, visitor_id: str) -> bool:
+        return self.visitor_consents.delete_one({"_id": visitor_id})
 
     # Requests -------------------------------------------------------------------------
 

@@ -34,7 +34,9 @@ The switch has been handed to delivery entirely once none of its messages is sea
 and every released one has `dispatched_at` (`release_status`).
 
 Reading a released message (delivery's question, or a recipient's read link) opens it
-only once it is released and its release time has come.
+only once it is released and its release time has come. Before that time, a valid read
+link of a farewell letter learns when it opens (and nothing else); any other link is the
+same 404 as one that never existed.
 """
 
 from __future__ import annotations
@@ -49,12 +51,12 @@ from typing import Any, Protocol
 
 from services.vault.crypto import DecryptionFailed
 from services.vault.keys import DataKeys, MissingDataKey, UnknownKek
-from services.vault.records import StoredMessage, SwitchRelease
+from services.vault.records import RELEASED, StoredMessage, SwitchRelease
 from services.vault.scheduler_client import ReleaseRefused
 from services.vault.schemas import ReleasedContent
 from services.vault.sealed_fields import Sealer
 from services.vault.storage import NOTIFIED, REFUSED, RELEASING, VaultRepository
-from shared.errors import Forbidden, NotFound, Unavailable
+from shared.errors import Conflict, Forbidden, NotFound, Unavailable
 from shared.events import new_event
 from shared.events.schemas import CheckInMissed
 from shared.throttle import Limit, hashed_key
@@ -312,11 +314,17 @@ class Release:
             self.repo.throttle.consume(READS_PER_CLIENT, hashed_key(client_ip), self.now)
         lookup = self.repo.read_token(token_hash(token))
         message = self.repo.message(lookup["message_id"]) if lookup else None
-        if lookup is None or message is None or not message.readable_at(self.now):
+        if lookup is None or message is None or message.state != RELEASED:
             raise _unknown_link()
         minted = message.read_tokens.get(lookup["recipient_id"])
         if minted is None or not hmac.compare_digest(minted.hash, lookup["_id"]):
             raise _unknown_link()  # a lookup left by a crashed release: never valid
+        if not message.readable_at(self.now):
+            # A farewell letter before its day: its own link may say when, nothing more.
+            assert message.release_at is not None, "a released message has its release time"
+            opens_at = message.release_at.isoformat().replace("+00:00", "Z")
+            raise Conflict("this letter is not due yet", code="not_yet_released",
+                           details={"opens_at": opens_at})
         return self._content(message, lookup["recipient_id"])
 
     def _content(self, message: StoredMessage, recipient_id: str) -> ReleasedContent:
@@ -332,6 +340,7 @@ class Release:
             body=sealer.open("body", message.body),
             inline=message.inline,
             released_at=message.release_at,
+            written_at=message.updated_at,
         )
 
 

@@ -233,3 +233,4 @@ class ReleasedContent(BaseModel):
     body: str
     inline: bool
     released_at: AwareDatetime
+    written_at: AwareDatetime = Field(description="when its author last wrote or changed it")

@@ -33,6 +33,9 @@ class UserRegistered(EventData):
     email: str
     policy_version: str
     client: ClientInfo = ClientInfo()
+    # The cookie choice the person made on the site before signing up, as privacy files
+    # it (`shared.visitors.visitor_consent_id`): it joins the new account's consent.
+    visitor_consent_id: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class EmailVerified(EventData):

@@ -10,17 +10,21 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
+from deploy.local.supervisor import stripe_standin_url
 from tests.browser.conftest import link_in_mail, log_in, sign_up
 
 pytestmark = pytest.mark.browser
 
 OWNER, STRANGER = "owner@example.org", "stranger@example.org"
-PUBLIC_PAGES = ["/", "/privacy", "/signup", "/login", "/forgot"]
+PUBLIC_PAGES = ["/", "/privacy", "/signup", "/login", "/forgot", "/cookies"]
 APP_PAGES = ["/app", "/app/messages", "/app/messages/new", "/app/account",
-             "/app/account/close"]
+             "/app/account/close", "/app/privacy", "/app/billing/success",
+             "/app/billing/cancel"]
 FORMS = ["/signup", "/login", "/logout", "/forgot", "/app/check-in", "/app/verify/resend",
          "/app/messages/new", "/app/account/time-zone", "/app/account/password",
-         "/app/account/sessions/end", "/app/account/close", "/app/switches/new"]
+         "/app/account/sessions/end", "/app/account/close", "/app/switches/new",
+         "/cookies", "/app/privacy/marketing/email", "/app/privacy/export",
+         "/app/billing/checkout", "/app/billing/portal"]
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +109,16 @@ def test_the_csp_allows_nothing_inline_and_no_other_origin(owner, full_system):
         assert "<script>" not in answer.text and " style=" not in answer.text, path
 
 
+def test_the_billing_page_lets_its_forms_lead_to_the_payment_pages_and_nowhere_else(
+        owner, full_system):
+    cookies = {"jicm_session": owner["cookies"]["jicm_session"]["value"]}
+    answer = requests.get(full_system.url("/app/billing"), cookies=cookies, timeout=10)
+    csp = answer.headers["Content-Security-Policy"]
+    assert f"form-action 'self' {stripe_standin_url(full_system.environ)};" in csp
+    assert "unsafe-inline" not in csp and "default-src 'none'" in csp
+    assert csp.count("http") == 1, "one other origin: the payment pages"
+
+
 def test_no_page_breaks_its_own_policy_in_a_real_browser(browser: Browser, owner,
                                                          full_system):
     # A context without the CSP bypass: any inline style or script would be refused,
@@ -115,7 +129,7 @@ def test_no_page_breaks_its_own_policy_in_a_real_browser(browser: Browser, owner
     refusals: list[str] = []
     page.on("console", lambda message: refusals.append(message.text)
             if "Content Security Policy" in message.text else None)
-    for path in PUBLIC_PAGES + APP_PAGES + [owner["switch"]]:
+    for path in PUBLIC_PAGES + APP_PAGES + ["/app/billing", owner["switch"]]:
         page.goto(path)
         page.wait_for_load_state("load")
     context.close()

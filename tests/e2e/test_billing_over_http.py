@@ -120,9 +120,11 @@ def test_the_upgrade_and_the_downgrade_over_http(billing_system):
 
     paid = requests.post(url + "/pay", allow_redirects=False, timeout=10)
     assert paid.status_code == 303
-    assert paid.headers["Location"] == system.url("/billing?checkout=success")
-    landing = requests.get(paid.headers["Location"], timeout=10)
-    assert landing.status_code == 200 and "being confirmed" in landing.text
+    assert paid.headers["Location"] == system.url("/app/billing/success")
+    # The return page is the signed-in sender's, and grants nothing: the webhook does.
+    landing = requests.get(paid.headers["Location"], allow_redirects=False, timeout=10)
+    assert landing.status_code == 302
+    assert landing.headers["Location"].endswith("/login?next=/app/billing/success")
 
     premium = wait_for(lambda: _with_plan(system, headers, "premium_monthly"), timeout=30,
                        what="the signed checkout.session.completed to raise the plan")

@@ -54,11 +54,22 @@ class FakeServices:
             ("scheduler", "get_switch"): self._get_switch,
             ("vault", "list_messages"): lambda user_id: {"messages": []},
             ("vault", "get_message"): self._get_message,
-            ("billing", "overview"): lambda user_id: {
-                "plan": "free", "entitlements": {"switches": 1, "messages_per_switch": 3,
-                                                 "recipients_per_message": 3,
-                                                 "body_bytes": 10_240}},
+            ("billing", "overview"): lambda user_id: self.overview,
+            ("privacy", "get_consent"): lambda user_id, client: self._consent(client),
+            ("privacy", "update_consent"): self._update_consent,
+            ("privacy", "list_receipts"): lambda user_id: {"receipts": self.receipts},
+            ("privacy", "list_requests"): lambda user_id: {"requests": self.requests},
+            ("privacy", "choose_visitor_cookies"): self._choose_visitor_cookies,
         }
+        self.overview = {
+            "plan": "free", "plan_title": "Free", "status": "none",
+            "entitlements": {"switches": 1, "messages_per_switch": 3,
+                             "recipients_per_message": 3, "body_bytes": 10_240},
+            "renews_at": None, "ends_at": None, "can_manage": False}
+        self.marketing = dict.fromkeys(("email", "postal", "phone", "sms"), False)
+        self.cookies = {"analytics": False, "marketing": False}
+        self.receipts: list[dict] = []
+        self.requests: list[dict] = []
 
     def answer(self, service: str, method: str, handler: Callable[..., Any]) -> None:
         self.handlers[(service, method)] = handler
@@ -87,6 +98,36 @@ class FakeServices:
                 return found
         raise NotFound("there is no such switch", code="switch_not_found")
 
+    def _consent(self, client: dict, kept_off: list | None = None) -> dict:
+        signal = "gpc" if client.get("gpc") else ("dnt" if client.get("dnt") else None)
+        return {"marketing": dict(self.marketing), "cookies": dict(self.cookies),
+                "policy_version": "2024-04-29", "policy_accepted_at": iso(NOW),
+                "sale_and_sharing": "opted_out", "signal": signal,
+                "kept_off": kept_off or [], "updated_at": iso(NOW)}
+
+    def _update_consent(self, user_id: str, changes: dict, client: dict) -> dict:
+        """Privacy's rule, as far as the pages need it: a signal keeps everything off."""
+        signal = client.get("gpc") or client.get("dnt")
+        kept_off = []
+        for group, store in (("marketing", self.marketing), ("cookies", self.cookies)):
+            for name, wanted in changes.get(group, {}).items():
+                if wanted and signal:
+                    kept_off.append(f"{group}.{name}")
+                store[name] = wanted and not signal
+                self.receipts.append({
+                    "id": f"r{len(self.receipts)}", "at": iso(NOW),
+                    "method": "gpc" if signal else client.get("via", "api"),
+                    "changes": [{"purpose": f"{group}.{name}", "choice": store[name]}],
+                    "notice_version": "2024-04-29", "notice_sha256": "ab" * 32,
+                    "ip_truncated": "127.0.0.0/24", "user_agent": None})
+        return self._consent(client, kept_off)
+
+    def _choose_visitor_cookies(self, token: str, choices: dict, client: dict) -> dict:
+        signal = client.get("gpc") or client.get("dnt")
+        kept = {name: bool(on) and not signal for name, on in choices.items()}
+        return {"cookies": kept, "signal": "gpc" if client.get("gpc") else None,
+                "kept_off": [], "expires_at": iso(NOW + timedelta(days=180))}
+
     def _get_message(self, user_id: str, message_id: str) -> dict:
         if message_id != MESSAGE_ID:
             raise NotFound(f"you have no message {message_id}", code="message_not_found")
@@ -97,9 +138,10 @@ class FakeServices:
                 "recipients": [{"id": "r1", "name": "Grace", "email": "grace@example.org"}]}
 
 
-def site_app(tmp_path, world: FakeServices, public_url: str = "http://127.0.0.1:8000"):
+def site_app(tmp_path, world: FakeServices, public_url: str = "http://127.0.0.1:8000",
+             **environ: str):
     settings = load_settings({"JICM_ENV": "test", "JICM_DATA_DIR": str(tmp_path / "data"),
-                              "JICM_PUBLIC_URL": public_url})
+                              "JICM_PUBLIC_URL": public_url, **environ})
     return create_app(settings, rpc=world)
 
 

@@ -87,6 +87,18 @@ def test_it_signs_up_an_adult_and_announces_the_registration(accounts, repo):
     assert event.data.client.ip_truncated == "203.0.113.0/24"
 
 
+def test_a_cookie_choice_made_before_signing_up_is_named_by_its_hash_only(accounts, repo):
+    token = "v" * 32
+    client = ClientContext(ip="203.0.113.9", visitor=token)
+    account = sign_up(accounts, client=client)
+    event = parse_event(repo.users.get(account.id)["outbox"][0])
+    assert event.data.visitor_consent_id == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in str(repo.users.get(account.id))
+    other = sign_up(accounts, email="bob@example.org",
+                    client=ClientContext(ip="203.0.113.9", visitor="not a token"))
+    assert parse_event(repo.users.get(other.id)["outbox"][0]).data.visitor_consent_id is None
+
+
 def test_it_keeps_no_date_of_birth(accounts, repo):
     account = sign_up(accounts)
     assert "1990" not in str(repo.users.get(account.id))

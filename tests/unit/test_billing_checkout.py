@@ -37,7 +37,7 @@ def test_a_checkout_creates_one_customer_and_one_session_and_hands_the_same_one_
     session = world.standin.state["checkout_sessions"][session_id(first.url)]
     assert session["client_reference_id"] == USER
     assert session["mode"] == "subscription"
-    assert session["success_url"] == f"{world.settings.public_url}/billing?checkout=success"
+    assert session["success_url"] == f"{world.settings.public_url}/app/billing/success"
     [customer] = world.standin.state["customers"].values()
     assert customer["email"] == EMAIL and customer["metadata"] == {"user_id": USER}
 

@@ -237,7 +237,7 @@ def test_a_failed_payment_mails_the_user_once_and_keeps_the_plan_while_stripe_re
     assert mail.user_id == USER
     assert mail.reference == f"{invoice['id']}:1"
     assert mail.context["amount"] == "4.00 EUR"
-    assert mail.context["billing_url"] == f"{world.settings.public_url}/billing"
+    assert mail.context["billing_url"] == f"{world.settings.public_url}/app/billing"
     limits = world.billing().entitlements(USER)
     assert (limits.plan, limits.status) == ("premium_monthly", "past_due")
 

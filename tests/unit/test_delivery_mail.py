@@ -33,7 +33,7 @@ SAMPLES: dict[tuple[str, str], dict[str, str]] = {
     ("privacy_export_ready", ""): {"link": f"{PUBLIC}/export", "expires_at": "tomorrow"},
     ("privacy_erasure_received", ""): {"due_at": "Friday 3 May 2030"},
     ("privacy_erasure_completed", ""): {},
-    ("payment_failed", ""): {"billing_url": f"{PUBLIC}/billing", "amount": "€4.00",
+    ("payment_failed", ""): {"billing_url": f"{PUBLIC}/app/billing", "amount": "€4.00",
                              "plan": "Premium", "invoice_number": "INV-7",
                              "next_attempt_at": "2030-05-04T10:00:00+00:00"},
     ("product_news", ""): {"headline": "Pausing is here", "body": "Going on holiday?"},

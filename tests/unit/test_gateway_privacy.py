@@ -119,3 +119,40 @@ def test_privacy_does_not_start_without_the_published_text_of_the_policy_version
         current_notice("2031-01-01")
     with pytest.raises(ConfigError):
         current_notice("../../etc/passwd")
+
+
+def test_the_api_lists_the_receipts_that_prove_ones_choices(client, rpc):
+    rpc.answers[("privacy", "list_receipts")] = {"receipts": [{
+        "id": "r1", "at": "2030-01-01T00:00:00Z", "method": "api",
+        "changes": [{"purpose": "marketing.email", "choice": True}],
+        "notice_version": "2024-04-29", "notice_sha256": "ab" * 32,
+        "ip_truncated": "203.0.113.0/24", "user_agent": "curl"}]}
+    answer = client.get("/api/v1/privacy/consent/receipts", headers=BEARER)
+    assert answer.status_code == 200
+    assert answer.get_json()["receipts"][0]["changes"] == [
+        {"purpose": "marketing.email", "choice": True}]
+    assert rpc.to("list_receipts") == [("user-1",)]
+    assert client.get("/api/v1/privacy/consent/receipts").status_code == 401
+
+
+def test_an_erasure_is_followed_with_its_progress_token_and_no_session(client, rpc):
+    rpc.answers[("privacy", "erasure_progress")] = {
+        "id": "req-1", "type": "erasure", "status": "in_progress",
+        "created_at": "2030-01-01T00:00:00Z", "due_at": "2030-01-31T00:00:00Z",
+        "overdue": False, "services": {"vault": {"status": "done"}}}
+    answer = client.post("/api/v1/privacy/erasures/req-1/progress", json={"token": "p" * 43})
+    assert answer.status_code == 200 and answer.get_json()["status"] == "in_progress"
+    [(request_id, token, context)] = rpc.to("erasure_progress")
+    assert (request_id, token) == ("req-1", "p" * 43) and "ip" in context
+    assert not [call for call in rpc.calls if call[1] == "authenticate"], "no session needed"
+    for body in ({}, {"token": "short"}, {"token": "p" * 43, "more": 1}):
+        assert client.post("/api/v1/privacy/erasures/req-1/progress", json=body
+                           ).status_code == 422
+    assert len(rpc.to("erasure_progress")) == 1
+
+
+def test_the_openapi_document_describes_the_new_privacy_routes(client):
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    assert "security" in paths["/api/v1/privacy/consent/receipts"]["get"]
+    progress = paths["/api/v1/privacy/erasures/{request_id}/progress"]["post"]
+    assert "security" not in progress and "404" in progress["responses"]

@@ -86,7 +86,7 @@ def test_the_bearer_api_never_reads_the_session_cookie(signed_in, world):
 def test_a_refused_session_cookie_is_dropped_and_the_browser_sent_to_log_in(client, world):
     client.set_cookie("jicm_session", "x" * 43)
     answer = client.get("/app")
-    assert answer.status_code == 302 and answer.location.endswith("/login")
+    assert answer.status_code == 302 and answer.location.endswith("/login?next=/app")
     assert any(c.startswith("jicm_session=;") for c in answer.headers.getlist("Set-Cookie"))
 
 

@@ -16,6 +16,7 @@ from services.vault.key_rotation import describe_rotation, keys_to_rotate, rotat
 from services.vault.keys import Kek, Keyring, MissingDataKey
 from services.vault.release import release_event_id
 from services.vault.schemas import MessageChanges
+from services.vault.sealed_fields import Sealer
 from shared.errors import Conflict, Forbidden, NotFound, RateLimited
 from shared.events import parse_event
 from shared.events.schemas import CheckInMissed
@@ -431,6 +432,39 @@ def test_a_farewell_letter_stays_closed_until_its_time(vault):
         vault.release().released_content(message_id, recipient.id)
     vault.clock.advance(60)
     assert vault.release().released_content(message_id, recipient.id).subject
+
+
+def minted_token(vault, message_id: str, recipient_id: str) -> str:
+    """A read token as the release minted it (sealed in the message), before any mail."""
+    message = vault.repo.message(message_id)
+    sealer = Sealer.of(vault.keys.get(message.user_id), message)
+    return sealer.open(f"recipient.{recipient_id}.read_token",
+                       message.read_tokens[recipient_id].sealed)
+
+
+def test_a_farewell_letters_own_link_says_when_it_opens_and_nothing_more(vault):
+    message_id = vault.write(release_delay_seconds=3600)
+    recipient = vault.messages().get("ada", message_id).recipients[0]
+    vault.release().release_switch(missed(vault))
+    token = minted_token(vault, message_id, recipient.id)
+    with pytest.raises(Conflict) as early:
+        vault.release().read_released(token, None)
+    assert early.value.code == "not_yet_released"
+    assert early.value.details == {"opens_at": vault.repo.message(message_id).release_at
+                                   .isoformat().replace("+00:00", "Z")}
+    assert "4921" not in str(early.value.args)
+    vault.clock.advance(3600)
+    assert vault.release().read_released(token, None).body == "The code of the safe is 4921."
+
+
+def test_a_read_link_says_when_its_message_was_written(vault):
+    message_id = vault.write()
+    written = vault.repo.message(message_id).updated_at
+    vault.clock.advance(600)
+    vault.release().release_switch(missed(vault))
+    recipient = vault.messages().get("ada", message_id).recipients[0]
+    content = vault.release().read_released(minted_token(vault, message_id, recipient.id), None)
+    assert content.written_at == written < content.released_at
 
 
 # Erasure -------------------------------------------------------------------------------------
