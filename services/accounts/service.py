@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from nameko.rpc import rpc
-
 from services.accounts import privacy
 from services.accounts.accounts import Accounts
 from services.accounts.links import EmailLinks
@@ -29,6 +27,7 @@ from shared.health import health_report
 from shared.logging import request_id
 from shared.privacy import Erasures
 from shared.retention import retention
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # Links in mail (verification, password reset) are keyed from the secret key.

@@ -17,8 +17,6 @@ import base64
 import binascii
 from datetime import timedelta
 
-from nameko.rpc import rpc
-
 from services.billing import privacy
 from services.billing.billing import Billing
 from services.billing.schemas import StartCheckout
@@ -32,6 +30,7 @@ from shared.health import health_report
 from shared.logging import request_id
 from shared.privacy import Erasures
 from shared.retention import retention
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # Production refuses to start billing without these (the secret key names erased users'

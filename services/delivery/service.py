@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from nameko.rpc import rpc
 from pydantic import BaseModel, ValidationError
 
 from services.delivery import privacy
@@ -27,6 +26,7 @@ from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.privacy import Erasures
 from shared.retention import retention
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # The sealed mail values and the unsubscribe links are keyed from the secret key.

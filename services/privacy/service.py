@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.privacy.consent import Consents
@@ -38,6 +37,7 @@ from shared.events.topology import ERASING_SERVICES
 from shared.health import health_report
 from shared.logging import request_id
 from shared.privacy import SUBJECT_KEY_PURPOSE, Erasures, subject_of
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # Pseudonyms in the ledger and the sealing of exports are keyed from the secret key.

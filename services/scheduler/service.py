@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from nameko.rpc import rpc
-
 from services.scheduler import privacy
 from services.scheduler.dependencies import (
     InstanceId,
@@ -26,6 +24,7 @@ from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
 from shared.privacy import Erasures
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)

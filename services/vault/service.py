@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.vault import privacy
@@ -23,6 +22,7 @@ from shared.events import DeadLetter, Event, event_handler
 from shared.health import health_report
 from shared.privacy import Erasures
 from shared.rpc.bounded import BoundedRpcProxy
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file; the secret key names erased users'

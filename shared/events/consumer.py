@@ -95,14 +95,16 @@ class EventHandler(Consumer):
         super().__init__(queue=None, requeue_on_error=False, **kwargs)
 
     def setup(self) -> None:
-        self.queue = consumer_queue(self.container.service_name, self.event_type)
+        settings = settings_of(self.container)
+        self.queue = consumer_queue(self.container.service_name, self.event_type,
+                                    settings.queue_type)
         self.dead_letter_queue = dead_letter_queue_name(self.queue.name)
-        self.amqp_uri = settings_of(self.container).amqp_uri
+        self.amqp_uri = settings.amqp_uri
         self.clock = self.container.config.get(CLOCK_CONFIG_KEY) or SystemClock()
         with get_connection(self.amqp_uri) as conn:
             channel = conn.channel()
             maybe_declare(self.queue, channel)
-            maybe_declare(dead_letter_queue(self.queue.name), channel)
+            maybe_declare(dead_letter_queue(self.queue.name, settings.queue_type), channel)
         super().setup()
 
     # Receiving ------------------------------------------------------------------
