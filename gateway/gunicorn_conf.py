@@ -5,6 +5,29 @@ client is plain pika, so eventlet stays out of the gateway entirely.
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def _metrics_dir() -> str:
+    """A directory for the workers' metric files, emptied at start: files left by an
+    earlier gateway would add its old counts to ours. Set before prometheus-client is
+    imported anywhere, since it reads the variable once, at import."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        return tempfile.mkdtemp(prefix="jicm-gateway-metrics-")
+    path = Path(given)
+    if path.is_dir():
+        for leftover in path.glob("*.db"):
+            leftover.unlink()
+    else:
+        path.mkdir(parents=True)
+    return given
+
+
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
 
 bind = os.environ.get("JICM_GATEWAY_BIND", "127.0.0.1:8000")
 worker_class = "gthread"
@@ -26,3 +49,15 @@ errorlog = "-"
 logger_class = "gateway.redact.RedactingLogger"
 # No client address: the access log need not hold personal data.
 access_log_format = '"%(r)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
+
+
+def child_exit(server, worker) -> None:
+    """A worker that exits takes its live gauges with it; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

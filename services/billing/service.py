@@ -28,6 +28,7 @@ from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.metrics import ServiceMetrics
 from shared.privacy import Erasures
 from shared.retention import retention
 from shared.rpc.entrypoint import rpc
@@ -46,6 +47,7 @@ class BillingService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=BillingRepository)
+    metrics = ServiceMetrics()
     outbox = OutboxRelay(CUSTOMERS)
     payments = StripePayments()
 

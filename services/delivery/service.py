@@ -24,6 +24,7 @@ from shared.dependencies import Clock, Config, LogContext
 from shared.errors import InvalidInput, ServiceError
 from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
+from shared.metrics import ServiceMetrics
 from shared.privacy import Erasures
 from shared.retention import retention
 from shared.rpc.entrypoint import rpc
@@ -41,6 +42,7 @@ class DeliveryService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=DeliveryRepository)
+    metrics = ServiceMetrics()
     outbox = OutboxRelay(DELIVERIES, SUPPRESSIONS)
     wake_sender = SendingLoopWaker()
     # Asked for an inline release's text when its mail is built (never stored here).
