@@ -83,8 +83,9 @@ def test_the_dockerfile_copies_every_package_and_runs_unprivileged():
 def test_compose_itself_accepts_the_file():
     tool = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
     env = {"RABBITMQ_PASSWORD": "x", "MONGO_PASSWORD": "x", "JICM_SECRET_KEY": "x",
-           "MONGO_REPLICA_KEY": "x", "STRIPE_API_KEY": "x", "STRIPE_WEBHOOK_SECRET": "x", "STRIPE_PRICE_MONTHLY": "x",
-           "STRIPE_PRICE_YEARLY": "x", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+           "MONGO_REPLICA_KEY": "x", "STRIPE_API_KEY": "x", "STRIPE_WEBHOOK_SECRET": "x",
+           "STRIPE_PRICE_MONTHLY": "x", "STRIPE_PRICE_YEARLY": "x",
+           "PATH": "/usr/bin:/bin:/usr/local/bin"}
     probe = subprocess.run([*tool, "version"], capture_output=True, env=env, check=False)
     if probe.returncode != 0:
         pytest.skip("the compose plugin is not installed")
