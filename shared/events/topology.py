@@ -63,6 +63,26 @@ for _service in ERASING_SERVICES:
 # The scheduler keeps each owner's check-in history (for the export) from its own events.
 CONSUMERS["scheduler"] = (*CONSUMERS["scheduler"], "CheckedIn")
 
+# Which services publish which events (a test holds this to the code that writes them);
+# with CONSUMERS, what docs/asyncapi.yaml publishes (shared/events/asyncapi.py).
+PRODUCERS: dict[str, tuple[str, ...]] = {
+    "UserRegistered": ("accounts",),
+    "EmailVerified": ("accounts",),
+    "AccountExpired": ("accounts",),
+    "MailRequested": ("accounts", "billing", "privacy"),
+    "CheckedIn": ("scheduler",),
+    "ReminderDue": ("scheduler",),
+    "CheckInMissed": ("scheduler",),
+    "MessageReleased": ("vault",),
+    "ReminderSettled": ("delivery",),
+    "DeliveryFailed": ("delivery",),
+    "Unsubscribed": ("delivery",),
+    "PlanChanged": ("billing",),
+    "ConsentChanged": ("privacy",),
+    "ErasureRequested": ("privacy",),
+    "ErasureCompleted": ERASING_SERVICES,
+}
+
 EVENTS_EXCHANGE = Exchange(
     EVENTS_EXCHANGE_NAME,
     type="topic",
