@@ -1,4 +1,5 @@
-"""Prometheus metrics of a service process, served at `http://JICM_METRICS_BIND/metrics`.
+"""Prometheus metrics of a service process, served at `http://JICM_METRICS_BIND/metrics`
+(and `/healthz`, the process's own liveness).
 
 Two kinds of figures, and why each is where it is (docs/scaling.md, "Metrics"):
 
@@ -141,7 +142,13 @@ class MetricsEndpoint(SharedExtension):
         eventlet.wsgi.server(self._socket, self.wsgi, log_output=False)
 
     def wsgi(self, environ: dict, start_response: Callable) -> list[bytes]:
-        if environ.get("PATH_INFO") != "/metrics":
+        path = environ.get("PATH_INFO")
+        if path == "/healthz":
+            # Answered by this very process's event loop, touching nothing else: what a
+            # liveness probe needs (an RPC health check may be answered by another replica).
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path != "/metrics":
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found\n"]
         body = self.render()

@@ -93,6 +93,13 @@ def test_every_service_serves_its_own_metrics(system, traffic):
                    for name, labels in samples), f"{service} reports its outbox"
 
 
+def test_each_service_process_answers_its_own_liveness_probe(system):
+    for service in SERVICES:
+        port = metrics_port(system.environ, service)
+        answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert (answer.status_code, answer.text) == (200, "ok\n"), service
+
+
 def test_accounts_counts_sign_ups_and_log_ins_by_outcome(system, traffic):
     samples = service_metrics(system, "accounts")
     assert value(samples, "jicm_signups_total") >= 1
