@@ -27,7 +27,7 @@ from gateway.api import operation
 from gateway.liveness import scheduler_liveness
 from gateway.remote import rpc_pool
 from shared.config import SETTINGS_CONFIG_KEY, Settings
-from shared.events.broker_policy import ManagementApi
+from shared.events.management_api import ManagementApi
 from shared.metrics import gauge
 
 log = logging.getLogger(__name__)

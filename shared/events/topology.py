@@ -25,7 +25,7 @@ the guarantees classic queues give here:
 - consumer queues get a delivery limit (RabbitMQ 4 gives quorum queues one by default)
   whose overflow goes to the consumer's own dead-letter queue, so a message that keeps
   coming back ends where an operator can see and replay it, never dropped.
-The dead-letter queues are bounded by a policy (`shared/events/broker_policy.py`).
+The dead-letter queues are bounded by a policy (`shared/events/management_api.py`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from kombu.common import maybe_declare
 from nameko.extensions import SharedExtension
 
 from shared.config import QueueType, settings_of
-from shared.events.broker_policy import apply_dead_letter_policy
+from shared.events.management_api import apply_dead_letter_policy
 
 EVENTS_EXCHANGE_NAME = "jicm.events"
 UNROUTED_NAME = "jicm.unrouted"

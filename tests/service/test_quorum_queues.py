@@ -17,9 +17,9 @@ from nameko.testing.services import entrypoint_hook
 from shared.config import SETTINGS_CONFIG_KEY, QueueType, load_settings
 from shared.events import OutboxRelay, event_handler, new_document_with_events, new_event
 from shared.events import topology as topo
-from shared.events.broker_policy import POLICY_NAME
 from shared.events.consumer import DeadLetter
 from shared.events.deadletters import connect, replay
+from shared.events.management_api import POLICY_NAME
 from shared.rpc.entrypoint import rpc
 from shared.storage import Index
 from shared.storage.provider import Storage

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from shared.config import load_settings
-from shared.events.broker_policy import ManagementApi, dead_letter_policy, policy_path
+from shared.events.management_api import ManagementApi, dead_letter_policy, policy_path
 
 
 def api(**env: str) -> ManagementApi:

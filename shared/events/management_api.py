@@ -1,4 +1,5 @@
-"""The RabbitMQ policy that bounds the dead-letter queues, declared through the management API.
+"""The broker's management API: the policy that bounds the dead-letter queues, declared
+at start-up, and (for the gateway's /metrics) the depth of every queue.
 
 A dead-letter queue grows only when handlers fail for good, and an operator is alerted
 long before it fills (`deploy/prometheus/alerts.yml`). The bound is a safety valve for the
