@@ -6,12 +6,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast test-browser lint format venv broker browser dead-letters clean bench css
+.PHONY: run test test-fast test-browser lint format venv broker browser deploy-tools dead-letters clean bench css asyncapi
 
 run: venv broker ## Start every service, the gateway on :8000 and the dev SMTP sink
 	$(PY) -m deploy.local.supervisor
 
-test: venv broker browser lint ## Lint, then the whole test suite (unit, service, end-to-end, fault, browser)
+test: venv broker browser deploy-tools lint ## Lint, then the whole test suite (unit, service, end-to-end, fault, browser)
 	$(PY) -m pytest
 	JICM_TESTS_BROWSER=1 $(PY) -m pytest tests/browser
 
@@ -58,6 +58,12 @@ node_modules/.installed: package.json package-lock.json
 css: node_modules/.installed ## Refresh the vendored Pico CSS from the npm package
 	cp node_modules/@picocss/pico/css/pico.jade.min.css node_modules/@picocss/pico/LICENSE.md \
 		gateway/site/static/vendor/pico/
+
+deploy-tools: ## kubectl and promtool, which the deployment tests use
+	@deploy/local/ensure_deploy_tools.sh
+
+asyncapi: venv ## Regenerate docs/asyncapi.yaml from the event schemas
+	$(PY) -m shared.events.asyncapi
 
 broker: ## Make sure a RabbitMQ answers on 127.0.0.1:5672 (starting or installing one)
 	@deploy/local/ensure_rabbitmq.sh

@@ -24,7 +24,13 @@ from pathlib import Path
 from types import FrameType
 
 from bench.broker import create_vhost, delete_vhost, new_vhost_name
-from deploy.local.supervisor import REPO_ROOT, NotReadyError, Supervisor, default_specs
+from deploy.local.supervisor import (
+    REPO_ROOT,
+    NotReadyError,
+    Supervisor,
+    default_specs,
+    free_port_block,
+)
 from shared.rpc.client import RpcClientPool
 from shared.rpc.errors import RpcError
 
@@ -64,6 +70,7 @@ def system_environment(
         "JICM_DATA_DIR": str(tmp / "data"),
         "JICM_MAILDIR": str(tmp / "mail"),
         "JICM_SMTP_SINK_PORT": str(free_port()),
+        "JICM_METRICS_PORT_BASE": str(free_port_block(7)),
         "JICM_GATEWAY_BIND": f"127.0.0.1:{gateway_port}",
         "JICM_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
         "JICM_SERVICES": "accounts",

@@ -15,6 +15,7 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.errors import register_error_handlers
+from gateway.instruments import init_instruments
 from gateway.routes import (
     accounts,
     billing,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, rpc: RpcClientPool | None = Non
     init_site(app, settings)
     register_error_handlers(app)
     app.before_request(_bind_request_id)
+    init_instruments(app)
     app.after_request(_secure_headers)
     app.teardown_request(_unbind_request_id)
     return app

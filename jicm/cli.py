@@ -8,6 +8,7 @@ Each area's commands live with the code they serve and register themselves here:
     jicm switches held                         switches whose firing is held back
     jicm dead-letters list | show | replay | discard
     jicm privacy requests | mark-child
+    jicm store export | import                 move a service's store to another backend
 
 Commands read the same configuration as the services (environment variables, see
 docs/configuration.md); most read a service's own store directly, so they work while it
@@ -19,13 +20,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from jicm import store
 from services.delivery import cli as mail
 from services.privacy import cli as privacy
 from services.scheduler import cli as switches
 from services.vault import cli as vault
 from shared.events import deadletters
 
-AREAS = (vault, mail, switches, deadletters, privacy)
+AREAS = (vault, mail, switches, deadletters, privacy, store)
 
 
 def parser() -> argparse.ArgumentParser:

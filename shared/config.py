@@ -57,6 +57,14 @@ class SmtpTls(StrEnum):
     TLS = "tls"
 
 
+class QueueType(StrEnum):
+    """How the durable queues are declared: `classic` on one broker, `quorum` (replicated
+    by Raft) on a cluster. A queue keeps the type it was declared with."""
+
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+
 class PasswordHashStrength(StrEnum):
     """argon2id cost presets of libsodium. `min` is for tests only."""
 
@@ -121,6 +129,16 @@ class Settings(BaseSettings):
     env: Mode = Field(Mode.PRODUCTION, validation_alias=_env("JICM_ENV"))
     amqp_uri: str = Field("amqp://guest:guest@localhost:5672/", validation_alias=_env("AMQP_URI"))
     mongo_uri: str | None = Field(None, validation_alias=_env("MONGO_URI"))
+    queue_type: QueueType = Field(QueueType.CLASSIC, validation_alias=_env("JICM_QUEUE_TYPE"))
+    # Unset: the management API on the AMQP host (port 15672), with the AMQP credentials.
+    broker_management_url: str | None = Field(
+        None, validation_alias=_env("JICM_BROKER_MANAGEMENT_URL"), repr=False
+    )
+    dead_letter_max_length: Annotated[int, Field(ge=1)] = Field(
+        100_000, validation_alias=_env("JICM_DEAD_LETTER_MAX_LENGTH")
+    )
+    # host:port where a service process serves its Prometheus metrics; unset: none.
+    metrics_bind: str | None = Field(None, validation_alias=_env("JICM_METRICS_BIND"))
     data_dir: Path = Field(REPO_ROOT / "var" / "data", validation_alias=_env("JICM_DATA_DIR"))
     public_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("JICM_PUBLIC_URL"))
 
@@ -264,6 +282,23 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme != "mongodb":
             # mongodb+srv needs DNS lookups that break under eventlet.
             raise ValueError("must be a plain mongodb:// URI (mongodb+srv:// is not supported)")
+        return value
+
+    @field_validator("broker_management_url")
+    @classmethod
+    def _management_url(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL such as http://rabbitmq:15672")
+        return value or None
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _metrics_bind(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, such as 0.0.0.0:9100")
         return value
 
     @field_validator("public_url")

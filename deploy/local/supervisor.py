@@ -45,6 +45,9 @@ DEFAULT_GATEWAY_BIND = "127.0.0.1:8000"
 DEFAULT_SERVICES = "accounts,billing,delivery,privacy,scheduler,vault"
 MAILDIR = "var/mail"
 DEFAULT_STRIPE_STANDIN_PORT = 12111
+# Each service serves its metrics on a port of its own: the first of these goes to the
+# first service of DEFAULT_SERVICES, and so on (`JICM_METRICS_PORT_BASE` moves them all).
+DEFAULT_METRICS_PORT_BASE = 9101
 # Used only with the local Stripe stand-in (STRIPE_API_BASE unset): a test key and the
 # stand-in's prices. Pointing STRIPE_API_BASE at Stripe means giving your own.
 STRIPE_STANDIN_DEFAULTS = {
@@ -694,11 +697,7 @@ def default_specs(
         ready_timeout=15.0,
         ports=(("127.0.0.1", sink_port),),
     )
-    workers = [
-        ProcessSpec(name=s, argv=[python, "-m", "shared.runner", s], env_overrides=overrides)
-        for s in services
-        if s
-    ]
+    workers = [service_spec(name, env, overrides) for name in services if name]
     gateway = ProcessSpec(
         name="gateway",
         # The venv's gunicorn, next to its python: no PATH lookup, no other installation.
@@ -720,6 +719,36 @@ def default_specs(
     standin = "billing" in services and env.get("STRIPE_API_BASE") == stripe_standin_url(env)
     stripe = [stripe_standin_spec(env, overrides)] if standin else []
     return [smtp, *stripe, *workers, gateway]
+
+
+def free_port_block(count: int, attempts: int = 50) -> int:
+    """A port from which `count` consecutive ports are free now (for JICM_METRICS_PORT_BASE
+    in tests and benchmarks, which run beside other systems on one machine)."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count < 65536 and all(port_free("127.0.0.1", base + n) for n in range(count)):
+            return base
+    raise RuntimeError(f"found no {count} free consecutive ports")
+
+
+def metrics_port(env: Mapping[str, str], service: str) -> int:
+    """Where `service` serves its metrics under `make run`."""
+    base = env_port(env, "JICM_METRICS_PORT_BASE", DEFAULT_METRICS_PORT_BASE)
+    names = DEFAULT_SERVICES.split(",")
+    return base + (names.index(service) if service in names else len(names))
+
+
+def service_spec(name: str, env: Mapping[str, str], overrides: Mapping[str, str]) -> ProcessSpec:
+    """One service under the runner, its metrics on a port of its own."""
+    port = metrics_port(env, name)
+    return ProcessSpec(
+        name=name,
+        argv=[sys.executable, "-m", "shared.runner", name],
+        env_overrides={**overrides, "JICM_METRICS_BIND": f"127.0.0.1:{port}"},
+        ports=(("127.0.0.1", port),),
+    )
 
 
 def default_banner(environ: Mapping[str, str] | None = None) -> str:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from nameko.rpc import rpc
-
 from services.accounts import privacy
 from services.accounts.accounts import Accounts
 from services.accounts.links import EmailLinks
+from services.accounts.metrics import LOG_INS
 from services.accounts.passwords import password_hasher
 from services.accounts.schemas import (
     ClientContext,
@@ -27,8 +26,10 @@ from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.metrics import ServiceMetrics, counted
 from shared.privacy import Erasures
 from shared.retention import retention
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # Links in mail (verification, password reset) are keyed from the secret key.
@@ -42,6 +43,7 @@ class AccountsService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=AccountsRepository)
+    metrics = ServiceMetrics()
     outbox = OutboxRelay(USERS)
 
     def _accounts(self) -> Accounts:
@@ -67,9 +69,10 @@ class AccountsService:
 
     @rpc(expected_exceptions=ServiceError)
     def log_in(self, request: dict, client: dict) -> dict:
-        session = self._accounts().log_in(
-            LogIn.model_validate(request), ClientContext.model_validate(client)
-        )
+        with counted(LOG_INS):
+            session = self._accounts().log_in(
+                LogIn.model_validate(request), ClientContext.model_validate(client)
+            )
         return session.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from services.accounts.metrics import SIGN_UPS
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -48,6 +49,7 @@ class AccountsRepository:
             self.users.insert(new_document_with_events(user, *events, now=now))
         except DuplicateKeyError:
             raise EmailTaken() from None
+        SIGN_UPS.inc()
 
     def announce(self, user_id: str, event: dict, now: datetime) -> bool:
         """Put `event` (a MailRequested...) in the user's outbox; False if the user is gone."""

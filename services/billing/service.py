@@ -17,8 +17,6 @@ import base64
 import binascii
 from datetime import timedelta
 
-from nameko.rpc import rpc
-
 from services.billing import privacy
 from services.billing.billing import Billing
 from services.billing.schemas import StartCheckout
@@ -30,8 +28,10 @@ from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.metrics import ServiceMetrics
 from shared.privacy import Erasures
 from shared.retention import retention
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # Production refuses to start billing without these (the secret key names erased users'
@@ -47,6 +47,7 @@ class BillingService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=BillingRepository)
+    metrics = ServiceMetrics()
     outbox = OutboxRelay(CUSTOMERS)
     payments = StripePayments()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.billing.metrics import STRIPE_EVENTS_PROCESSED
 from shared.events.outbox import strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -203,3 +204,4 @@ class BillingRepository:
             {"$set": {"state": DONE, "outcome": outcome, "processed_at": now,
                       "expires_at": now + STRIPE_EVENT_TTL}},
         )
+        STRIPE_EVENTS_PROCESSED.labels(outcome).inc()

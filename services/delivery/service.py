@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from nameko.rpc import rpc
 from pydantic import BaseModel, ValidationError
 
 from services.delivery import privacy
@@ -25,8 +24,10 @@ from shared.dependencies import Clock, Config, LogContext
 from shared.errors import InvalidInput, ServiceError
 from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
+from shared.metrics import ServiceMetrics
 from shared.privacy import Erasures
 from shared.retention import retention
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # The sealed mail values and the unsubscribe links are keyed from the secret key.
@@ -41,6 +42,7 @@ class DeliveryService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=DeliveryRepository)
+    metrics = ServiceMetrics()
     outbox = OutboxRelay(DELIVERIES, SUPPRESSIONS)
     wake_sender = SendingLoopWaker()
     # Asked for an inline release's text when its mail is built (never stored here).

@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from services.delivery.metrics import count_outcome
 from shared.events.outbox import with_event
 from shared.storage import Database, DuplicateKeyError, Index
 
@@ -105,9 +106,12 @@ class DeliveryRepository:
 
     def settle(self, record_id: str, lease: str, update: dict) -> dict[str, Any] | None:
         """Apply the outcome of an attempt, if this sender's claim still holds."""
-        return self.deliveries.update_one(
+        settled = self.deliveries.update_one(
             {"_id": record_id, "state": SENDING, "lease": lease}, update
         )
+        if settled is not None:
+            count_outcome(settled)
+        return settled
 
     def settle_with_event(
         self, record_id: str, lease: str, update: dict, event: dict, now: datetime

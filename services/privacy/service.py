@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 from pydantic import ValidationError
 
@@ -33,6 +32,7 @@ from services.privacy.dependencies import Services
 from services.privacy.export_seal import KEY_PURPOSE as EXPORT_KEY_PURPOSE
 from services.privacy.exports import Exports, ExportSettings, privacy_part
 from services.privacy.notices import current_notice
+from services.privacy.request_figures import request_figures
 from services.privacy.requests import Requests, RequestSettings, retention_request_id
 from services.privacy.saga import Saga, erase_privacy_part
 from services.privacy.schemas import (
@@ -50,7 +50,9 @@ from shared.events import Event, OutboxRelay, event_handler
 from shared.events.topology import ERASING_SERVICES
 from shared.health import health_report
 from shared.logging import request_id
+from shared.metrics import ServiceMetrics
 from shared.privacy import SUBJECT_KEY_PURPOSE, Erasures, subject_of
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # Pseudonyms in the ledger and the sealing of exports are keyed from the secret key.
@@ -77,6 +79,7 @@ class PrivacyService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=PrivacyRepository)
+    metrics = ServiceMetrics(request_figures)
     outbox = OutboxRelay(CONSENTS, REQUESTS)
     erasures = Erasures()
     services = Services()

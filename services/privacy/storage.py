@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from services.privacy.metrics import REQUESTS_MADE
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -141,6 +142,7 @@ class PrivacyRepository:
 
     def add_request(self, doc: dict[str, Any], *events: dict, now: datetime) -> None:
         self.requests.insert(new_document_with_events(doc, *events, now=now))
+        REQUESTS_MADE.labels(doc["type"]).inc()
 
     def request(self, request_id: str) -> dict[str, Any] | None:
         return strip_outbox(self.requests.get(request_id))

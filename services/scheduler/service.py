@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from nameko.rpc import rpc
-
 from services.scheduler import privacy
 from services.scheduler.dependencies import (
     InstanceId,
@@ -15,6 +13,7 @@ from services.scheduler.dependencies import (
     tick,
 )
 from services.scheduler.loop import DueSwitches, LoopSettings, liveness
+from services.scheduler.metrics import CHECK_INS
 from services.scheduler.scheduler import Scheduler
 from services.scheduler.schemas import CheckInRequest, ClientContext, SwitchSettings, SwitchUpdate
 from services.scheduler.storage import INDEXES, SWITCHES, SchedulerRepository
@@ -25,7 +24,9 @@ from shared.errors import ServiceError
 from shared.events import DeadLetter, Event, OutboxRelay, event_handler
 from shared.health import health_report
 from shared.logging import request_id
+from shared.metrics import ServiceMetrics
 from shared.privacy import Erasures
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)
@@ -38,6 +39,7 @@ class SchedulerService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=SchedulerRepository)
+    metrics = ServiceMetrics()
     outbox = OutboxRelay(SWITCHES)
     delivery = delivery_status()
     instance = InstanceId()
@@ -156,6 +158,7 @@ class SchedulerService:
 
     @event_handler("CheckedIn", unless_erased=True)
     def on_checked_in(self, event: Event) -> None:
+        CHECK_INS.labels(event.data.method).inc()
         privacy.record_check_in(self.store, event.event_id, event.data, event.occurred_at,
                                 timedelta(days=self.settings.retention_checkin_days))
 

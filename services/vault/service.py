@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.vault import privacy
@@ -11,6 +10,7 @@ from services.vault.dependencies import ReleaseDispatcher, VaultKeys
 from services.vault.erasure import erase_user
 from services.vault.keys import keyring_from_settings
 from services.vault.messages import Messages
+from services.vault.metrics import RELEASES_STARTED
 from services.vault.release import Release
 from services.vault.scheduler_client import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
 from services.vault.schemas import MessageChanges, NewMessage
@@ -21,8 +21,10 @@ from shared.entitlements import billing_rpc, limits_for
 from shared.errors import ServiceError
 from shared.events import DeadLetter, Event, event_handler
 from shared.health import health_report
+from shared.metrics import ServiceMetrics
 from shared.privacy import Erasures
 from shared.rpc.bounded import BoundedRpcProxy
+from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
 # The key-encryption key, inline or as a key file; the secret key names erased users'
@@ -45,6 +47,7 @@ class VaultService:
     settings = Config()
     clock = Clock()
     store = Storage(INDEXES, repository=VaultRepository)
+    metrics = ServiceMetrics()
     keys = VaultKeys()
     dispatcher = ReleaseDispatcher()
     # Bounded calls whose requests expire in the queue: a scheduler that comes back late
@@ -102,6 +105,7 @@ class VaultService:
     def on_check_in_missed(self, event: Event) -> None:
         if self._release().release_switch(event.data):
             self.dispatcher.wake()
+        RELEASES_STARTED.inc()
 
     @timer(interval=NOTIFY_INTERVAL_SECONDS)
     def notify_released_switches(self) -> None:

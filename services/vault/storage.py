@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from services.vault.metrics import MESSAGES_RELEASED, RELEASES_COMPLETED
 from services.vault.records import RELEASED, SEALED, StoredMessage, SwitchRelease
 from shared.entitlements import ENTITLEMENTS, ENTITLEMENTS_INDEXES, EntitlementsCache
 from shared.storage import Database, Index
@@ -110,11 +111,14 @@ class VaultRepository:
     def mark_released(self, message: StoredMessage,
                       release: dict[str, Any]) -> StoredMessage | None:
         """Compare-and-set sealed -> released, at the revision whose recipients got tokens."""
-        return _message(self.messages.update_one(
+        released = _message(self.messages.update_one(
             {"_id": message.id, "user_id": message.user_id, "switch_id": message.switch_id,
              "state": SEALED, "rev": message.rev},
             {"$set": {"state": RELEASED, **release}},
         ))
+        if released is not None:
+            MESSAGES_RELEASED.inc()
+        return released
 
     def add_read_tokens(self, docs: list[dict[str, Any]]) -> None:
         for doc in docs:
@@ -216,8 +220,10 @@ class VaultRepository:
         fields: dict[str, Any] = {"state": state, "notified_at": now}
         if reason is not None:
             fields["last_error"] = reason
-        self.releases.update_one({"_id": switch_id, "state": RELEASING},
-                                 {"$set": fields, "$unset": {"notify_due_at": ""}})
+        finished = self.releases.update_one({"_id": switch_id, "state": RELEASING},
+                                            {"$set": fields, "$unset": {"notify_due_at": ""}})
+        if finished is not None:
+            RELEASES_COMPLETED.labels(state).inc()
 
     def reopen_release(self, switch_id: str, now: datetime) -> SwitchRelease | None:
         """A message reached a switch whose release was finished: release and tell again."""

@@ -51,6 +51,12 @@ from shared.events.topology import (
     retry_delay,
     retry_exchange_name,
 )
+from shared.metrics import (
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DUPLICATE,
+    EVENTS_RETRIED,
+)
 from shared.storage import DuplicateKeyError
 from shared.storage.provider import PROCESSED_EVENTS, database_of
 
@@ -95,14 +101,16 @@ class EventHandler(Consumer):
         super().__init__(queue=None, requeue_on_error=False, **kwargs)
 
     def setup(self) -> None:
-        self.queue = consumer_queue(self.container.service_name, self.event_type)
+        settings = settings_of(self.container)
+        self.queue = consumer_queue(self.container.service_name, self.event_type,
+                                    settings.queue_type)
         self.dead_letter_queue = dead_letter_queue_name(self.queue.name)
-        self.amqp_uri = settings_of(self.container).amqp_uri
+        self.amqp_uri = settings.amqp_uri
         self.clock = self.container.config.get(CLOCK_CONFIG_KEY) or SystemClock()
         with get_connection(self.amqp_uri) as conn:
             channel = conn.channel()
             maybe_declare(self.queue, channel)
-            maybe_declare(dead_letter_queue(self.queue.name), channel)
+            maybe_declare(dead_letter_queue(self.queue.name, settings.queue_type), channel)
         super().setup()
 
     # Receiving ------------------------------------------------------------------
@@ -111,12 +119,14 @@ class EventHandler(Consumer):
         try:
             event = self._parse(body)
         except MalformedEvent as exc:
-            self._dead_letter(message, reason=f"malformed event: {exc}", attempts=0)
+            self._dead_letter(message, reason=f"malformed event: {exc}", attempts=0,
+                              why="malformed")
             return
         claim = self._claim(event)
         if claim == DONE:
             log.info("skipping %s %s: already processed", event.type, event.event_id)
             self.queue_consumer.ack_message(message)
+            EVENTS_DUPLICATE.labels(self.queue.name).inc()
             return
         if claim == BUSY:
             log.info("deferring %s %s: another worker holds it", event.type, event.event_id)
@@ -137,7 +147,8 @@ class EventHandler(Consumer):
 
     def handle_undecodable(self, message, exc: Exception) -> None:
         """kombu could not decode the body (not JSON, wrong content type)."""
-        self._dead_letter(message, reason=f"undecodable message: {exc}", attempts=0)
+        self._dead_letter(message, reason=f"undecodable message: {exc}", attempts=0,
+                          why="malformed")
 
     def _parse(self, body: Any) -> Event:
         event = parse_event(body)
@@ -152,7 +163,8 @@ class EventHandler(Consumer):
             self._finish(message, event)
         elif isinstance(exc_info[1], DeadLetter):
             self._release(event)
-            self._dead_letter(message, reason=f"handler refused: {exc_info[1]}", attempts=1)
+            self._dead_letter(message, reason=f"handler refused: {exc_info[1]}", attempts=1,
+                              why="refused")
         else:
             self._retry_or_dead_letter(message, event, exc_info[1])
         return result, exc_info
@@ -166,6 +178,7 @@ class EventHandler(Consumer):
             self.queue_consumer.requeue_message(message)
             return
         self.queue_consumer.ack_message(message)
+        EVENTS_CONSUMED.labels(self.queue.name).inc()
 
     def _retry_or_dead_letter(self, message, event: Event, error: BaseException) -> None:
         self._release(event)
@@ -174,15 +187,14 @@ class EventHandler(Consumer):
         reason = f"{type(error).__name__}: {error}"
         if delay is None:
             self._dead_letter(message, reason=f"handler failed {attempt} times; last: {reason}",
-                              attempts=attempt)
+                              attempts=attempt, why="exhausted")
             return
         log.warning("handler for %s failed (attempt %d), retrying in %ds: %s",
                     self.queue.name, attempt, delay, reason)
         headers = {**(message.headers or {}), ATTEMPT_HEADER: attempt, "x-jicm-last-error": reason}
-        self._republish(
-            message, exchange=retry_exchange_name(delay), routing_key=self.queue.name,
-            headers=headers,
-        )
+        if self._republish(message, exchange=retry_exchange_name(delay),
+                           routing_key=self.queue.name, headers=headers):
+            EVENTS_RETRIED.labels(self.queue.name).inc()
 
     def _defer(self, message) -> None:
         """Put a message back for later without counting an attempt."""
@@ -190,7 +202,7 @@ class EventHandler(Consumer):
         self._republish(message, exchange=retry_exchange_name(delay),
                         routing_key=self.queue.name, headers=dict(message.headers or {}))
 
-    def _dead_letter(self, message, *, reason: str, attempts: int) -> None:
+    def _dead_letter(self, message, *, reason: str, attempts: int, why: str) -> None:
         log.error("dead-lettering a message of %s: %s", self.queue.name, reason)
         headers = {
             **(message.headers or {}),
@@ -199,10 +211,13 @@ class EventHandler(Consumer):
             "x-jicm-attempts": attempts,
             "x-jicm-dead-at": datetime.now(UTC).isoformat(),
         }
-        self._republish(message, exchange="", routing_key=self.dead_letter_queue, headers=headers)
+        if self._republish(message, exchange="", routing_key=self.dead_letter_queue,
+                           headers=headers):
+            EVENTS_DEAD_LETTERED.labels(self.queue.name, why).inc()
 
-    def _republish(self, message, *, exchange: str, routing_key: str, headers: dict) -> None:
-        """Move the raw message elsewhere; ack only once the broker confirmed the copy."""
+    def _republish(self, message, *, exchange: str, routing_key: str, headers: dict) -> bool:
+        """Move the raw message elsewhere; ack only once the broker confirmed the copy.
+        False when it could not (the message is back in its queue)."""
         try:
             with get_producer(self.amqp_uri, confirms=True) as producer:
                 producer.publish(
@@ -219,8 +234,9 @@ class EventHandler(Consumer):
         except Exception:
             log.exception("could not move a message of %s; requeueing it", self.queue.name)
             self.queue_consumer.requeue_message(message)
-            return
+            return False
         self.queue_consumer.ack_message(message)
+        return True
 
     # Claims and processed-event records -------------------------------------------------
 

@@ -103,8 +103,10 @@ def _describe(method, properties: pika.BasicProperties, body: bytes) -> DeadLett
         delivery_tag=method.delivery_tag,
         event_id=_text(event_id),
         event_type=_text(event_type),
-        reason=_text(headers.get("x-jicm-reason")),
-        origin=_text(headers.get("x-jicm-queue")),
+        # A quorum queue dead-letters a message past its delivery limit itself: then the
+        # broker's own headers say where it came from and why.
+        reason=_text(headers.get("x-jicm-reason") or headers.get("x-first-death-reason")),
+        origin=_text(headers.get("x-jicm-queue") or headers.get("x-first-death-queue")),
         dead_at=_text(headers.get("x-jicm-dead-at")),
         body=body,
         properties=properties,

@@ -34,6 +34,7 @@ from nameko.extensions import DependencyProvider
 from shared.clock import CLOCK_CONFIG_KEY, SystemClock
 from shared.config import settings_of
 from shared.events.topology import EVENTS_EXCHANGE, Topology
+from shared.metrics import EVENTS_PUBLISHED, MetricsEndpoint, gauge
 from shared.storage import Collection, Index
 from shared.storage.provider import database_of
 
@@ -136,6 +137,7 @@ def _relay_document(
             failed = True
             break
         sent.append(envelope["event_id"])
+        EVENTS_PUBLISHED.labels(envelope.get("producer", ""), envelope["type"]).inc()
     left = _forget(collection, doc["_id"], sent)
     if failed:
         collection.update_one({"_id": doc["_id"]}, {"$set": {DUE_AT: now + RETRY_AFTER_FAILURE}})
@@ -156,6 +158,22 @@ def _forget(collection: Collection, doc_id: str, event_ids: list[str]) -> dict |
     )
 
 
+def outbox_backlog(collection: Collection, now: datetime) -> tuple[int, float]:
+    """How many documents of `collection` wait for the relay, and the age in seconds of the
+    oldest event among the longest-waiting `BATCH` of them (0 when none waits)."""
+    waiting = {DUE_AT: {"$exists": True}}
+    count = collection.count(waiting)
+    if not count:
+        return 0, 0.0
+    oldest = min(
+        (datetime.fromisoformat(envelope["occurred_at"])
+         for doc in collection.find(waiting, sort=[(DUE_AT, 1)], limit=BATCH)
+         for envelope in doc.get(OUTBOX, [])),
+        default=now,
+    )
+    return count, max((now - oldest).total_seconds(), 0.0)
+
+
 class OutboxRelay(DependencyProvider):
     """Relays the outboxes of the named collections, right after each worker and every second.
 
@@ -165,6 +183,7 @@ class OutboxRelay(DependencyProvider):
     """
 
     topology = Topology()
+    metrics = MetricsEndpoint()
 
     def __init__(self, *collections: str) -> None:
         self.collections = collections
@@ -175,6 +194,24 @@ class OutboxRelay(DependencyProvider):
         settings = settings_of(self.container)
         self.publisher = EventPublisher(settings.amqp_uri)
         self.clock = self.container.config.get(CLOCK_CONFIG_KEY) or SystemClock()
+        self.metrics.figure_sources.append(self.backlog_figures)
+
+    def backlog_figures(self) -> list:
+        """The outboxes' backlog, read from the store when /metrics is scraped."""
+        db = database_of(self.container)
+        now = self.clock.now()
+        service = self.container.service_name
+        waiting = gauge("jicm_outbox_documents",
+                        "documents whose events wait to be relayed to the broker",
+                        labels=("service", "collection"))
+        age = gauge("jicm_outbox_oldest_event_age_seconds",
+                    "age of the oldest event still waiting in an outbox (0: none)",
+                    labels=("service", "collection"))
+        for name in self.collections:
+            count, oldest = outbox_backlog(db.collection(name), now)
+            waiting.add_metric([service, name], count)
+            age.add_metric([service, name], oldest)
+        return [waiting, age]
 
     def start(self) -> None:
         self._running = True

@@ -203,13 +203,39 @@ def _from_mongo(value: Any) -> Any:
     return value
 
 
+# What a replica set needs of every client, unless MONGO_URI says otherwise: writes
+# acknowledged by a majority (a write the primary alone holds can be rolled back when it
+# fails over, and a claim or a release decision rolled back is a false or a lost release),
+# retried once across a failover, and reads from the primary with majority read concern,
+# so every read that decides a release sees only writes that cannot be rolled back.
+REPLICA_SET_DEFAULTS: dict[str, Any] = {
+    "w": "majority",
+    "retryWrites": True,
+    "readPreference": "primary",
+    "readConcernLevel": "majority",
+}
+
+
+def client_options(uri: str) -> dict[str, Any]:
+    """MongoClient keyword arguments for `uri`: ours, and the replica-set defaults that the
+    URI does not set itself (the URI's own options win)."""
+    try:
+        given = pymongo.uri_parser.parse_uri(uri)["options"]
+    except (pymongo.errors.PyMongoError, ValueError) as exc:
+        raise StorageError(f"invalid MONGO_URI: {exc}") from None
+    named = {key.lower() for key in given}
+    defaults = {key: value for key, value in REPLICA_SET_DEFAULTS.items()
+                if key.lower() not in named}
+    # connect=False: no socket or monitor thread until first use, so a client made before
+    # a fork (or before eventlet patches sockets) never carries a live connection over.
+    return {"tz_aware": True, "serverSelectionTimeoutMS": 5000, "connect": False, **defaults}
+
+
 def lazy_client(uri: str) -> tuple[Any, str]:
     """A lazily connecting client for `uri`, and its host:port list without credentials."""
     try:
         nodes = pymongo.uri_parser.parse_uri(uri)["nodelist"]
     except (pymongo.errors.PyMongoError, ValueError) as exc:
         raise StorageError(f"invalid MONGO_URI: {exc}") from None
-    # connect=False: no socket or monitor thread until first use, so a client made before
-    # a fork (or before eventlet patches sockets) never carries a live connection over.
-    client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000, connect=False)
+    client = pymongo.MongoClient(uri, **client_options(uri))
     return client, ",".join(f"{host}:{port}" for host, port in nodes)

@@ -14,7 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.clock import FrozenClock
-from shared.events.outbox import DUE_AT, LEASE, is_pending, relay_due, with_event
+from shared.events.envelope import new_event
+from shared.events.outbox import (
+    DUE_AT,
+    LEASE,
+    is_pending,
+    new_document_with_events,
+    outbox_backlog,
+    relay_due,
+    with_event,
+)
 from shared.storage import Collection
 
 PAST_A_LEASE = LEASE + timedelta(seconds=1)
@@ -179,3 +188,17 @@ def test_every_event_is_published_and_nothing_stays_pending(database, data):
     world.drain()
     assert world.written <= set(world.published)
     assert world.stranded() == []
+
+
+def test_the_backlog_counts_waiting_documents_and_the_age_of_their_oldest_event(database):
+    collection = database.collection("things")
+    clock = FrozenClock()
+    assert outbox_backlog(collection, clock.now()) == (0, 0.0)
+    for doc_id in ("a", "b"):
+        event = new_event("UserRegistered", {"user_id": doc_id, "email": "a@example.org",
+                                             "policy_version": "1"}, producer="t", now=clock.now())
+        collection.insert(new_document_with_events({"_id": doc_id}, event, now=clock.now()))
+        clock.advance(30)
+    assert outbox_backlog(collection, clock.now()) == (2, 60.0)
+    relay_due(collection, World(collection), clock.now())
+    assert outbox_backlog(collection, clock.now()) == (0, 0.0)

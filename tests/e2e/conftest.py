@@ -19,7 +19,13 @@ import pytest
 import requests
 
 from deploy.local.smtp_sink import read_mail, wait_for_mail
-from deploy.local.supervisor import DEFAULT_SERVICES, ProcessSpec, Supervisor, default_specs
+from deploy.local.supervisor import (
+    DEFAULT_SERVICES,
+    ProcessSpec,
+    Supervisor,
+    default_specs,
+    free_port_block,
+)
 
 MANAGEMENT = "http://127.0.0.1:15672/api"
 AUTH = ("guest", "guest")
@@ -89,6 +95,7 @@ def system_environment(tmp: Path, amqp_uri: str, services: str, **extra: str) ->
         "JICM_DATA_DIR": str(tmp / "data"),
         "JICM_MAILDIR": str(tmp / "mail"),
         "JICM_SMTP_SINK_PORT": str(free_port()),
+        "JICM_METRICS_PORT_BASE": str(free_port_block(7)),
         "JICM_GATEWAY_BIND": f"127.0.0.1:{gateway_port}",
         "JICM_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
         "JICM_PASSWORD_HASH": "min",

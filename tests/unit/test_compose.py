@@ -17,13 +17,15 @@ SERVICES = COMPOSE["services"]
 APP_PARTS = {"accounts", "billing", "delivery", "scheduler", "vault", "gateway", "privacy"}
 INFRASTRUCTURE = {"rabbitmq": "/var/lib/rabbitmq", "mongo": "/data/db", "mailpit": "/data"}
 REQUIRED_APP_ENV = {"AMQP_URI", "MONGO_URI", "JICM_SECRET_KEY", "JICM_PUBLIC_URL", "SMTP_HOST"}
+# Run once and exit; the parts that need them wait for them to complete.
+ONE_SHOT = {"mongo-init"}
 
 
 def test_the_stack_has_the_broker_the_database_the_mail_catcher_and_every_part():
     assert set(SERVICES) >= set(INFRASTRUCTURE) | APP_PARTS
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES))
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT))
 def test_every_part_has_a_health_check_and_a_restart_policy(name):
     service = SERVICES[name]
     assert service["restart"] in ("unless-stopped", "always")
@@ -47,6 +49,7 @@ def test_app_parts_run_the_one_image_with_their_own_command_and_configuration(na
     assert set(service["environment"]) >= REQUIRED_APP_ENV
     assert service["environment"]["JICM_ENV"] == "production"
     assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert service["depends_on"]["mongo-init"]["condition"] == "service_completed_successfully"
 
 
 @pytest.mark.parametrize("name", sorted(APP_PARTS - {"gateway"}))
@@ -81,8 +84,9 @@ def test_the_dockerfile_copies_every_package_installs_jicm_and_runs_unprivileged
 def test_compose_itself_accepts_the_file():
     tool = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
     env = {"RABBITMQ_PASSWORD": "x", "MONGO_PASSWORD": "x", "JICM_SECRET_KEY": "x",
-           "STRIPE_API_KEY": "x", "STRIPE_WEBHOOK_SECRET": "x", "STRIPE_PRICE_MONTHLY": "x",
-           "STRIPE_PRICE_YEARLY": "x", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+           "MONGO_REPLICA_KEY": "x", "STRIPE_API_KEY": "x", "STRIPE_WEBHOOK_SECRET": "x",
+           "STRIPE_PRICE_MONTHLY": "x", "STRIPE_PRICE_YEARLY": "x",
+           "PATH": "/usr/bin:/bin:/usr/local/bin"}
     probe = subprocess.run([*tool, "version"], capture_output=True, env=env, check=False)
     if probe.returncode != 0:
         pytest.skip("the compose plugin is not installed")
@@ -98,3 +102,22 @@ def test_stripe_secrets_are_given_to_billing_alone_and_never_written_here():
     billing = SERVICES["billing"]["environment"]
     for key in stripe_keys | {"STRIPE_PRICE_MONTHLY", "STRIPE_PRICE_YEARLY"}:
         assert billing[key].startswith(f"${{{key}:?")
+
+
+def test_mongodb_runs_as_a_replica_set_initiated_once_by_a_one_shot_part():
+    mongo = " ".join(SERVICES["mongo"]["command"])
+    assert "--replSet rs0" in mongo and "--keyFile" in mongo
+    assert SERVICES["mongo"]["environment"]["MONGO_REPLICA_KEY"].startswith(
+        "${MONGO_REPLICA_KEY:?")
+    init = SERVICES["mongo-init"]
+    assert init["restart"] == "on-failure"
+    assert init["depends_on"]["mongo"]["condition"] == "service_healthy"
+    script = " ".join(init["command"])
+    assert "rs.initiate" in script and "NotYetInitialized" in script  # idempotent
+    assert "isWritablePrimary" in script  # done only once there is a primary
+
+
+def test_the_services_connect_to_the_replica_set_and_serve_their_metrics():
+    env = SERVICES["accounts"]["environment"]
+    assert "replicaSet=rs0" in env["MONGO_URI"]
+    assert env["JICM_METRICS_BIND"] == "0.0.0.0:9100"
