@@ -18,7 +18,8 @@ from playwright.sync_api import Page, expect
 import tests.e2e.conftest as e2e
 from deploy.local.supervisor import DEFAULT_SERVICES
 from tests.browser.conftest import check_page, screenshot
-from tests.e2e.switch_system import PATIENCE, SECONDS_LONG, Owner, mail_to, text_of
+from tests.e2e.people import PATIENCE, Sender, mail_to, text_of
+from tests.e2e.switch_system import SECONDS_LONG
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.browser
@@ -43,8 +44,8 @@ def full_system(tmp_path_factory, vhost) -> Iterator[e2e.System]:
 @pytest.fixture(scope="module")
 def release_mail(full_system):
     """The mail a recipient receives once an owner stopped checking in."""
-    owner = Owner(full_system)
-    written = requests.post(full_system.url("/api/v1/messages"), headers=owner.auth, json={
+    owner = Sender(full_system, verified=True)
+    written = requests.post(full_system.url("/api/v1/messages"), headers=owner.headers, json={
         "subject": "For Grace", "body": BODY, "sender_name": "Ada",
         "recipients": [{"name": "Grace", "email": RECIPIENT}]}, timeout=10)
     assert written.status_code == 201, written.text
@@ -70,7 +71,7 @@ def test_a_recipient_reads_prints_and_keeps_the_message(page: Page, release_mail
     response = page.goto(link)
     assert response.status == 200
     expect(page.get_by_role("heading", name="For Grace")).to_be_visible()
-    expect(page.get_by_text(re.compile(r"^A message from Ada \(owner-\S+\) for Grace$"))
+    expect(page.get_by_text(re.compile(r"^A message from Ada \(sender-\S+\) for Grace$"))
            ).to_be_visible()
     expect(page.get_by_text(re.compile(r"Written on \d{1,2} \w+ \d{4}\. Given to you on"))
            ).to_be_visible()
@@ -101,14 +102,14 @@ def test_a_recipient_reads_prints_and_keeps_the_message(page: Page, release_mail
         page.get_by_role("button", name="Download as text (.txt)").click()
     assert text_download.value.suggested_filename == "For Grace.txt"
     text = Path(text_download.value.path()).read_text(encoding="utf-8")
-    assert text.startswith("For Grace\n\nFrom: Ada (owner-") and "\nTo: Grace\n" in text
+    assert text.startswith("For Grace\n\nFrom: Ada (sender-") and "\nTo: Grace\n" in text
     assert BODY in text
     with page.expect_download() as eml_download:
         page.get_by_role("button", name="Download as an email (.eml)").click()
     mail = message_from_bytes(Path(eml_download.value.path()).read_bytes(),
                               policy=policy.default)
     assert mail["Subject"] == "For Grace"
-    assert mail["From"].addresses[0].display_name.startswith("Ada (owner-")
+    assert mail["From"].addresses[0].display_name.startswith("Ada (sender-")
     assert mail["From"].addresses[0].display_name.endswith(") via Just in Case")
     assert mail.get_content().strip() == BODY.strip()
     assert page.context.cookies() == []
