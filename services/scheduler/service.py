@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import eventlet
+
 from services.scheduler import privacy
 from services.scheduler.dependencies import (
     InstanceId,
@@ -67,8 +69,9 @@ class SchedulerService:
             recheck=timedelta(seconds=self.settings.scheduler_recheck),
             link_key=link_key(self.settings.secret_key_bytes),
         )
-        DueSwitches(self.store, self.clock.now(), settings,
-                    reminder_question(self.delivery)).tick()
+        # Between batches of a long tick, eventlet.sleep() lets RPCs and heartbeats through.
+        DueSwitches(self.store, self.clock.now(), settings, reminder_question(self.delivery),
+                    clock=self.clock.now, pause=eventlet.sleep).tick()
 
     # Events ---------------------------------------------------------------------------
 
