@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.scheduler import tokens
+from services.scheduler import census, tokens
 from services.scheduler.storage import SchedulerRepository
 from services.scheduler.switches import (
     AwaitNotice,
@@ -330,10 +330,12 @@ def _moment(value: Any) -> datetime:
 
 
 def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
-    """The loop's heartbeat and lag, switches by state, and those held back and why: for
-    /readyz and /metrics."""
+    """The loop's heartbeat and lag, switches by state (the last census, and its age: empty
+    until the first is complete), and those held back and why: for /readyz and /metrics.
+    Nothing here reads more than the due and the held-back switches."""
     beat = repo.newest_heartbeat()
     oldest_due = repo.oldest_due(now)
+    last_census = census.last(repo)
     return {
         "heartbeat_at": beat["at"].isoformat() if beat else None,
         "heartbeat_age_seconds": (now - beat["at"]).total_seconds() if beat else None,
@@ -343,7 +345,8 @@ def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
         "held_back_switches": repo.held_back_count(),
         "held_back_by_reason": {reason: repo.held_back_count(reason) for reason in HELD_REASONS},
         "held_back": [held_view(doc, now) for doc in repo.held_back(HELD_SAMPLE)],
-        "switches": repo.count_by_state(),
+        "switches": last_census.counts if last_census else {},
+        "switches_census": last_census.view(now) if last_census else None,
     }
 
 

@@ -583,12 +583,9 @@ def test_the_loop_records_a_heartbeat_and_its_lag_is_the_oldest_due_switch(world
     assert figures["lag_seconds"] == 42
     assert figures["due_switches"] == 1
     assert figures["held_back_switches"] == 0
-    assert figures["switches"]["armed"] == 1
     world.tick(instance="i-2")
     figures = liveness(world.repo, world.now)
     assert (figures["heartbeat_age_seconds"], figures["lag_seconds"]) == (0, 0)
-    assert figures["switches"] == {"unarmed": 0, "armed": 0, "overdue": 1, "fired": 0,
-                                   "released": 0, "paused": 0}
 
 
 def test_a_switch_that_fails_to_be_handled_is_retried_after_its_lease(world, monkeypatch):
