@@ -438,6 +438,19 @@ def test_the_loop_finds_due_switches_through_the_index_not_a_scan(world):
     assert any("USING INDEX ix_switches_" in step for step in plan), plan
 
 
+def test_the_lag_and_the_held_back_figures_come_from_indexes_in_order(world):
+    plans = {
+        "lag": world.repo.switches.query_plan({"due_at": {"$lte": world.now}},
+                                              sort=[("due_at", 1)]),
+        "held": world.repo.switches.query_plan({"held.since": {"$gte": world.now}},
+                                               sort=[("held.since", 1)]),
+        "by reason": world.repo.switches.query_plan({"held.reason": "notice_failed"}),
+    }
+    for name, plan in plans.items():
+        assert any("USING INDEX ix_switches_" in step for step in plan), (name, plan)
+        assert not any("TEMP B-TREE" in step or step.startswith("SCAN") for step in plan), plan
+
+
 def test_a_tick_looks_only_at_due_switches(world):
     for _ in range(200):
         world.verified_user(interval_seconds=DAY)
