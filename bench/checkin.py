@@ -1,9 +1,9 @@
 """`checkin`: the request every living user sends, and what each layer under it costs.
 
 Authenticated `POST /api/v1/checkins` through the gateway under gunicorn (its own
-settings, `gateway/gunicorn_conf.py`) with accounts and the scheduler behind it, at 1, 16
-and 64 connections, driven by wrk (`bench/load.py`). In the same run, at the same
-concurrency, the two layers under it:
+settings, `gateway/gunicorn_conf.py`) with accounts and the scheduler behind it (and
+delivery, for the senders' verification mail), at 1, 16 and 64 connections, driven by
+wrk (`bench/load.py`). In the same run, at the same concurrency, the two layers under it:
 
 - the bare pooled RPC round trip (`accounts.health` through `shared/rpc`'s client pool,
   from threads of this process, the pool as large as one gateway worker's);
@@ -257,7 +257,8 @@ def _verification_tokens(maildir: Path, emails: set[str]) -> dict[str, str]:
                 continue
             seen.add(path)
             mail = read_message(path)
-            found = VERIFY_LINK.search(mail.get_body(("plain",)).get_content())
+            text = mail.get_body(("plain",))
+            found = VERIFY_LINK.search(text.get_content()) if text is not None else None
             recipient = str(mail.get(HEADER_TO, "")).strip()
             if found and recipient in emails:
                 tokens[recipient] = found.group(1)
