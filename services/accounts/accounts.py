@@ -328,6 +328,10 @@ class Accounts:
         """A new secret to set two-factor sign-in up with (not on until confirmed)."""
         return self._two_factor().start(self._active_user(user_id))
 
+    def totp_set_up(self, user_id: str) -> TotpSetup | None:
+        """The set-up under way, not yet confirmed, or None."""
+        return self._two_factor().set_up_under_way(self._active_user(user_id))
+
     def confirm_totp(self, user_id: str, request: TotpConfirm) -> RecoveryCodes:
         """Turn two-factor sign-in on with a first code; the recovery codes, shown once."""
         return self._two_factor().confirm(self._active_user(user_id), request)

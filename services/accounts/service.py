@@ -97,6 +97,11 @@ class AccountsService:
         return self._accounts().start_totp(user_id).model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
+    def totp_set_up(self, user_id: str) -> dict | None:
+        setup = self._accounts().totp_set_up(user_id)
+        return setup.model_dump(mode="json") if setup else None
+
+    @rpc(expected_exceptions=ServiceError)
     def confirm_totp(self, user_id: str, request: dict) -> dict:
         codes = self._accounts().confirm_totp(user_id, TotpConfirm.model_validate(request))
         return codes.model_dump(mode="json")

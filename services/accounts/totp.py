@@ -170,8 +170,15 @@ class TwoFactor:
         secret = pyotp.random_base32()
         self.repo.start_totp(user["_id"], str(uuid.uuid4()),
                              self.keys.seal_secret(user["_id"], secret), self.now)
-        uri = pyotp.TOTP(secret).provisioning_uri(name=user["email"], issuer_name=ISSUER)
-        return TotpSetup(secret=secret, otpauth_uri=uri, qr_svg=qr_svg(uri))
+        return _set_up(secret, user["email"])
+
+    def set_up_under_way(self, user: dict[str, Any]) -> TotpSetup | None:
+        """The set-up started and not yet confirmed (the site shows it again after a wrong
+        first code), or None."""
+        if is_on(user) or user.get("totp_pending_secret") is None:
+            return None
+        return _set_up(self.keys.open_secret(user["_id"], user["totp_pending_secret"]),
+                       user["email"])
 
     def confirm(self, user: dict[str, Any], request: TotpConfirm) -> RecoveryCodes:
         """Turn two-factor sign-in on with a first valid code; the recovery codes, once."""
@@ -262,6 +269,11 @@ class TwoFactor:
 
     def _recovery_id(self, user_id: str, code: str) -> str:
         return self.keys.digest("recovery", user_id, code)
+
+
+def _set_up(secret: str, email: str) -> TotpSetup:
+    uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
+    return TotpSetup(secret=secret, otpauth_uri=uri, qr_svg=qr_svg(uri))
 
 
 def _field(request: SecondStep) -> str:

@@ -395,3 +395,11 @@ def test_the_erasure_removes_the_secret_codes_and_waiting_log_ins(accounts, ada,
     assert summary["second_steps"] == 1
     assert repo.users.get(ada) is None
     assert repo.recovery_codes.find({}) == [] and repo.second_steps.find({}) == []
+
+
+def test_the_set_up_under_way_can_be_shown_again_until_confirmed(accounts, ada, clock):
+    assert accounts().totp_set_up(ada) is None
+    setup = accounts().start_totp(ada)
+    assert accounts().totp_set_up(ada) == setup
+    accounts().confirm_totp(ada, TotpConfirm(code=code_at(setup.secret, clock.now())))
+    assert accounts().totp_set_up(ada) is None
