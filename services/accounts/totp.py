@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -140,10 +141,13 @@ def normalized_recovery_code(typed: str) -> str:
 
 
 def qr_svg(uri: str) -> str:
-    """The URI as a QR code: an SVG document, dark on white whatever the page's colours."""
-    code = segno.make(uri, error="m")
-    return code.svg_inline(scale=4, dark="#000", light="#fff",
-                           title="QR code for your authenticator app")
+    """The URI as a QR code: a standalone SVG document (with its namespace, so that it also
+    shows as an image), dark on white whatever the page's colours."""
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=4, dark="#000", light="#fff",
+                                    xmldecl=False, svgns=True, nl=False,
+                                    title="QR code for your authenticator app")
+    return out.getvalue().decode()
 
 
 class TwoFactor:

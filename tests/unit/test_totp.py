@@ -113,6 +113,8 @@ def test_starting_the_set_up_shows_the_secret_three_ways_and_turns_nothing_on(ac
     assert parse_qs(uri.query)["issuer"] == ["Just in Case"]
     assert "ada%40example.org" in uri.path or "ada@example.org" in uri.path
     assert setup.qr_svg.startswith("<svg") and "<path" in setup.qr_svg
+    # A standalone document: without its namespace an <img> would show nothing.
+    assert 'xmlns="http://www.w3.org/2000/svg"' in setup.qr_svg
     assert accounts().totp_status(ada).enabled is False
     answer = accounts().log_in(LogIn(email="ada@example.org", password=PASSWORD), CLIENT)
     assert answer.token is not None
