@@ -339,9 +339,19 @@ class Accounts:
     def disable_totp(self, user_id: str, request: TotpDisable) -> TotpStatus:
         """Turn two-factor sign-in off, given the password and a code."""
         user = self._active_user(user_id)
-        return self._two_factor().disable(user, request, self.hasher,
-                                          hashed_key(user["email_key"]),
-                                          LOGIN_FAILURES_PER_ACCOUNT)
+        if not is_on(user):
+            return TotpStatus(enabled=False)
+        self._check_password(user, request.password, "password")
+        return self._two_factor().disable(user, request)
+
+    def _check_password(self, user: dict[str, Any], password: str, field: str) -> None:
+        """Forbidden unless `password` is the user's; wrong guesses count against the
+        log-in limit, so a form asking for it again is no way around that limit."""
+        account_key = hashed_key(user["email_key"])
+        self.repo.throttle.check(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+        if not self.hasher.verify(user["password_hash"], password):
+            self.repo.throttle.hit(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+            raise Forbidden(WRONG_PASSWORD, code="wrong_password", details={"field": field})
 
 
 def _invalid_token() -> AuthenticationFailed:

@@ -104,7 +104,15 @@ class AccountsRepository:
     def enable_totp(self, user: dict[str, Any], step: int, code_ids: list[str],
                     now: datetime) -> bool:
         """Turn two-factor sign-in on with the pending secret, once, and store the hashes
-        of fresh recovery codes in place of any older ones."""
+        of fresh recovery codes in place of any older ones.
+
+        The codes are stored first: a crash in between leaves codes of an account that is
+        not on (inert, and replaced by the next confirmation), never an account that is on
+        without its codes.
+        """
+        for code_id in code_ids:
+            self.recovery_codes.insert({"_id": code_id, "user_id": user["_id"],
+                                        "created_at": now, "used_at": None})
         done = self.users.update_one(
             {"_id": user["_id"], "status": "active",
              "totp_pending_id": user["totp_pending_id"]},
@@ -114,11 +122,9 @@ class AccountsRepository:
                         "totp_pending_at": ""}},
         )
         if done is None:
+            self.recovery_codes.delete_many({"_id": {"$in": code_ids}})
             return False
-        self.recovery_codes.delete_many({"user_id": user["_id"]})
-        for code_id in code_ids:
-            self.recovery_codes.insert({"_id": code_id, "user_id": user["_id"],
-                                        "created_at": now, "used_at": None})
+        self.recovery_codes.delete_many({"user_id": user["_id"], "_id": {"$nin": code_ids}})
         return True
 
     def use_totp_step(self, user_id: str, step: int) -> bool:

@@ -37,7 +37,6 @@ import nacl.secret
 import pyotp
 import segno
 
-from services.accounts.passwords import PasswordHasher
 from services.accounts.schemas import (
     ClientContext,
     LogInAnswer,
@@ -51,7 +50,7 @@ from services.accounts.schemas import (
 from services.accounts.storage import AccountsRepository
 from shared.client import truncate_ip
 from shared.config import Settings
-from shared.errors import AuthenticationFailed, Conflict, Forbidden, ServiceError
+from shared.errors import AuthenticationFailed, Conflict, ServiceError
 from shared.throttle import Limit
 
 ISSUER = "Just in Case"
@@ -74,7 +73,6 @@ WRONG_CODES_PER_ACCOUNT = Limit("totp-account", count=6, window_seconds=15 * 60)
 
 WRONG_CODE = "the code is not right, or was already used"
 CHALLENGE_ENDED = "this sign-in has expired; please log in again with your password"
-WRONG_PASSWORD = "your password is not the one you typed"  # noqa: S105 (a message)
 
 
 @dataclass(frozen=True)
@@ -203,16 +201,9 @@ class TwoFactor:
                            code="totp_not_started")
         return RecoveryCodes(enabled_at=self.now, recovery_codes=codes)
 
-    def disable(self, user: dict[str, Any], request: TotpDisable, hasher: PasswordHasher,
-                throttle_key: str, password_limit: Limit) -> TotpStatus:
-        """Turn two-factor sign-in off: the password and a proof of the second factor."""
-        if not is_on(user):
-            return TotpStatus(enabled=False)
-        # Wrong passwords count against the log-in limit: this form is no way around it.
-        self.repo.throttle.check(password_limit, throttle_key, self.now)
-        if not hasher.verify(user["password_hash"], request.password):
-            self.repo.throttle.hit(password_limit, throttle_key, self.now)
-            raise Forbidden(WRONG_PASSWORD, code="wrong_password", details={"field": "password"})
+    def disable(self, user: dict[str, Any], request: TotpDisable) -> TotpStatus:
+        """Turn two-factor sign-in off, given a proof of the second factor (the caller has
+        checked the password)."""
         self.repo.throttle.check(WRONG_CODES_PER_ACCOUNT, user["_id"], self.now)
         if not self._proved(user, request.code, request.recovery_code):
             self.repo.throttle.hit(WRONG_CODES_PER_ACCOUNT, user["_id"], self.now)

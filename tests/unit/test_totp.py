@@ -14,7 +14,7 @@ import pyotp
 import pytest
 
 from services.accounts import privacy
-from services.accounts.accounts import Accounts
+from services.accounts.accounts import LOGIN_FAILURES_PER_ACCOUNT, Accounts
 from services.accounts.passwords import password_hasher
 from services.accounts.schemas import (
     ClientContext,
@@ -405,3 +405,23 @@ def test_the_set_up_under_way_can_be_shown_again_until_confirmed(accounts, ada, 
     assert accounts().totp_set_up(ada) == setup
     accounts().confirm_totp(ada, TotpConfirm(code=code_at(setup.secret, clock.now())))
     assert accounts().totp_set_up(ada) is None
+
+
+def test_wrong_passwords_to_turn_it_off_count_against_the_log_in_limit(accounts, ada, clock):
+    turn_on(accounts, ada, clock)
+    for _ in range(LOGIN_FAILURES_PER_ACCOUNT.count):
+        with pytest.raises(Forbidden):
+            accounts().disable_totp(ada, TotpDisable(password="not the password!",
+                                                     code="123456"))
+    with pytest.raises(RateLimited):
+        accounts().log_in(LogIn(email="ada@example.org", password=PASSWORD), CLIENT)
+
+
+def test_a_confirmation_racing_a_new_start_keeps_no_codes_and_turns_nothing_on(accounts, ada,
+                                                                              repo, clock):
+    accounts().start_totp(ada)
+    seen = repo.user(ada)
+    accounts().start_totp(ada)  # meanwhile, from another tab: a new secret is pending
+    assert repo.enable_totp(seen, 1, ["a-code-id"], clock.now()) is False
+    assert repo.recovery_codes.find({}) == []
+    assert accounts().totp_status(ada).enabled is False
