@@ -29,17 +29,25 @@ from services.accounts.schemas import (
     Account,
     ClientContext,
     LogIn,
+    LogInAnswer,
     OpenSession,
     PasswordChange,
     Profile,
     ProfileChanges,
+    RecoveryCodes,
+    SecondStep,
     Session,
     SessionList,
     SessionsEnded,
     SignUp,
+    TotpConfirm,
+    TotpDisable,
+    TotpSetup,
+    TotpStatus,
 )
 from services.accounts.storage import AccountsRepository, EmailTaken
 from services.accounts.tokens import LinkSettings
+from services.accounts.totp import TotpKeys, TwoFactor, is_on
 from shared.client import truncate_ip
 from shared.errors import AuthenticationFailed, Forbidden, InvalidInput
 from shared.events import new_event
@@ -82,6 +90,7 @@ class Accounts:
         policy_version: str,
         session_ttl: int,
         links: LinkSettings,
+        totp_keys: TotpKeys | None = None,
         request_id: str | None = None,
     ) -> None:
         self.repo = repo
@@ -91,6 +100,7 @@ class Accounts:
         self.session_ttl = timedelta(seconds=session_ttl)
         self.request_id = request_id
         self.links = EmailLinks(repo, links, now, hasher=hasher, request_id=request_id)
+        self.totp_keys = totp_keys
 
     # Sign-up ------------------------------------------------------------------------
 
@@ -177,8 +187,11 @@ class Accounts:
 
     # Log-in and sessions --------------------------------------------------------------
 
-    def log_in(self, request: LogIn, client: ClientContext) -> Session:
-        """Open a session for the right email and password; refuse anything else alike."""
+    def log_in(self, request: LogIn, client: ClientContext) -> LogInAnswer:
+        """Open a session for the right email and password; refuse anything else alike.
+
+        An account with two-factor sign-in gets the challenge of a second step instead.
+        """
         account_key = self._account_key(request.email)
         if client.ip:
             self.repo.throttle.consume(LOGIN_ATTEMPTS_PER_CLIENT, hashed_key(client.ip), self.now)
@@ -188,7 +201,14 @@ class Accounts:
         if not self.hasher.verify(password_hash, request.password) or user is None:
             self.repo.throttle.hit(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
             raise AuthenticationFailed(BAD_CREDENTIALS, code="invalid_credentials")
-        return self._open_session(user, client)
+        if is_on(user):
+            return self._two_factor().challenge(user, client)
+        session = self._open_session(user, client)
+        return LogInAnswer(token=session.token, expires_at=session.expires_at)
+
+    def log_in_second_step(self, request: SecondStep, client: ClientContext) -> Session:
+        """The session of a log-in whose challenge is answered with a good code."""
+        return self._open_session(self._two_factor().pass_second_step(request), client)
 
     def _account_key(self, raw_email: str) -> str:
         return hashed_key(raw_email.strip().casefold())
@@ -285,6 +305,53 @@ class Accounts:
         if user is None:
             raise _invalid_token()
         return _profile(user)
+
+
+    # Two-factor sign-in (totp.py) -----------------------------------------------------
+
+    def _two_factor(self) -> TwoFactor:
+        if self.totp_keys is None:
+            raise RuntimeError("two-factor sign-in needs its keys (TotpKeys.from_settings)")
+        return TwoFactor(self.repo, self.totp_keys, self.now)
+
+    def _active_user(self, user_id: str) -> dict[str, Any]:
+        user = self.repo.user(user_id)
+        if user is None or user.get("status") != "active":
+            raise _invalid_token()
+        return user
+
+    def totp_status(self, user_id: str) -> TotpStatus:
+        """Whether two-factor sign-in is on, since when, and the recovery codes left."""
+        return self._two_factor().status(self._active_user(user_id))
+
+    def start_totp(self, user_id: str) -> TotpSetup:
+        """A new secret to set two-factor sign-in up with (not on until confirmed)."""
+        return self._two_factor().start(self._active_user(user_id))
+
+    def totp_set_up(self, user_id: str) -> TotpSetup | None:
+        """The set-up under way, not yet confirmed, or None."""
+        return self._two_factor().set_up_under_way(self._active_user(user_id))
+
+    def confirm_totp(self, user_id: str, request: TotpConfirm) -> RecoveryCodes:
+        """Turn two-factor sign-in on with a first code; the recovery codes, shown once."""
+        return self._two_factor().confirm(self._active_user(user_id), request)
+
+    def disable_totp(self, user_id: str, request: TotpDisable) -> TotpStatus:
+        """Turn two-factor sign-in off, given the password and a code."""
+        user = self._active_user(user_id)
+        if not is_on(user):
+            return TotpStatus(enabled=False)
+        self._check_password(user, request.password, "password")
+        return self._two_factor().disable(user, request)
+
+    def _check_password(self, user: dict[str, Any], password: str, field: str) -> None:
+        """Forbidden unless `password` is the user's; wrong guesses count against the
+        log-in limit, so a form asking for it again is no way around that limit."""
+        account_key = hashed_key(user["email_key"])
+        self.repo.throttle.check(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+        if not self.hasher.verify(user["password_hash"], password):
+            self.repo.throttle.hit(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+            raise Forbidden(WRONG_PASSWORD, code="wrong_password", details={"field": field})
 
 
 def _invalid_token() -> AuthenticationFailed:

@@ -5,10 +5,12 @@
   against the same per-account limit.
 - `close_account`: the moment an erasure is asked for, the account stops working (status
   `closing`, every session ended), while the services erase their parts.
-- `export_user`: the account, its sessions and its mailed links, never a password hash or
-  a token (both are one-way hashes, and credentials rather than information about you).
-- `erase_user`: the user, their sessions, their links and the rate-limit counters kept
-  under their id or hashed address. Idempotent.
+- `export_user`: the account (whether two-factor sign-in is on, and since when), its
+  sessions and its mailed links, never a password hash, a token, the two-factor secret or a
+  recovery code (hashes or sealed, and credentials rather than information about you).
+- `erase_user`: the user (the sealed two-factor secret with it), their sessions, their
+  links, their recovery codes and waiting log-ins, and the rate-limit counters kept under
+  their id or hashed address. Idempotent.
 - `expire_unverified`: retention. An account never verified within
   `JICM_RETENTION_UNVERIFIED_DAYS` stops working (status `expired`, one compare-and-set)
   and `AccountExpired` goes out in the same write, so privacy erases it through the
@@ -30,6 +32,7 @@ from services.accounts.emails import normalize_email
 from services.accounts.links import ACCOUNT_EXISTS_MAILS, RESETS_PER_ADDRESS, VERIFICATION_RESENDS
 from services.accounts.passwords import PasswordHasher
 from services.accounts.storage import AccountsRepository
+from services.accounts.totp import WRONG_CODES_PER_ACCOUNT
 from shared.errors import InvalidInput, RateLimited
 from shared.events import new_event
 from shared.events.outbox import with_event
@@ -43,7 +46,7 @@ RETENTION_BATCH = 100
 USER_ID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # Rate-limit counters kept under a user's id, and under the hash of their address.
-THROTTLE_BY_USER = (VERIFICATION_RESENDS.scope,)
+THROTTLE_BY_USER = (VERIFICATION_RESENDS.scope, WRONG_CODES_PER_ACCOUNT.scope)
 THROTTLE_BY_ADDRESS = (LOGIN_FAILURES_PER_ACCOUNT.scope, RESETS_PER_ADDRESS.scope,
                        ACCOUNT_EXISTS_MAILS.scope)
 
@@ -98,7 +101,12 @@ def export_user(repo: AccountsRepository, user_id: str) -> dict[str, Any]:
         "policy_version", "policy_accepted_at", "age_confirmed_at", "password_changed_at",
         "closed_at", "time_zone")}
     account["id"] = user["_id"]
-    account["not_included"] = ["your password: kept only as an argon2id hash"]
+    account["two_factor_enabled"] = user.get("totp_secret") is not None
+    account["two_factor_enabled_at"] = user.get("totp_enabled_at")
+    account["not_included"] = [
+        "your password: kept only as an argon2id hash",
+        "your two-factor secret and recovery codes: credentials, kept sealed or hashed",
+    ]
     sessions = repo.sessions.find({"user_id": user_id}, sort=[("created_at", 1)])
     links = repo.tokens.find({"user_id": user_id})
     return {
@@ -124,6 +132,8 @@ def erase_user(repo: AccountsRepository, user_id: str, email: str | None) -> dic
     return {
         "sessions": repo.delete_sessions(user_id),
         "links": repo.tokens.delete_many({"user_id": user_id}),
+        "recovery_codes": repo.recovery_codes.delete_many({"user_id": user_id}),
+        "second_steps": repo.second_steps.delete_many({"user_id": user_id}),
         "throttle_counters": counters,
         # The user last: a crash before this line leaves the account (closed) for the retry.
         "users": int(repo.users.delete_one({"_id": user_id})),

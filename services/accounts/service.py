@@ -16,11 +16,15 @@ from services.accounts.schemas import (
     PasswordReset,
     PasswordResetRequest,
     ProfileChanges,
+    SecondStep,
     SignUp,
+    TotpConfirm,
+    TotpDisable,
     VerifyEmail,
 )
 from services.accounts.storage import INDEXES, USERS, AccountsRepository
 from services.accounts.tokens import LinkSettings
+from services.accounts.totp import TotpKeys
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
@@ -32,7 +36,8 @@ from shared.retention import retention
 from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
-# Links in mail (verification, password reset) are keyed from the secret key.
+# Links in mail (verification, password reset) and two-factor secrets are keyed from the
+# secret key.
 REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)
 
 
@@ -54,6 +59,7 @@ class AccountsService:
             policy_version=self.settings.policy_version,
             session_ttl=self.settings.session_ttl,
             links=LinkSettings.from_settings(self.settings),
+            totp_keys=TotpKeys.from_settings(self.settings),
             request_id=request_id.get(),
         )
 
@@ -74,6 +80,36 @@ class AccountsService:
                 LogIn.model_validate(request), ClientContext.model_validate(client)
             )
         return session.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def log_in_second_step(self, request: dict, client: dict) -> dict:
+        session = self._accounts().log_in_second_step(
+            SecondStep.model_validate(request), ClientContext.model_validate(client)
+        )
+        return session.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def totp_status(self, user_id: str) -> dict:
+        return self._accounts().totp_status(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def start_totp(self, user_id: str) -> dict:
+        return self._accounts().start_totp(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def totp_set_up(self, user_id: str) -> dict | None:
+        setup = self._accounts().totp_set_up(user_id)
+        return setup.model_dump(mode="json") if setup else None
+
+    @rpc(expected_exceptions=ServiceError)
+    def confirm_totp(self, user_id: str, request: dict) -> dict:
+        codes = self._accounts().confirm_totp(user_id, TotpConfirm.model_validate(request))
+        return codes.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def disable_totp(self, user_id: str, request: dict) -> dict:
+        status = self._accounts().disable_totp(user_id, TotpDisable.model_validate(request))
+        return status.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
     def authenticate(self, token: str) -> dict:

@@ -50,6 +50,8 @@ class FakeServices:
             ("accounts", "log_in"): lambda body, client: {
                 "token": TOKEN, "expires_at": iso(NOW + timedelta(days=14))},
             ("accounts", "list_sessions"): lambda token: {"sessions": []},
+            ("accounts", "totp_status"): lambda user_id: {
+                "enabled": False, "enabled_at": None, "recovery_codes_left": 0},
             ("scheduler", "list_switches"): lambda user_id: {"switches": self.switches},
             ("scheduler", "get_switch"): self._get_switch,
             ("vault", "list_messages"): lambda user_id: {"messages": []},
