@@ -29,6 +29,7 @@ from services.accounts.accounts import LOGIN_FAILURES_PER_ACCOUNT
 from services.accounts.emails import normalize_email
 from services.accounts.links import ACCOUNT_EXISTS_MAILS, RESETS_PER_ADDRESS, VERIFICATION_RESENDS
 from services.accounts.passwords import PasswordHasher
+from services.accounts.sessions import account_changed
 from services.accounts.storage import AccountsRepository
 from shared.errors import InvalidInput, RateLimited
 from shared.events import new_event
@@ -68,9 +69,12 @@ def verify_password(repo: AccountsRepository, hasher: PasswordHasher, user_id: s
 
 
 def close_account(repo: AccountsRepository, user_id: str, now: datetime) -> bool:
-    """Stop the account working at once (no log-in, no session). True if it was active."""
-    closed = repo.users.update_one({"_id": user_id, "status": ACTIVE},
-                                   {"$set": {"status": CLOSING, "closed_at": now}})
+    """Stop the account working at once (no log-in, no session, none cached by a gateway).
+    True if it was active."""
+    closed = repo.users.update_one(
+        {"_id": user_id, "status": ACTIVE},
+        with_event({"$set": {"status": CLOSING, "closed_at": now}},
+                   account_changed(user_id, "account_closed", now=now), now=now))
     repo.delete_sessions(user_id)
     return closed is not None
 
@@ -140,9 +144,11 @@ def expire_unverified(repo: AccountsRepository, now: datetime, window: timedelta
     for user in stale:
         event = new_event("AccountExpired", {"user_id": user["_id"], "email": user["email"]},
                           producer="accounts", now=now, request_id=request_id)
+        ended = account_changed(user["_id"], "account_expired", now=now, request_id=request_id)
         done = repo.users.update_one(
             {"_id": user["_id"], "status": ACTIVE, "email_verified": False},
-            with_event({"$set": {"status": EXPIRED, "expired_at": now}}, event, now=now))
+            with_event(with_event({"$set": {"status": EXPIRED, "expired_at": now}}, ended,
+                                  now=now), event, now=now))
         if done is not None:
             repo.delete_sessions(user["_id"])
             expired += 1

@@ -80,6 +80,10 @@ class AccountsService:
         return self._accounts().authenticate(token).model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
+    def resolve_session(self, token: str) -> dict:
+        return self._accounts().resolve_session(token).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
     def log_out(self, token: str) -> None:
         self._accounts().log_out(token)
 
