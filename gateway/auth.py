@@ -42,6 +42,13 @@ def resolve_session(token: str) -> dict:
     return sessions.resolve(token)
 
 
+def forget_signed_in_user() -> None:
+    """After a request that ended the signed-in user's sessions or changed their profile:
+    this worker forgets them now (the AccountChanged broadcast tells every other worker)."""
+    sessions: Sessions = current_app.extensions[SESSIONS_KEY]
+    sessions.forget_user(current_user_id())
+
+
 def current_user_id() -> str:
     return g.user["id"]
 

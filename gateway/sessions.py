@@ -282,6 +282,12 @@ class Sessions:
                        generation)
         return resolved["profile"]
 
+    def forget_user(self, user_id: str) -> None:
+        """This worker forgets the user's sessions at once, without waiting for the
+        broadcast (which tells every other worker): for the requests that end them."""
+        if self.cache is not None:
+            self.cache.forget(user_id)
+
     def _listen_in_this_process(self) -> None:
         # A thread does not survive fork(): a worker forked from the process that started
         # the listener (gunicorn --preload) starts its own.

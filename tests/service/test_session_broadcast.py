@@ -74,17 +74,17 @@ def test_a_log_out_reaches_every_workers_listener(accounts, rpc, workers):
         assert cache.get(session_id(token))["id"] == account["id"]
     rpc.call("accounts", "log_out", token)
     wait_for(lambda: all(cache.get(session_id(token)) is None for cache in workers),
-             timeout=5, what="every worker forgetting the ended session")
+             timeout=1, what="every worker forgetting the ended session")
 
 
 def test_a_password_change_reaches_every_workers_listener(accounts, rpc, workers):
-    account, token = signed_in(rpc)
+    _, token = signed_in(rpc)
     for cache in workers:
         cache_resolved(cache, rpc, token)
     rpc.call("accounts", "change_password", token,
              {"current_password": PASSWORD, "new_password": "a quiet harbour at dawn 42"},
              {"ip": "203.0.113.5"})
-    wait_for(lambda: all(len(cache) == 0 for cache in workers), timeout=5,
+    wait_for(lambda: all(len(cache) == 0 for cache in workers), timeout=1,
              what="every worker forgetting every session of the user")
 
 
