@@ -8,7 +8,8 @@
 - `export_user`: the account, its sessions and its mailed links, never a password hash or
   a token (both are one-way hashes, and credentials rather than information about you).
 - `erase_user`: the user, their sessions, their links and the rate-limit counters kept
-  under their id or hashed address. Idempotent.
+  under their id or hashed address. Idempotent. Before it, `announce_erasure` tells every
+  gateway to forget the user's sessions (relayed before the user's document goes).
 - `expire_unverified`: retention. An account never verified within
   `JICM_RETENTION_UNVERIFIED_DAYS` stops working (status `expired`, one compare-and-set)
   and `AccountExpired` goes out in the same write, so privacy erases it through the
@@ -113,6 +114,11 @@ def export_user(repo: AccountsRepository, user_id: str) -> dict[str, Any]:
             "purpose", "created_at", "expires_at", "used_at")}
             for link in sorted(links, key=lambda doc: doc["created_at"])],
     }
+
+
+def announce_erasure(repo: AccountsRepository, user_id: str, now: datetime) -> bool:
+    """Tell every gateway to forget the user's sessions (AccountChanged), before erasing."""
+    return repo.announce(user_id, account_changed(user_id, "account_erased", now=now), now)
 
 
 def erase_user(repo: AccountsRepository, user_id: str, email: str | None) -> dict[str, int]:

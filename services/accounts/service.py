@@ -177,8 +177,15 @@ class AccountsService:
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
-        self.erasures.answer(data, lambda: privacy.erase_user(self.store, data.user_id,
-                                                              data.email))
+        self.erasures.answer(data, lambda: self._erase(data.user_id, data.email))
+
+    def _erase(self, user_id: str, email: str | None) -> dict[str, int]:
+        # Every gateway forgets the user before the document whose outbox would carry the
+        # news is deleted. The account was normally closed, and that announced, already;
+        # this covers a closing that failed.
+        privacy.announce_erasure(self.store, user_id, self.clock.now())
+        self._announce_now()
+        return privacy.erase_user(self.store, user_id, email)
 
     @retention
     def purge(self) -> None:

@@ -192,7 +192,7 @@ class AccountExpired(EventData):
 
 AccountChangeReason = Literal[
     "log_out", "sessions_ended", "password_changed", "password_reset", "account_closed",
-    "account_expired", "email_verified", "profile_changed",
+    "account_expired", "account_erased", "email_verified", "profile_changed",
 ]
 
 

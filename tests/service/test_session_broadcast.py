@@ -13,7 +13,7 @@ from gateway.sessions import CONNECTION_NAME, RevocationListener, SessionCache
 from services.accounts.service import AccountsService
 from services.accounts.sessions import session_id
 from shared.rpc.client import RpcClientPool
-from tests.helpers import wait_for
+from tests.helpers import erase_part, wait_for
 
 pytestmark = pytest.mark.service
 
@@ -113,3 +113,14 @@ def test_a_listener_that_loses_the_broker_stops_using_its_cache_and_comes_back_e
         assert len(cache) == 0
     finally:
         listener.stop()
+
+
+def test_an_erasure_whose_closing_failed_still_reaches_every_workers_listener(
+        accounts, rpc, workers):
+    account, token = signed_in(rpc)
+    for cache in workers:
+        cache_resolved(cache, rpc, token)
+    # privacy's saga, without the close_account call that normally comes first
+    erase_part(accounts, account["id"])
+    wait_for(lambda: all(len(cache) == 0 for cache in workers), timeout=1,
+             what="every worker forgetting the erased user")
