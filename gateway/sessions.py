@@ -114,7 +114,7 @@ class SessionCache:
                 self._drop(key)
                 return None
             self._entries.move_to_end(key)
-            return entry.profile
+            return dict(entry.profile)  # each request its own copy
 
     def put(self, key: str, profile: dict[str, Any], expires_at: datetime,
             generation: int) -> bool:
