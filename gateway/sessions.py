@@ -31,6 +31,7 @@ after the fork), and again should that process be a fork of the one that started
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -185,6 +186,7 @@ class RevocationListener:
         self.cache = cache
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._bound = False
 
     def start(self) -> None:
         self._stopping.clear()
@@ -200,16 +202,17 @@ class RevocationListener:
     def _run(self) -> None:
         wait = RECONNECT_SECONDS[0]
         while not self._stopping.is_set():
+            self._bound = False
             try:
                 self._listen()
-                wait = RECONNECT_SECONDS[0]
             except Exception as exc:  # any broker trouble: the cache goes off, then retry
                 log.warning("session revocations: not connected to the broker (%s); "
                             "resolving every session with accounts until reconnected", exc)
             finally:
                 self.cache.deaf()
+            # A connection that worked was lost: try again soon. Failing to connect: back off.
+            wait = RECONNECT_SECONDS[0] if self._bound else min(wait * 2, RECONNECT_SECONDS[1])
             self._stopping.wait(wait)
-            wait = min(wait * 2, RECONNECT_SECONDS[1])
 
     def _listen(self) -> None:
         with Connection(self.amqp_uri, heartbeat=HEARTBEAT_SECONDS, connect_timeout=5,
@@ -227,12 +230,14 @@ class RevocationListener:
                 # Bound first, trusted after: whatever ends from now on is heard, and
                 # whatever ended before is not in the (emptied) cache.
                 self.cache.listening()
+                self._bound = True
                 log.info("session revocations: listening on %s", queue.name)
                 while not self._stopping.is_set():
-                    try:
+                    with contextlib.suppress(TimeoutError):  # idle: nothing to forget
                         conn.drain_events(timeout=POLL_SECONDS)
-                    except TimeoutError:
-                        conn.heartbeat_check()
+                    # Every turn, busy or idle: this connection sends nothing else, and a
+                    # broker that hears no heartbeat from it would close it.
+                    conn.heartbeat_check()
 
     def _on_message(self, body: Any, message: Message) -> None:
         try:
