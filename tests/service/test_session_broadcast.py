@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from kombu import Connection
 
 from gateway.sessions import CONNECTION_NAME, RevocationListener, SessionCache
 from services.accounts.service import AccountsService
 from services.accounts.sessions import session_id
+from shared.events.broadcast import BROADCAST_EXCHANGE_NAME
 from shared.rpc.client import RpcClientPool
 from tests.helpers import erase_part, wait_for
 
@@ -124,3 +126,16 @@ def test_an_erasure_whose_closing_failed_still_reaches_every_workers_listener(
     erase_part(accounts, account["id"])
     wait_for(lambda: all(len(cache) == 0 for cache in workers), timeout=1,
              what="every worker forgetting the erased user")
+
+
+def test_a_broadcast_a_listener_cannot_read_empties_its_whole_cache(service_config, workers):
+    for cache in workers:
+        cache.put("s1", {"id": "user-1"}, datetime.now(UTC) + timedelta(hours=1),
+                  cache.generation())
+    with Connection(service_config["AMQP_URI"]) as conn:
+        conn.Producer().publish({"type": "AccountChanged", "data": {"who": "?"}},
+                                exchange=BROADCAST_EXCHANGE_NAME, routing_key="AccountChanged",
+                                serializer="json")
+    wait_for(lambda: all(len(cache) == 0 for cache in workers), timeout=1,
+             what="every worker emptying its cache")
+    assert all(cache.in_use for cache in workers), "and listening still"
