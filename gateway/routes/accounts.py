@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, g
 
 from gateway.api import operation
-from gateway.auth import current_user_id
+from gateway.auth import current_user_id, forget_signed_in_user
 from gateway.clients import client_context
 from gateway.remote import call
 from services.accounts.schemas import (
@@ -72,6 +72,7 @@ def log_in_second_step(body: SecondStep) -> dict:
            status=204)
 def log_out() -> None:
     call("accounts", "log_out", g.token)
+    forget_signed_in_user()
 
 
 @operation(bp, "GET", "/api/v1/sessions", summary="Your open sessions", tag="accounts",
@@ -86,7 +87,9 @@ def list_sessions() -> dict:
            response=SessionsEnded,
            description="Ends every session of your account, the one asking included.")
 def end_sessions() -> dict:
-    return call("accounts", "end_sessions", current_user_id())
+    ended = call("accounts", "end_sessions", current_user_id())
+    forget_signed_in_user()
+    return ended
 
 
 @operation(bp, "GET", "/api/v1/me", summary="Your profile", tag="accounts", response=Profile)
@@ -99,7 +102,10 @@ def me() -> dict:
            description="`time_zone`: the IANA name (Europe/Paris) the web site shows your "
                        "times in. Times in the API stay UTC.")
 def update_profile(body: ProfileChanges) -> dict:
-    return call("accounts", "update_profile", current_user_id(), body.model_dump(mode="json"))
+    profile = call("accounts", "update_profile", current_user_id(),
+                   body.model_dump(mode="json"))
+    forget_signed_in_user()
+    return profile
 
 
 @operation(bp, "POST", "/api/v1/me/password", summary="Change your password", tag="accounts",
@@ -108,8 +114,10 @@ def update_profile(body: ProfileChanges) -> dict:
                        "count against the log-in limit). Every session ends, this one "
                        "included; the answer is a new session token for the caller.")
 def change_password(body: PasswordChange) -> dict:
-    return call("accounts", "change_password", g.token, body.model_dump(mode="json"),
-                client_context())
+    session = call("accounts", "change_password", g.token, body.model_dump(mode="json"),
+                   client_context())
+    forget_signed_in_user()
+    return session
 
 
 @operation(bp, "POST", "/api/v1/accounts/verify", summary="Verify your email address",

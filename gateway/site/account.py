@@ -9,6 +9,7 @@ from zoneinfo import available_timezones
 
 from flask import Blueprint, Response, flash, g, redirect, request, url_for
 
+from gateway.auth import forget_signed_in_user
 from gateway.clients import client_context, consent_context
 from gateway.errors import ApiError
 from gateway.remote import call
@@ -57,7 +58,9 @@ def set_time_zone() -> Response:
     changes, errors = validated(ProfileChanges, {"time_zone": request.form.get("time_zone", "")})
     if errors:
         return account_page(422, errors, request.form)
-    g.user = call("accounts", "update_profile", g.user["id"], changes.model_dump())
+    profile = call("accounts", "update_profile", g.user["id"], changes.model_dump())
+    forget_signed_in_user()
+    g.user = profile
     flash(f"Times are now shown in {changes.time_zone}.", "ok")
     return redirect(url_for(".account"), 303)
 
@@ -80,6 +83,7 @@ def change_password() -> Response:
                        client_context())
     except (ServiceError, ApiError) as exc:
         return account_page(exc.status, refusal(exc, "current_password"))
+    forget_signed_in_user()
     flash("Your password is changed. Every other device is signed out.", "ok")
     response = redirect(url_for(".account"), 303)
     keep_session(response, cookies(), session["token"], parse_time(session["expires_at"]))
@@ -90,6 +94,7 @@ def change_password() -> Response:
 @signed_in
 def sign_out_everywhere() -> Response:
     call("accounts", "end_sessions", g.user["id"])
+    forget_signed_in_user()
     response = redirect(url_for("site_auth.log_in_page", signed_out="everywhere"), 303)
     forget_session(response, cookies())
     return response

@@ -16,6 +16,7 @@ from datetime import date
 
 from flask import Blueprint, Response, current_app, g, redirect, request, url_for
 
+from gateway.auth import forget_signed_in_user
 from gateway.clients import client_context
 from gateway.errors import ApiError
 from gateway.remote import call
@@ -187,6 +188,7 @@ def log_out() -> Response:
         # Signed out already, or accounts unreachable: the cookie goes anyway.
         with contextlib.suppress(AuthenticationFailed, ApiError):
             call("accounts", "log_out", g.token)
+            forget_signed_in_user()
     response = redirect(url_for("site_auth.log_in_page", signed_out=1), 303)
     forget_session(response, cookies())
     return response

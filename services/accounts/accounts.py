@@ -14,7 +14,6 @@ verification mail (`MailRequested`), in one write: the answer never waits for SM
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import uuid
@@ -35,6 +34,7 @@ from services.accounts.schemas import (
     Profile,
     ProfileChanges,
     RecoveryCodes,
+    ResolvedSession,
     SecondStep,
     Session,
     SessionList,
@@ -45,6 +45,7 @@ from services.accounts.schemas import (
     TotpSetup,
     TotpStatus,
 )
+from services.accounts.sessions import account_changed, session_id
 from services.accounts.storage import AccountsRepository, EmailTaken
 from services.accounts.tokens import LinkSettings
 from services.accounts.totp import TotpKeys, TwoFactor, is_on
@@ -75,7 +76,7 @@ def age_on(birth: date, today: date) -> int:
 
 def token_hash(token: str) -> str:
     """Sessions are stored under a hash of their token, never the token itself."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    return session_id(token)
 
 
 class Accounts:
@@ -242,6 +243,12 @@ class Accounts:
         """The profile behind a bearer token, or AuthenticationFailed."""
         return _profile(self._signed_in(token)[1])
 
+    def resolve_session(self, token: str) -> ResolvedSession:
+        """The profile behind a bearer token with the session's expiry, for a gateway that
+        caches it (never past that expiry), or AuthenticationFailed."""
+        session, user = self._signed_in(token)
+        return ResolvedSession(profile=_profile(user), expires_at=session["expires_at"])
+
     def _signed_in(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(session, user) of a live session token, or AuthenticationFailed."""
         session = self.repo.session(token_hash(token)) if token else None
@@ -256,8 +263,19 @@ class Accounts:
         return session, user
 
     def log_out(self, token: str) -> None:
-        """End the session of `token` (idempotent)."""
-        self.repo.delete_session(token_hash(token))
+        """End the session of `token` (idempotent); every gateway forgets it."""
+        ended = token_hash(token)
+        session = self.repo.session(ended)
+        if session is None:
+            return
+        self.repo.delete_session(ended)
+        self.repo.announce(session["user_id"],
+                           self._changed(session["user_id"], "log_out", sessions=[ended]),
+                           self.now)
+
+    def _changed(self, user_id: str, reason: str, sessions: list[str] | None = None) -> dict:
+        return account_changed(user_id, reason, now=self.now, sessions=sessions,
+                               request_id=self.request_id)
 
     # The signed-in owner's own account ------------------------------------------------
 
@@ -280,7 +298,8 @@ class Accounts:
 
     def end_sessions(self, user_id: str) -> SessionsEnded:
         """Sign out everywhere: every session of the user ends, this one included."""
-        return SessionsEnded(ended=self.repo.delete_sessions(user_id))
+        return SessionsEnded(ended=self.repo.end_sessions(
+            user_id, self._changed(user_id, "sessions_ended"), self.now))
 
     def change_password(self, token: str, request: PasswordChange,
                         client: ClientContext) -> Session:
@@ -295,13 +314,15 @@ class Accounts:
             raise Forbidden(WRONG_PASSWORD, code="wrong_password",
                             details={"field": "current_password"})
         check_password_policy(request.new_password, user["email"], field="new_password")
-        self.repo.set_password(user["_id"], self.hasher.hash(request.new_password), self.now)
+        self.repo.set_password(user["_id"], self.hasher.hash(request.new_password),
+                               self._changed(user["_id"], "password_changed"), self.now)
         self.repo.delete_sessions(user["_id"])
         return self._open_session(user, client)
 
     def update_profile(self, user_id: str, changes: ProfileChanges) -> Profile:
         """Store the owner's choices (their time zone)."""
-        user = self.repo.set_profile(user_id, changes.model_dump())
+        user = self.repo.set_profile(user_id, changes.model_dump(),
+                                     self._changed(user_id, "profile_changed"), self.now)
         if user is None:
             raise _invalid_token()
         return _profile(user)

@@ -10,7 +10,8 @@
   recovery code (hashes or sealed, and credentials rather than information about you).
 - `erase_user`: the user (the sealed two-factor secret with it), their sessions, their
   links, their recovery codes and waiting log-ins, and the rate-limit counters kept under
-  their id or hashed address. Idempotent.
+  their id or hashed address. Idempotent. Before it, `announce_erasure` tells every
+  gateway to forget the user's sessions (relayed before the user's document goes).
 - `expire_unverified`: retention. An account never verified within
   `JICM_RETENTION_UNVERIFIED_DAYS` stops working (status `expired`, one compare-and-set)
   and `AccountExpired` goes out in the same write, so privacy erases it through the
@@ -31,6 +32,7 @@ from services.accounts.accounts import LOGIN_FAILURES_PER_ACCOUNT
 from services.accounts.emails import normalize_email
 from services.accounts.links import ACCOUNT_EXISTS_MAILS, RESETS_PER_ADDRESS, VERIFICATION_RESENDS
 from services.accounts.passwords import PasswordHasher
+from services.accounts.sessions import account_changed
 from services.accounts.storage import AccountsRepository
 from services.accounts.totp import WRONG_CODES_PER_ACCOUNT
 from shared.errors import InvalidInput, RateLimited
@@ -71,9 +73,12 @@ def verify_password(repo: AccountsRepository, hasher: PasswordHasher, user_id: s
 
 
 def close_account(repo: AccountsRepository, user_id: str, now: datetime) -> bool:
-    """Stop the account working at once (no log-in, no session). True if it was active."""
-    closed = repo.users.update_one({"_id": user_id, "status": ACTIVE},
-                                   {"$set": {"status": CLOSING, "closed_at": now}})
+    """Stop the account working at once (no log-in, no session, none cached by a gateway).
+    True if it was active."""
+    closed = repo.users.update_one(
+        {"_id": user_id, "status": ACTIVE},
+        with_event({"$set": {"status": CLOSING, "closed_at": now}},
+                   account_changed(user_id, "account_closed", now=now), now=now))
     repo.delete_sessions(user_id)
     return closed is not None
 
@@ -119,6 +124,11 @@ def export_user(repo: AccountsRepository, user_id: str) -> dict[str, Any]:
     }
 
 
+def announce_erasure(repo: AccountsRepository, user_id: str, now: datetime) -> bool:
+    """Tell every gateway to forget the user's sessions (AccountChanged), before erasing."""
+    return repo.announce(user_id, account_changed(user_id, "account_erased", now=now), now)
+
+
 def erase_user(repo: AccountsRepository, user_id: str, email: str | None) -> dict[str, int]:
     """Delete the user and everything accounts keeps about them. Idempotent."""
     user = repo.user(user_id)
@@ -150,9 +160,11 @@ def expire_unverified(repo: AccountsRepository, now: datetime, window: timedelta
     for user in stale:
         event = new_event("AccountExpired", {"user_id": user["_id"], "email": user["email"]},
                           producer="accounts", now=now, request_id=request_id)
+        ended = account_changed(user["_id"], "account_expired", now=now, request_id=request_id)
         done = repo.users.update_one(
             {"_id": user["_id"], "status": ACTIVE, "email_verified": False},
-            with_event({"$set": {"status": EXPIRED, "expired_at": now}}, event, now=now))
+            with_event(with_event({"$set": {"status": EXPIRED, "expired_at": now}}, ended,
+                                  now=now), event, now=now))
         if done is not None:
             repo.delete_sessions(user["_id"])
             expired += 1

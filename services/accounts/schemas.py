@@ -70,6 +70,13 @@ class Profile(BaseModel):
     )
 
 
+class ResolvedSession(BaseModel):
+    """A live session as the gateway caches it: whose it is, and until when it lasts."""
+
+    profile: Profile
+    expires_at: AwareDatetime
+
+
 def iana_time_zone(name: str) -> str:
     """`name` if it is an IANA time zone this system knows (Europe/Paris, UTC...)."""
     if "/" not in name and name != "UTC":

@@ -34,6 +34,13 @@ INDEXES: dict[str, list[Index]] = {
 }
 
 
+def with_events(update: dict[str, Any], events: list[dict], *, now: datetime) -> dict[str, Any]:
+    """`update` extended to append each of `events` to the document's outbox."""
+    for event in events:
+        update = with_event(update, event, now=now)
+    return update
+
+
 class EmailTaken(Exception):
     """Another account already has this address."""
 
@@ -63,31 +70,36 @@ class AccountsRepository:
         """Put `event` (a MailRequested...) in the user's outbox; False if the user is gone."""
         return self.users.update_one({"_id": user_id}, with_event({}, event, now=now)) is not None
 
-    def mark_verified(self, user: dict[str, Any], event: dict, now: datetime) -> bool:
-        """Verify the user's current address, once, announcing `event` (EmailVerified).
+    def mark_verified(self, user: dict[str, Any], events: list[dict], now: datetime) -> bool:
+        """Verify the user's current address, once, announcing `events` (EmailVerified...).
 
         Only an active account: one being closed (its erasure under way) must not arm a switch.
         """
         done = self.users.update_one(
             {"_id": user["_id"], "email_key": user["email_key"], "email_verified": False,
              "status": "active"},
-            with_event({"$set": {"email_verified": True, "email_verified_at": now}}, event,
-                       now=now),
+            with_events({"$set": {"email_verified": True, "email_verified_at": now}}, events,
+                        now=now),
         )
         return done is not None
 
-    def set_password(self, user_id: str, password_hash: str, now: datetime) -> bool:
-        """Replace the password; every session opened before `now` stops working."""
+    def set_password(self, user_id: str, password_hash: str, event: dict,
+                     now: datetime) -> bool:
+        """Replace the password, announcing `event` (AccountChanged); every session opened
+        before `now` stops working."""
         done = self.users.update_one(
             {"_id": user_id, "status": "active"},
-            {"$set": {"password_hash": password_hash, "password_changed_at": now}},
+            with_event({"$set": {"password_hash": password_hash, "password_changed_at": now}},
+                       event, now=now),
         )
         return done is not None
 
-    def set_profile(self, user_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
-        """Set the owner's own choices (their time zone) on an active user."""
+    def set_profile(self, user_id: str, fields: dict[str, Any], event: dict,
+                    now: datetime) -> dict[str, Any] | None:
+        """Set the owner's own choices (their time zone) on an active user, announcing
+        `event` (AccountChanged)."""
         return strip_outbox(self.users.update_one({"_id": user_id, "status": "active"},
-                                                  {"$set": fields}))
+                                                  with_event({"$set": fields}, event, now=now)))
 
     # Two-factor sign-in ---------------------------------------------------------------
 
@@ -214,6 +226,13 @@ class AccountsRepository:
 
     def delete_session(self, token_hash: str) -> bool:
         return self.sessions.delete_one({"_id": token_hash})
+
+    def end_sessions(self, user_id: str, event: dict, now: datetime) -> int:
+        """Delete every session of the user, then announce it (AccountChanged): deleted
+        first, so a gateway that hears the event and asks again finds nothing to cache."""
+        ended = self.delete_sessions(user_id)
+        self.announce(user_id, event, now)
+        return ended
 
     def delete_sessions(self, user_id: str) -> int:
         return self.sessions.delete_many({"user_id": user_id})

@@ -47,6 +47,7 @@ class FakeServices:
         self.switches = [switch()]
         self.handlers: dict[tuple[str, str], Callable[..., Any]] = {
             ("accounts", "authenticate"): self._authenticate,
+            ("accounts", "resolve_session"): self._resolve_session,
             ("accounts", "log_in"): lambda body, client: {
                 "token": TOKEN, "expires_at": iso(NOW + timedelta(days=14))},
             ("accounts", "list_sessions"): lambda token: {"sessions": []},
@@ -93,6 +94,10 @@ class FakeServices:
             raise AuthenticationFailed("the session token is invalid or has expired",
                                        code="invalid_token")
         return self.profile
+
+    def _resolve_session(self, token: str) -> dict:
+        return {"profile": self._authenticate(token),
+                "expires_at": iso(NOW + timedelta(days=14))}
 
     def _get_switch(self, user_id: str, switch_id: str) -> dict:
         for found in self.switches:
