@@ -60,8 +60,8 @@ def test_the_api_sends_the_test_to_the_signed_in_owners_own_address(client, worl
     assert answer.status_code == 202, answer.get_data(as_text=True)
     assert answer.get_json()["sent_to"] == "ada@example.org"
     [(user_id, switch_id, owner)] = world.asked("vault", "test_release")
-    assert (switch_id, owner) == (SWITCH_ID, {"email": "ada@example.org",
-                                              "email_verified": True})
+    assert (user_id, switch_id) == (world.profile["id"], SWITCH_ID)
+    assert owner == {"email": "ada@example.org", "email_verified": True}
 
 
 def test_the_api_needs_a_session(client, world):
