@@ -7,6 +7,7 @@ address, and nobody else's switch."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import requests
@@ -56,6 +57,12 @@ def test_a_test_release_reaches_only_the_owner_and_opens_the_test_page(full_syst
     assert page.headers["Cache-Control"] == "no-store"
     # The test link opens no real page.
     assert requests.get(full_system.url(f"/r/{token}"), timeout=10).status_code == 404
+
+    log = Path(full_system.environ["JICM_DATA_DIR"]).parent / "logs" / "gateway.log"
+    # gunicorn writes the access line just after the answer: wait for it.
+    logged = wait_for(lambda: "/r/test/[redacted]" in (text := log.read_text()) and text,
+                      timeout=10, what="the access log line of the test page")
+    assert token not in logged
 
     assert facts(owner.switch()) == before
     # Every mail the system sent for this owner has reached the sink by now (the test

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from gateway.openapi import build_spec
+from gateway.redact import redact_url
 from shared.errors import Conflict, Forbidden, RateLimited
 from tests.unit.site_fakes import (
     NOW,
@@ -143,3 +144,9 @@ def test_the_real_page_never_asks_the_test_question(client, world):
     page = client.get(f"/r/{TEST_TOKEN}").get_data(as_text=True)
     assert "This is a test release" not in page
     assert world.asked("vault", "read_test_release") == []
+
+
+def test_a_test_links_token_never_reaches_the_access_log():
+    line = f"GET /r/test/{TEST_TOKEN}/letter.txt HTTP/1.1"
+    assert redact_url(line) == "GET /r/test/[redacted]/letter.txt HTTP/1.1"
+    assert redact_url(f"GET /r/test{TEST_TOKEN} HTTP/1.1") == "GET /r/[redacted] HTTP/1.1"
