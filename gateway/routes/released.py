@@ -51,6 +51,11 @@ UNAVAILABLE = ("The message cannot be shown right now",
                "Something on our side is not answering. Nothing is lost: please try the same "
                "link again in a few minutes.")
 NOT_YET = "not_yet_released"
+TEST_QUESTION = "read_test_release"
+TEST_GONE = ("This test link does not open any message",
+             "Test links work for 24 hours, and only until the switch fires for real. To see "
+             "your messages as your recipients would, send yourself a new test release from "
+             "your switch's settings.")
 
 
 @operation(bp, "GET", "/r/<token>", summary="Read a released message", tag="recipients",
@@ -96,7 +101,7 @@ def read_test_release(token: str) -> Response:
         "site/letter.html", message=message, test=True,
         written_on=day(parse_time(message["written_at"])),
         released_on=day(parse_time(message["released_at"])),
-        expires=_moment(message["expires_at"])), 200), question="read_test_release")
+        expires=_moment(message["expires_at"])), 200), question=TEST_QUESTION)
 
 
 @operation(bp, "GET", "/r/test/<token>/letter.txt",
@@ -107,7 +112,7 @@ def read_test_release(token: str) -> Response:
 def download_test_text(token: str) -> Response:
     return _opened(token, lambda message: _download(
         letter_text(message).encode(), "text/plain; charset=utf-8",
-        filename(message["subject"], "txt")), question="read_test_release")
+        filename(message["subject"], "txt")), question=TEST_QUESTION)
 
 
 @operation(bp, "GET", "/r/test/<token>/letter.eml",
@@ -119,7 +124,7 @@ def download_test_eml(token: str) -> Response:
     mail_from = current_app.config[SETTINGS_CONFIG_KEY].mail_from
     return _opened(token, lambda message: _download(
         letter_eml(message, mail_from), "message/rfc822", filename(message["subject"], "eml")),
-        question="read_test_release")
+        question=TEST_QUESTION)
 
 
 def _moment(value: str) -> str:
@@ -131,16 +136,17 @@ def _opened(token: str, answer: Callable[[dict], Response],
             question: str = "read_released") -> Response:
     """`answer` to the message this link opens, or the page that says why it opens none.
     `question` is the vault's: a real read link's, or a test link's."""
+    test = question == TEST_QUESTION
     if not TOKEN_PATTERN.fullmatch(token):
-        return _failure(404)
+        return _failure(404, test=test)
     try:
         message = call("vault", question, token, client_context())
     except ServiceError as exc:
         if exc.code == NOT_YET:
             return _not_yet(exc.details.get("opens_at"))
-        return _failure(exc.status, exc.details.get("retry_after_seconds"))
+        return _failure(exc.status, exc.details.get("retry_after_seconds"), test=test)
     except ApiError as exc:
-        return _failure(exc.status, exc.headers.get("Retry-After"))
+        return _failure(exc.status, exc.headers.get("Retry-After"), test=test)
     return answer(message)
 
 
@@ -154,8 +160,11 @@ def _not_yet(opens_at: str | None) -> Response:
     return _page(page, 409)
 
 
-def _failure(status: int, retry_after: int | str | None = None) -> Response:
+def _failure(status: int, retry_after: int | str | None = None, *,
+             test: bool = False) -> Response:
     heading, explanation = FAILURES.get(status, UNAVAILABLE)
+    if test and status == 404:
+        heading, explanation = TEST_GONE
     page = render_template("site/letter.html", message=None, heading=heading,
                            explanation=explanation)
     response = _page(page, status if status in FAILURES or status >= 500 else 404)

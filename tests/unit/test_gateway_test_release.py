@@ -10,7 +10,7 @@ import pytest
 
 from gateway.openapi import build_spec
 from gateway.redact import redact_url
-from shared.errors import Conflict, Forbidden, RateLimited
+from shared.errors import Conflict, Forbidden, NotFound, RateLimited
 from tests.unit.site_fakes import (
     NOW,
     SWITCH_ID,
@@ -137,6 +137,15 @@ def test_the_test_page_is_the_recipients_page_with_the_test_banner(client, world
     assert world.asked("vault", "read_test_release")[0][0] == TEST_TOKEN
     assert world.asked("vault", "read_released") == []
     assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_an_expired_test_link_is_a_404_page_that_says_test_links_last_24_hours(client, world):
+    world.answer("vault", "read_test_release", refuse(NotFound(
+        "this test link does not open any message", code="unknown_test_link")))
+    answer = client.get(f"/r/test/{TEST_TOKEN}")
+    assert answer.status_code == 404 and answer.mimetype == "text/html"
+    assert "Test links work for 24 hours" in answer.get_data(as_text=True)
+    assert client.get("/r/test/short").status_code == 404
 
 
 def test_the_real_page_never_asks_the_test_question(client, world):
