@@ -159,3 +159,13 @@ def test_a_test_links_token_never_reaches_the_access_log():
     line = f"GET /r/test/{TEST_TOKEN}/letter.txt HTTP/1.1"
     assert redact_url(line) == "GET /r/test/[redacted]/letter.txt HTTP/1.1"
     assert redact_url(f"GET /r/test{TEST_TOKEN} HTTP/1.1") == "GET /r/[redacted] HTTP/1.1"
+
+
+def test_another_users_switch_has_no_button_and_pressing_it_is_a_404(client, world):
+    client.set_cookie("jicm_session", TOKEN)
+    page = client.get("/app").get_data(as_text=True)
+    world.answer("scheduler", "get_switch", refuse(NotFound("there is no such switch")))
+    answer = client.post(f"/app/switches/{SWITCH_ID}/test-release",
+                         data={"csrf_token": csrf_token(page)})
+    assert answer.status_code == 404
+    assert world.asked("vault", "test_release") == []
