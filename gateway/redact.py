@@ -1,7 +1,8 @@
 """Access-log lines without the secrets that some URLs carry.
 
-A read link (`/r/<token>`) opens a released message; a check-in link (`/c/<token>`) checks
-a switch in; verification and reset links carry `?token=`. Whoever reads the access log
+A read link (`/r/<token>`) opens a released message, a test release's link
+(`/r/test/<token>`) the same page as a test; a check-in link (`/c/<token>`) checks a
+switch in; verification and reset links carry `?token=`. Whoever reads the access log
 must not be able to use any of them, so gunicorn logs these URLs with the token cut out.
 """
 
@@ -11,7 +12,7 @@ import re
 
 from gunicorn.glogging import Logger
 
-_TOKEN_PATHS = re.compile(r"(/(?:r|c|u)/)[^/?#\s]+")
+_TOKEN_PATHS = re.compile(r"(/(?:r/test|r|c|u)/)[^/?#\s]+")
 _TOKEN_QUERY = re.compile(r"((?:^|[?&])token=)[^&#\s]+")
 REDACTED = "[redacted]"
 

@@ -1,8 +1,9 @@
-"""Switches and check-ins: the signed-in owner's schedule, grace, reminders and pauses."""
+"""Switches and check-ins: the signed-in owner's schedule, grace, reminders and pauses;
+and a test release of a switch to its owner."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, g
 
 from gateway.api import operation
 from gateway.auth import current_user_id
@@ -25,6 +26,11 @@ from services.scheduler.switches import (
     DEFAULT_REMINDERS_SECONDS,
     MAX_PAUSE_SECONDS,
 )
+from services.vault.schemas import TestReleaseStarted
+from services.vault.test_release import MAX_TEST_MAILS, TEST_RELEASES_PER_OWNER
+
+# The vault asks the scheduler, then hands up to MAX_TEST_MAILS mails to delivery.
+TEST_RELEASE_TIMEOUT_SECONDS = 15.0
 
 
 def _listed(offsets: tuple[int, ...]) -> str:
@@ -87,3 +93,21 @@ def update_switch(body: SwitchUpdate, switch_id: str) -> dict:
 def check_in(body: CheckInRequest) -> dict:
     return call("scheduler", "check_in", current_user_id(),
                 body.model_dump(mode="json", exclude_unset=True), client_context())
+
+
+@operation(bp, "POST", "/api/v1/switches/<switch_id>/test-release",
+           summary="Send yourself a test release", tag="switches",
+           response=TestReleaseStarted, status=202, errors=(403, 409),
+           description="Sends every message of the switch as each recipient would receive "
+                       "it, but only to your own verified address: the subject starts with "
+                       "\"[Test]\", and each link opens the recipient's page marked as a test "
+                       "for 24 hours. Recipients receive nothing, and nothing about the switch "
+                       "changes. 403 `email_not_verified`: confirm your address first; 409 "
+                       "`switch_fired` (the real release happened), `no_messages`, or "
+                       f"`test_release_too_large` (more than {MAX_TEST_MAILS} mails); "
+                       f"429 `test_release_limit` beyond {TEST_RELEASES_PER_OWNER.count} a day "
+                       "per account, all switches together (UTC days; Retry-After says when).")
+def test_release(switch_id: str) -> dict:
+    owner = {"email": g.user["email"], "email_verified": g.user["email_verified"]}
+    return call("vault", "test_release", current_user_id(), _switch_id(switch_id), owner,
+                timeout=TEST_RELEASE_TIMEOUT_SECONDS)

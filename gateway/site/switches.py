@@ -1,5 +1,6 @@
 """Switch settings in days and hours, with what they mean spelled out; pause and resume;
-another switch on plans that allow it. The scheduler decides what is allowed."""
+a test release to oneself; another switch on plans that allow it. The scheduler (and,
+for a test release, the vault) decides what is allowed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from werkzeug.exceptions import NotFound
 from gateway.errors import ApiError
 from gateway.pages import sentence
 from gateway.remote import call
+from gateway.routes.switches import TEST_RELEASE_TIMEOUT_SECONDS
 from gateway.site.forms import FORM_ERROR, FormErrors, refusal
 from gateway.site.pages import render
 from gateway.site.session import signed_in
@@ -18,6 +20,7 @@ from gateway.site.timefmt import DAY, HOUR, days_and_hours, duration, parse_time
 from gateway.site.words import consequence, reminder_words, state_words
 from services.scheduler.schemas import SWITCH_ID_MAX_LENGTH
 from services.scheduler.switches import MAX_PAUSE_SECONDS, MAX_REMINDERS
+from services.vault.test_release import TEST_RELEASES_PER_OWNER
 from shared.errors import ServiceError
 
 bp = Blueprint("site_switches", __name__)
@@ -45,7 +48,8 @@ def _settings_page(switch: dict, form: dict, errors: FormErrors, status: int = 2
                   reminders=reminder_words(switch["reminders_seconds"]),
                   reminder_rows=sum(1 for key in form if key.startswith("reminder_days_")),
                   paused_until=when(paused_until, tz, now) if paused_until else None,
-                  max_pause_days=MAX_PAUSE_SECONDS // DAY)
+                  max_pause_days=MAX_PAUSE_SECONDS // DAY,
+                  test_release_limit=f"{TEST_RELEASES_PER_OWNER.count} times a day")
 
 
 def form_of(switch: dict) -> dict[str, str]:
@@ -162,6 +166,23 @@ def resume(switch_id: str) -> Response:
         flash(sentence(exc.message), "problem")
     else:
         flash("Resumed: the clock runs again from now.", "ok")
+    return redirect(url_for(".settings", switch_id=switch["id"]), 303)
+
+
+@bp.post("/app/switches/<switch_id>/test-release")
+@signed_in
+def test_release(switch_id: str) -> Response:
+    switch = _switch(switch_id)
+    owner = {"email": g.user["email"], "email_verified": g.user["email_verified"]}
+    try:
+        sent = call("vault", "test_release", g.user["id"], switch["id"], owner,
+                    timeout=TEST_RELEASE_TIMEOUT_SECONDS)
+    except (ServiceError, ApiError) as exc:
+        flash(sentence(exc.message), "problem")
+    else:
+        mails = "1 test mail" if sent["mails"] == 1 else f"{sent['mails']} test mails"
+        flash(f"Test release sent: {mails} to {sent['sent_to']}, one for each message and "
+              "recipient. Your recipients received nothing.", "ok")
     return redirect(url_for(".settings", switch_id=switch["id"]), 303)
 
 

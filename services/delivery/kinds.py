@@ -123,6 +123,23 @@ KINDS: dict[str, MailKind] = {
             reason="a sender stopped checking in and their message is being delivered",
         ),
         MailKind(
+            "test_release",
+            {
+                # The real release's templates, marked as a test (test_release_mail.py).
+                "link": Variant("test_release_link",
+                                "[Test] A message for you from {{ sender_name }}",
+                                ("sender_name", "recipient_name", "link", "expires_at")),
+                "inline": Variant("test_release_inline",
+                                  "[Test] A message for you from {{ sender_name }}",
+                                  ("sender_name", "recipient_name", "test_release_id",
+                                   "message_id", "recipient_id"),
+                                  fetched=("message_subject", "message_body")),
+            },
+            variant_key="variant",
+            reason="the sender asked to see what their recipients would receive; "
+                   "it goes to the sender only",
+        ),
+        MailKind(
             "privacy_export_ready",
             _single("privacy_export_ready", "Your Just in Case data export is ready",
                     "link", "expires_at"),

@@ -14,11 +14,12 @@ from services.delivery.context_seal import ContextSeal
 from services.delivery.deliveries import Deliveries
 from services.delivery.loop import SendingLoopWaker, sending_loop
 from services.delivery.pipeline import Pipeline
-from services.delivery.release_mail import ReleasedContent, released_requests, vault_rpc
+from services.delivery.release_mail import released_requests, vault_rpc
 from services.delivery.reminders import reminder_request
 from services.delivery.schemas import MailRequest, ReminderStatusRequest, StatusRequest
 from services.delivery.smtp import SmtpSession, SmtpTransport
 from services.delivery.storage import DELIVERIES, INDEXES, SUPPRESSIONS, DeliveryRepository
+from services.delivery.test_release_mail import FetchedValues
 from services.delivery.unsubscribe import PURPOSE as UNSUBSCRIBE_PURPOSE
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import InvalidInput, ServiceError
@@ -45,7 +46,8 @@ class DeliveryService:
     metrics = ServiceMetrics()
     outbox = OutboxRelay(DELIVERIES, SUPPRESSIONS)
     wake_sender = SendingLoopWaker()
-    # Asked for an inline release's text when its mail is built (never stored here).
+    # Asked for an inline release's (or test release's) text when its mail is built
+    # (never stored here).
     vault = vault_rpc()
 
     def _seal(self) -> ContextSeal:
@@ -156,7 +158,7 @@ class DeliveryService:
     def send_due_mail(self, keep_going: Callable[[], bool]) -> bool:
         pipeline = Pipeline(self.store, self.settings, self._seal(), self.clock,
                             lambda: SmtpSession(SmtpTransport.from_settings(self.settings)),
-                            fetch=ReleasedContent(self.vault))
+                            fetch=FetchedValues(self.vault))
         return pipeline.send_due(keep_going)
 
 

@@ -3,7 +3,8 @@
 The export holds every message its author wrote, decrypted (subject, body, sender name
 and address, each recipient's name and address: the recipients' data is part of the
 author's export, as the policy's "personal information of others you share with us"
-asks), with its switch, state and times. It travels only in the RPC reply to privacy,
+asks), with its switch, state and times; and the test releases the author sent themselves (when,
+of which switch, how many mails; never their links). It travels only in the RPC reply to privacy,
 which seals it at once; nothing of it is logged.
 
 The erasure is `erasure.erase_user`: the data key first (crypto-shredding), then the
@@ -19,6 +20,7 @@ from services.vault.keys import DataKeys, MissingDataKey
 from services.vault.records import StoredMessage
 from services.vault.sealed_fields import Sealer
 from services.vault.storage import VaultRepository
+from services.vault.test_release import test_releases_of
 
 
 def export_user(repo: VaultRepository, keys: DataKeys, user_id: str) -> dict[str, Any]:
@@ -33,6 +35,7 @@ def export_user(repo: VaultRepository, keys: DataKeys, user_id: str) -> dict[str
     data_key = repo.data_keys.get(user_id)
     return {
         "messages": [_message(key, message) for message in messages],
+        "test_releases": [release.exported() for release in test_releases_of(repo, user_id)],
         "data_key": None if data_key is None else {
             "created_at": data_key.get("created_at"), "kek_id": data_key.get("kek_id"),
             "note": "your messages' encryption key; it is itself encrypted and not included"},

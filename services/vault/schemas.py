@@ -234,3 +234,31 @@ class ReleasedContent(BaseModel):
     inline: bool
     released_at: AwareDatetime
     written_at: AwareDatetime = Field(description="when its author last wrote or changed it")
+
+
+class TestReleaseOwner(BaseModel):
+    """The signed-in owner as the gateway knows them: the only address a test goes to."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email: str
+    email_verified: bool
+
+
+class TestReleaseStarted(BaseModel):
+    """A test release handed to delivery: what was sent, to whom, and until when it opens."""
+
+    id: str
+    switch_id: str
+    messages: int = Field(description="messages of the switch that were sent as a test")
+    mails: int = Field(description="test mails, one per message and recipient")
+    sent_to: str = Field(description="your own verified address: recipients receive nothing")
+    created_at: AwareDatetime
+    expires_at: AwareDatetime = Field(description="when the links in the test mails stop working")
+
+
+class TestReleaseContent(ReleasedContent):
+    """A message as one recipient would read it, opened from a test link."""
+
+    test: bool = True
+    expires_at: AwareDatetime = Field(description="when this test link stops working")

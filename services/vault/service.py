@@ -1,5 +1,5 @@
 """The vault service: nameko entrypoints only; the rules live in `messages.py`,
-`release.py`, `limits.py` and `erasure.py`."""
+`release.py`, `test_release.py`, `limits.py` and `erasure.py`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from services.vault.messages import Messages
 from services.vault.metrics import RELEASES_STARTED
 from services.vault.release import Release
 from services.vault.scheduler_client import SCHEDULER_TIMEOUT_SECONDS, SchedulerSwitches
-from services.vault.schemas import MessageChanges, NewMessage
+from services.vault.schemas import MessageChanges, NewMessage, TestReleaseOwner
 from services.vault.storage import INDEXES, VaultRepository
+from services.vault.test_release import DELIVERY_TIMEOUT_SECONDS, DeliveryTestMail, TestReleases
 from shared.config import Settings
 from shared.dependencies import Clock, Config, LogContext
 from shared.entitlements import billing_rpc, limits_for
@@ -55,6 +56,8 @@ class VaultService:
     scheduler = BoundedRpcProxy("scheduler", timeout=SCHEDULER_TIMEOUT_SECONDS)
     # Asked for a user's plan when the vault's own copy says "free" or nothing.
     billing = billing_rpc()
+    # Takes a test release's mails (the real release goes through MessageReleased).
+    delivery = BoundedRpcProxy("delivery", timeout=DELIVERY_TIMEOUT_SECONDS)
 
     def _data_keys(self):
         return self.keys.data_keys(self.store)
@@ -70,6 +73,10 @@ class VaultService:
 
     def _release(self) -> Release:
         return Release(self.store, self._data_keys(), self.clock.now())
+
+    def _test_releases(self) -> TestReleases:
+        return TestReleases(self.store, self._data_keys(), SchedulerSwitches(self.scheduler),
+                            self.clock.now(), public_url=self.settings.public_url)
 
     # The author's messages ---------------------------------------------------------------
 
@@ -124,6 +131,25 @@ class VaultService:
     def read_released(self, token: str, client: dict) -> dict:
         content = self._release().read_released(token, client.get("ip"))
         return content.model_dump(mode="json")
+
+    # Test releases to the owner (services/vault/test_release.py) ---------------------------
+
+    @rpc(expected_exceptions=ServiceError)
+    def test_release(self, user_id: str, switch_id: str, owner: dict) -> dict:
+        started = self._test_releases().start(user_id, switch_id,
+                                              TestReleaseOwner.model_validate(owner),
+                                              DeliveryTestMail(self.delivery))
+        return started.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def test_release_content(self, test_release_id: str, message_id: str,
+                             recipient_id: str) -> dict:
+        content = self._test_releases().content(test_release_id, message_id, recipient_id)
+        return content.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def read_test_release(self, token: str, client: dict) -> dict:
+        return self._test_releases().read(token, client.get("ip")).model_dump(mode="json")
 
     # Plans and erasure -----------------------------------------------------------------------
 

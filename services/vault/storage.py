@@ -10,7 +10,9 @@
   it has not: the notifier's to-do list, which survives any crash).
 - `entitlements`: the vault's copy of each user's plan (`shared.entitlements`, fed by
   billing's `PlanChanged`).
-- `throttle`: rate-limit counters (reading released messages, per client).
+- `throttle`: rate-limit counters (reading released messages, per client; test releases).
+- `test_releases`, `test_read_tokens`: test releases to their owner and the lookups of
+  their 24-hour links (`test_release.py`), apart from everything the real release uses.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ DATA_KEYS = "data_keys"
 READ_TOKENS = "read_tokens"
 RELEASES = "releases"
 THROTTLE = "throttle"
+TEST_RELEASES = "test_releases"
+TEST_READ_TOKENS = "test_read_tokens"
 
 
 # States of a switch's release (the `releases` collection).
@@ -47,6 +51,9 @@ INDEXES: dict[str, list[Index]] = {
     RELEASES: [Index.on("notify_due_at"), Index.on("user_id"), Index.on("state")],
     **ENTITLEMENTS_INDEXES,
     THROTTLE: THROTTLE_INDEXES,
+    TEST_RELEASES: [Index.on("user_id", "created_at")],
+    # A test link's lookup goes once its link has expired.
+    TEST_READ_TOKENS: [Index.on("user_id"), Index.on("expires_at", expire_after_seconds=0)],
 }
 
 # A user holds a few messages per switch; this only bounds a runaway answer.
@@ -63,6 +70,8 @@ class VaultRepository:
         self.releases = db.collection(RELEASES)
         self.entitlements = EntitlementsCache(db.collection(ENTITLEMENTS))
         self.throttle = Throttle(db.collection(THROTTLE))
+        self.test_releases = db.collection(TEST_RELEASES)
+        self.test_read_tokens = db.collection(TEST_READ_TOKENS)
 
     # Messages of an author ----------------------------------------------------------
 
@@ -243,6 +252,8 @@ class VaultRepository:
             "read_tokens": self.read_tokens.delete_many({"user_id": user_id}),
             "releases": self.releases.delete_many({"user_id": user_id}),
             "entitlements": int(self.entitlements.collection.delete_one({"_id": user_id})),
+            "test_releases": self.test_releases.delete_many({"user_id": user_id}),
+            "test_read_tokens": self.test_read_tokens.delete_many({"user_id": user_id}),
         }
 
 

@@ -91,12 +91,14 @@ class User(Sender):
 
 
 def busy_user(system: System) -> tuple[User, str]:
-    """A user with something in every service: verified, a message, a check-in, a paid
-    plan, consent given. Returns the user and their message's secret."""
+    """A user with something in every service: verified, a message, a test release, a
+    check-in, a paid plan, consent given. Returns the user and their message's secret."""
     user = User(system)
     user.verify()
     secret = f"the code of the safe is {random.randrange(10**8):08d}"
     user.write(secret, f"grace-{uuid.uuid4().hex[:8]}@example.org")
+    tested = user.call("POST", f"/api/v1/switches/{user.switch()['id']}/test-release")
+    assert tested.status_code == 202, tested.text
     assert user.call("POST", "/api/v1/checkins", json={}).status_code == 200
     user.pay()
     assert user.consent(marketing={"email": True, "postal": True}).status_code == 200
@@ -253,6 +255,9 @@ def test_an_export_holds_the_users_data_from_every_service_and_nothing_of_anyone
     assert message["content"]["body"] == ada_secret
     assert message["content"]["recipients"][0]["email"].startswith("grace-")
     assert parts["scheduler"]["switches"][0]["id"] == ada.switch()["id"]
+    [tested] = parts["vault"]["test_releases"]
+    assert (tested["switch_id"], tested["mails"]) == (ada.switch()["id"], 1)
+    assert tested["created_at"] and tested["expires_at"]
     assert parts["scheduler"]["check_ins"], "the check-in history"
     assert {m["kind"] for m in parts["delivery"]["mail"]} >= {"verification"}
     assert parts["billing"]["customer"]["stripe_customer_id"].startswith("cus_")

@@ -368,7 +368,7 @@ def test_erasing_a_user_shreds_the_key_and_deletes_the_messages(vault, rpc, swit
     write(rpc, "eve")
     summary = erase_part(vault, "ada")
     assert summary == {"data_keys": 1, "messages": 1, "read_tokens": 0, "releases": 0,
-                       "entitlements": 0}
+                       "entitlements": 0, "test_releases": 0, "test_read_tokens": 0}
     with pytest.raises(RemoteError) as gone:
         rpc.call("vault", "get_message", "ada", message_id)
     assert gone.value.exc_type == "NotFound"

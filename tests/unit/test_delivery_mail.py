@@ -30,6 +30,12 @@ SAMPLES: dict[tuple[str, str], dict[str, str]] = {
                                    "link": f"{PUBLIC}/r/tok"},
     ("released_message", "inline"): {"variant": "inline", "sender_name": "Ada Lovelace",
                                      "message_id": "m-1", "recipient_id": "r-1"},
+    ("test_release", "link"): {"variant": "link", "sender_name": "Ada Lovelace",
+                               "recipient_name": "Bob", "link": f"{PUBLIC}/r/test/tok",
+                               "expires_at": "Saturday 4 May 2030 at 10:00 UTC"},
+    ("test_release", "inline"): {"variant": "inline", "sender_name": "Ada Lovelace",
+                                 "recipient_name": "Bob", "test_release_id": "t-1",
+                                 "message_id": "m-1", "recipient_id": "r-1"},
     ("privacy_export_ready", ""): {"link": f"{PUBLIC}/export", "expires_at": "tomorrow"},
     ("privacy_erasure_received", ""): {"due_at": "Friday 3 May 2030"},
     ("privacy_erasure_completed", ""): {},
@@ -44,9 +50,11 @@ SAMPLES: dict[tuple[str, str], dict[str, str]] = {
 FETCHED: dict[tuple[str, str], dict[str, str]] = {
     ("released_message", "inline"): {"message_subject": "For Byron",
                                      "message_body": "The key is under the mat."},
+    ("test_release", "inline"): {"message_subject": "For Byron",
+                                 "message_body": "The key is under the mat."},
 }
 # Context values that name things for the sender only, never shown in the mail.
-UNSHOWN = ("stage", "variant", "message_id", "recipient_id")
+UNSHOWN = ("stage", "variant", "message_id", "recipient_id", "test_release_id")
 
 
 def test_every_kind_and_variant_has_a_sample_here():
