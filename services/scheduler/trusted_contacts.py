@@ -31,6 +31,7 @@ import hmac
 import re
 import secrets
 import struct
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -83,6 +84,9 @@ def validated_contact(name: Any, email: Any) -> tuple[str, str]:
         raise _refuse("name", "give the contact's name")
     if len(name.strip()) > NAME_MAX_LENGTH:
         raise _refuse("name", f"at most {NAME_MAX_LENGTH} characters")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        # The name goes into a mail header: no line breaks, no control characters.
+        raise _refuse("name", "must not contain line breaks or control characters")
     if not isinstance(email, str) or not _EMAIL.fullmatch(email.strip()):
         raise _refuse("email", "must be an email address such as name@example.org")
     if len(email.strip()) > EMAIL_MAX_LENGTH:

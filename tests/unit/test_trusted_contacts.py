@@ -420,6 +420,9 @@ def test_a_contact_needs_a_name_and_an_address(world):
     with pytest.raises(InvalidInput) as refused:
         invite(world, user_id, switch_id, email="not an address")
     assert refused.value.details["field"] == "email"
+    with pytest.raises(InvalidInput) as refused:
+        invite(world, user_id, switch_id, name="Sam\r\nBcc: everyone@example.org")
+    assert refused.value.details["field"] == "name"
 
 
 # --- export and erasure ------------------------------------------------------------------------
