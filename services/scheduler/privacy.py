@@ -11,10 +11,11 @@
 - **Erasure.** The owner's switches (whatever their state: an erasure the owner asked
   for means nothing is released), their history, their cached plan, the check-in and
   invitation rate-limit counters, and their trusted contacts: other people's names and
-  addresses, kept only for this owner's switch, go with it. An erasure for `retention` never touches a switch that was ever
-  armed: retention only erases accounts that were never verified, whose switches never
-  armed; if one was, something is wrong, and the erasure is refused (dead-lettered, so
-  an operator sees it) rather than silence a switch that may be someone's last words.
+  addresses, kept only for this owner's switch, go with it. An erasure for `retention`
+  never touches a switch that was ever armed: retention only erases accounts that were
+  never verified, whose switches never armed; if one was, something is wrong, and the
+  erasure is refused (dead-lettered, so an operator sees it) rather than silence a switch
+  that may be someone's last words.
 """
 
 from __future__ import annotations
