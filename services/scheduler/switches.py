@@ -19,6 +19,12 @@ Our own outage is not the owner's silence. Delivery says when a reminder settled
 notice has settled: it is the last and most urgent reminder, so an earlier one still on
 its way means nothing more once it has left. Grace counts from the moment the notice was
 accepted by the mail server, if that was later than the deadline (delivery was down).
+
+Trusted contacts (trusted_contacts.py) may move the end of grace while the switch is
+overdue (`holds_used` counts their holds in this cycle), and with `confirmation:
+required` an overdue switch past its grace fires only once a contact confirmed the owner
+cannot check in, or `confirmation_wait_seconds` after the end of grace: that gate is part
+of `next_action`, so firing stays the loop's one conditional update.
 """
 
 from __future__ import annotations
