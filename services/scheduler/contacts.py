@@ -133,7 +133,7 @@ class TrustedContacts:
             "_id": str(uuid.uuid4()), "switch_id": switch["_id"], "user_id": switch["user_id"],
             "slot": slot, "name": name, "email": email, "status": INVITED,
             "invited_at": self.now, "decided_at": None,
-            "invitation": {"token_hash": invitation_hash(token), "expires_at": expires_at},
+            "invitation_hash": invitation_hash(token), "invitation": {"expires_at": expires_at},
             "created_at": self.now, "updated_at": self.now,
         }
         event = self.mailer.invitation(TrustedContact.from_doc(doc), switch["email"], token,
@@ -172,7 +172,7 @@ class TrustedContacts:
             notice_sha256=ROLE_NOTICE_SHA256, ip_truncated=truncate_ip(client.ip),
             user_agent=client.user_agent,
         )
-        decided = self.repo.decide_invitation(doc["_id"], doc["invitation"]["token_hash"],
+        decided = self.repo.decide_invitation(doc["_id"], doc["invitation_hash"],
                                               decision, receipt.as_fields(), self.now)
         if decided is None:
             raise Gone("you have already answered this invitation", code="link_used")

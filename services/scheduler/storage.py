@@ -20,7 +20,8 @@ Switch documents:
 Trusted contact documents (trusted_contacts.py), one per contact of a switch:
   _id, switch_id, user_id (the owner), slot (unique per switch: the plan's limit holds
   against racing requests), name, email, status, invited_at, decided_at, invitation
-  {token_hash, expires_at, used_at}, consent (the decision's receipt),
+  {expires_at, used_at}, invitation_hash (the SHA-256 of the invitation's token,
+  unique), consent (the decision's receipt),
   created_at, updated_at, and the outbox (the invitation mail).
 """
 
@@ -75,7 +76,7 @@ INDEXES: dict[str, list[Index]] = {
     TRUSTED_CONTACTS: [
         Index.on("switch_id", "slot", unique=True),
         Index.on("user_id"),
-        Index.on("invitation.token_hash", unique=True),
+        Index.on("invitation_hash", unique=True),
     ],
 }
 
@@ -214,7 +215,7 @@ class SchedulerRepository:
         return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["created_at"])]
 
     def invited_by_token(self, token_hash: str) -> dict[str, Any] | None:
-        return strip_outbox(self.contacts.find_one({"invitation.token_hash": token_hash}))
+        return strip_outbox(self.contacts.find_one({"invitation_hash": token_hash}))
 
     def add_contact(self, doc: dict[str, Any], event: dict, now: datetime) -> bool:
         """Insert a contact with its invitation mail; False if its slot is already taken."""
@@ -228,7 +229,7 @@ class SchedulerRepository:
                           consent: dict[str, Any], now: datetime) -> dict | None:
         """invited -> accepted or declined, once: the invitation is used up."""
         return self.contacts.update_one(
-            {"_id": contact_id, "status": "invited", "invitation.token_hash": token_hash},
+            {"_id": contact_id, "status": "invited", "invitation_hash": token_hash},
             # The hash stays, so that the used link can say it was used.
             {"$set": {"status": status, "decided_at": now, "consent": consent,
                       "invitation.used_at": now, "updated_at": now}},
