@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast test-browser lint format venv broker browser deploy-tools dead-letters clean bench css asyncapi
+.PHONY: run test test-fast test-browser lint format venv broker browser deploy-tools wrk dead-letters clean bench css asyncapi
 
 run: venv broker ## Start every service, the gateway on :8000 and the dev SMTP sink
 	$(PY) -m deploy.local.supervisor
@@ -31,8 +31,11 @@ format: venv
 dead-letters: venv ## List dead-letter queues and their depth (jicm dead-letters list)
 	$(VENV)/bin/jicm dead-letters list
 
-bench: venv broker ## Measure; figures land in bench/results/*.json
+bench: venv broker wrk ## Measure; figures land in bench/results/*.json
 	$(PY) -m bench
+
+wrk: ## The HTTP load generator the checkin and footprint benchmarks use
+	@deploy/local/ensure_wrk.sh
 
 venv: $(STAMP)
 

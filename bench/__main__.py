@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import footprint, http_api, rpc, storage
+from bench import checkin, footprint, http_api, idle, rpc, storage
 from bench.machine import machine_facts
 from bench.report import (
     RESULTS_DIR,
@@ -36,7 +36,9 @@ BENCHMARKS: dict[str, Callable[[BenchResult], None]] = {
     "storage": storage.run,
     "rpc": rpc.run,
     "http": http_api.run,
+    "checkin": checkin.run,
     "footprint": footprint.run,
+    "idle": idle.run,
 }
 
 

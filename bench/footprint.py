@@ -6,8 +6,9 @@ log-in costs here what it costs in production. Each part's resident memory (VmRS
 process group, gunicorn's workers included) is sampled every 0.2 s from /proc: once idle,
 then while client threads drive a sender's day through the API (sign up, confirm the
 address with the mailed link, log in, read the switches, write a message, check in, read
-the messages). Its CPU time (utime + stime) over the
-load, divided by the requests served, says what a request costs each part.
+the messages), and last while wrk sends those senders' check-ins on 16 connections
+(`bench/load.py`, as the `checkin` benchmark does). Its CPU time (utime + stime) over the
+day, divided by the requests served, says what a request costs each part.
 
 These figures size the Kubernetes requests and limits (deploy/k8s, docs/scaling.md).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import requests
 
+from bench.load import LoadError, User, drive
 from bench.measure import measure
 from bench.report import BenchResult
 from bench.system import running_system
@@ -38,6 +41,7 @@ PASSWORD = "correct horse battery staple"  # noqa: S105 (throw-away accounts in 
 POLICY_VERSION = "2024-04-29"
 VERIFY_LINK = re.compile(r"/verify\?token=([A-Za-z0-9_-]+)")
 REQUESTS_PER_SENDER = 7
+CHECKIN_CONNECTIONS = 16
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -48,12 +52,17 @@ class PartFigures:
 
     idle_rss: list[int] = field(default_factory=list)
     load_rss: list[int] = field(default_factory=list)
+    checkin_rss: list[int] = field(default_factory=list)
     cpu_before: float = 0.0
     cpu_after: float = 0.0
 
     def to_dict(self, requests_served: int) -> dict:
         cpu = self.cpu_after - self.cpu_before
         return {
+            "footprint_idle_mib": _mib(max(self.idle_rss, default=0)),
+            "footprint_under_day_load_mib": _mib(max(self.load_rss, default=0)),
+            "footprint_under_checkin_load_mib": _mib(max(self.checkin_rss, default=0)),
+            "footprint_under_checkin_load_mib_median": _mib(_median(self.checkin_rss)),
             "idle_rss_mib": _mib(max(self.idle_rss, default=0)),
             "load_rss_mib_peak": _mib(max(self.load_rss, default=0)),
             "load_rss_mib_median": _mib(_median(self.load_rss)),
@@ -112,11 +121,17 @@ class Sampler:
 
 
 def run(result: BenchResult) -> None:
-    """Start the whole system, sample it idle, then under a sender's day of requests."""
+    """Start the whole system, sample it idle, under a sender's day of requests, then
+    under the senders' check-ins."""
     senders = 16 if result.quick else 120
+    # Each sender checks in about rate x seconds / senders times: under the per-user limit
+    # of 120 an hour up to about 1,400 check-ins a second at full size (120 senders).
+    checkin_seconds = 3.0 if result.quick else 10.0
     result.parameters = {"threads": THREADS, "senders": senders,
                          "requests_per_sender": REQUESTS_PER_SENDER, "argon2id": "interactive",
-                         "sample_seconds": SAMPLE_SECONDS, "idle_seconds": IDLE_SECONDS}
+                         "sample_seconds": SAMPLE_SECONDS, "idle_seconds": IDLE_SECONDS,
+                         "checkin_connections": CHECKIN_CONNECTIONS,
+                         "checkin_seconds": checkin_seconds}
     env = {"JICM_SERVICES": DEFAULT_SERVICES, "JICM_PASSWORD_HASH": "interactive",
            "JICM_TRUSTED_PROXIES": "1"}
     parts = ("smtp", "stripe", *DEFAULT_SERVICES.split(","), "gateway")
@@ -129,15 +144,33 @@ def run(result: BenchResult) -> None:
                 figures[name].cpu_before = group_cpu_seconds(pgid)
             sampler.phase = "load_rss"
             maildir = Path(system.environ["JICM_MAILDIR"])
+            users: list[User] = []  # list.append is atomic: the threads may share it
             case = result.add(measure(f"a sender's day ({REQUESTS_PER_SENDER} requests)",
-                                      _day(system.base_url, maildir), _senders(senders),
+                                      _day(system.base_url, maildir, users), _senders(senders),
                                       threads=THREADS))
             for name, pgid in pgids.items():
                 figures[name].cpu_after = group_cpu_seconds(pgid)
+            sampler.phase = "checkin_rss"
+            _checkins(result, system.base_url, users, checkin_seconds)
     served = case.succeeded * REQUESTS_PER_SENDER
     result.extra["parts"] = {name: part.to_dict(served) for name, part in figures.items()}
     result.notes.append("RSS counts shared pages once per process (gunicorn's workers "
                         "share the master's code pages): a conservative figure.")
+
+
+def _checkins(result: BenchResult, base_url: str, users: list[User], seconds: float) -> None:
+    if not users:
+        result.notes.append("the check-in load was skipped: no sender lived through the day")
+        return
+    try:
+        result.add(drive(f"POST /api/v1/checkins, {CHECKIN_CONNECTIONS} connections",
+                         f"{base_url}/api/v1/checkins", connections=CHECKIN_CONNECTIONS,
+                         seconds=seconds, method="POST", body="{}", users=users,
+                         notes="the day's senders in turn, each from its own address"))
+    except LoadError as exc:
+        # The idle and day figures are measured already: keep them, and say what is missing.
+        print(f"footprint: no check-in load: {exc}", file=sys.stderr, flush=True)
+        result.notes.append(f"no check-in load, so no figures under it: {exc}")
 
 
 def _senders(count: int) -> list[tuple[str, str]]:
@@ -146,8 +179,9 @@ def _senders(count: int) -> list[tuple[str, str]]:
     return [(f"footprint-{stamp}-{n}@example.org", next(addresses)) for n in range(count)]
 
 
-def _day(base_url: str, maildir: Path):
-    """One client thread: each item is a new sender living through the API's main calls."""
+def _day(base_url: str, maildir: Path, users: list[User]):
+    """One client thread: each item is a new sender living through the API's main calls;
+    each sender who got through joins `users`."""
 
     def worker(index: int):
         session = requests.Session()
@@ -174,6 +208,7 @@ def _day(base_url: str, maildir: Path):
             _ok(session.post(f"{base_url}/api/v1/checkins", headers=auth, json={}, timeout=60),
                 200)
             _ok(session.get(f"{base_url}/api/v1/messages", headers=auth, timeout=60), 200)
+            users.append(User(token=token, address=address))
 
         return one
 

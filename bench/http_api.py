@@ -231,7 +231,8 @@ def _me(result: BenchResult, client: _Client, tokens: list[str], sizes: Sizes) -
                 _me_worker(client, tokens),
                 range(count),
                 threads=threads,
-                notes="each thread its own session token; authenticate is one RPC",
+                notes="each thread its own session token; once a worker has it cached "
+                      "(JICM_SESSION_CACHE_SECONDS), /me asks no service",
             )
         )
 

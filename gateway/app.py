@@ -14,6 +14,7 @@ import uuid
 from flask import Flask, Response, current_app, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gateway.auth import SESSIONS_KEY
 from gateway.errors import register_error_handlers
 from gateway.instruments import init_instruments
 from gateway.routes import (
@@ -29,6 +30,7 @@ from gateway.routes import (
     switches,
     trusted_contacts,
 )
+from gateway.sessions import Sessions
 from gateway.site import init_site
 from shared import logging as jicm_logging
 from shared.config import SETTINGS_CONFIG_KEY, ConfigError, Settings, load_settings
@@ -42,8 +44,13 @@ BLUEPRINTS = (health.bp, accounts.bp, billing.bp, links.bp, messages.bp, release
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 
-def create_app(settings: Settings | None = None, rpc: RpcClientPool | None = None) -> Flask:
-    """Build the gateway. Without arguments, settings come from the environment."""
+def create_app(settings: Settings | None = None, rpc: RpcClientPool | None = None,
+               sessions: Sessions | None = None) -> Flask:
+    """Build the gateway. Without arguments, settings come from the environment.
+
+    Sessions are cached as the settings say (gateway/sessions.py); a given `rpc` pool (a
+    test's) comes without a session cache unless `sessions` is given too.
+    """
     if settings is None:
         settings = _settings_or_exit()
         jicm_logging.configure_logging("gateway", settings.log_level, settings.log_format)
@@ -56,6 +63,9 @@ def create_app(settings: Settings | None = None, rpc: RpcClientPool | None = Non
     app.extensions["jicm.rpc"] = rpc or RpcClientPool(
         settings.amqp_uri, size=16, timeout=settings.rpc_timeout
     )
+    if sessions is None:
+        sessions = Sessions() if rpc is not None else Sessions.from_settings(settings)
+    app.extensions[SESSIONS_KEY] = sessions
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)

@@ -2,6 +2,11 @@
 
 Threads, not eventlet: gunicorn 26 removed its eventlet worker, and the gateway's RPC
 client is plain pika, so eventlet stays out of the gateway entirely.
+
+Each worker runs one more thread of its own: the listener that hears session revocations
+(gateway/sessions.py). It starts in the worker, after the fork, when the worker resolves
+its first session (a thread started before a fork would not survive it), so `preload_app`
+changes nothing there.
 """
 
 import os

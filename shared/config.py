@@ -175,6 +175,14 @@ class Settings(BaseSettings):
     session_ttl: Annotated[int, Field(ge=60)] = Field(
         14 * 86_400, validation_alias=_env("JICM_SESSION_TTL")
     )
+    # How long a gateway worker may answer from its cache of resolved sessions (0: never);
+    # revocations reach every worker at once through the AccountChanged broadcast.
+    session_cache_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        10.0, validation_alias=_env("JICM_SESSION_CACHE_SECONDS")
+    )
+    session_cache_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        10_000, validation_alias=_env("JICM_SESSION_CACHE_SIZE")
+    )
     rpc_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
         10.0, validation_alias=_env("JICM_RPC_TIMEOUT")
     )

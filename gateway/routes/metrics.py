@@ -98,10 +98,15 @@ def _scheduler_figures() -> Iterable[GaugeMetricFamily]:
     oldest = max((entry["held_seconds"] for entry in figures["held_back"]), default=0.0)
     yield gauge("jicm_scheduler_held_back_oldest_seconds",
                 "how long the switch held back longest has been waiting (0: none)", oldest)
-    switches = gauge("jicm_switches", "switches by state", labels=["state"])
+    switches = gauge("jicm_switches", "switches by state, as of the last complete census",
+                     labels=["state"])
     for state, count in figures["switches"].items():
         switches.add_metric([state], count)
     yield switches
+    if figures.get("switches_census"):
+        yield gauge("jicm_switches_census_age_seconds",
+                    "how old the oldest figure of jicm_switches may be",
+                    figures["switches_census"]["age_seconds"])
 
 
 def queue_role(name: str) -> str | None:

@@ -29,6 +29,7 @@ from gateway.site import (
     privacy,
     public,
     switches,
+    two_factor,
 )
 from gateway.site.cookies import cookie_policy
 from gateway.site.pages import problem_page
@@ -40,7 +41,7 @@ from shared.errors import ServiceError
 log = logging.getLogger(__name__)
 
 BLUEPRINTS = (public.bp, auth.bp, dashboard.bp, messages.bp, switches.bp, account.bp,
-              consent.bp, privacy.bp, billing.bp)
+              two_factor.bp, consent.bp, privacy.bp, billing.bp)
 SITE_NAMES = frozenset(bp.name for bp in BLUEPRINTS)
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 

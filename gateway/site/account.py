@@ -1,6 +1,6 @@
-"""The account page: the address and its verification, the time zone, the password, the
-open sessions ("sign out everywhere") and closing the account (the erasure, followed on
-`/erasure` once the account is closed)."""
+"""The account page: the address and its verification, the time zone, the password,
+two-factor sign-in (its forms: `two_factor.py`), the open sessions ("sign out everywhere")
+and closing the account (the erasure, followed on `/erasure` once the account is closed)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from zoneinfo import available_timezones
 
 from flask import Blueprint, Response, flash, g, redirect, request, url_for
 
+from gateway.auth import forget_signed_in_user
 from gateway.clients import client_context, consent_context
 from gateway.errors import ApiError
 from gateway.remote import call
@@ -34,18 +35,21 @@ def time_zones() -> list[str]:
                            if "/" in name and not name.startswith(("Etc/", "SystemV/")))]
 
 
-def _account_page(status: int = 200, errors: FormErrors | None = None,
-                  form: dict | None = None) -> Response:
+def account_page(status: int = 200, errors: FormErrors | None = None,
+                 form: dict | None = None) -> Response:
+    """The account page, with `errors` beside the fields of the form that failed."""
     sessions = call("accounts", "list_sessions", g.token)["sessions"]
+    two_factor = call("accounts", "totp_status", g.user["id"])
     return render("account.html", status, sessions=sessions, errors=errors or FormErrors(),
                   form=form or {}, zones=time_zones(), tz=zone(g.user.get("time_zone")),
-                  when=when, parse_time=parse_time, now=datetime.now(UTC))
+                  when=when, parse_time=parse_time, now=datetime.now(UTC),
+                  two_factor=two_factor)
 
 
 @bp.get("/app/account")
 @signed_in
 def account() -> Response:
-    return _account_page()
+    return account_page()
 
 
 @bp.post("/app/account/time-zone")
@@ -53,8 +57,10 @@ def account() -> Response:
 def set_time_zone() -> Response:
     changes, errors = validated(ProfileChanges, {"time_zone": request.form.get("time_zone", "")})
     if errors:
-        return _account_page(422, errors, request.form)
-    g.user = call("accounts", "update_profile", g.user["id"], changes.model_dump())
+        return account_page(422, errors, request.form)
+    profile = call("accounts", "update_profile", g.user["id"], changes.model_dump())
+    forget_signed_in_user()
+    g.user = profile
     flash(f"Times are now shown in {changes.time_zone}.", "ok")
     return redirect(url_for(".account"), 303)
 
@@ -71,12 +77,13 @@ def change_password() -> Response:
         "new_password": form.get("new_password", "")})
     errors = FormErrors({**problems, **errors})
     if errors:
-        return _account_page(422, errors)
+        return account_page(422, errors)
     try:
         session = call("accounts", "change_password", g.token, body.model_dump(),
                        client_context())
     except (ServiceError, ApiError) as exc:
-        return _account_page(exc.status, refusal(exc, "current_password"))
+        return account_page(exc.status, refusal(exc, "current_password"))
+    forget_signed_in_user()
     flash("Your password is changed. Every other device is signed out.", "ok")
     response = redirect(url_for(".account"), 303)
     keep_session(response, cookies(), session["token"], parse_time(session["expires_at"]))
@@ -87,6 +94,7 @@ def change_password() -> Response:
 @signed_in
 def sign_out_everywhere() -> Response:
     call("accounts", "end_sessions", g.user["id"])
+    forget_signed_in_user()
     response = redirect(url_for("site_auth.log_in_page", signed_out="everywhere"), 303)
     forget_session(response, cookies())
     return response

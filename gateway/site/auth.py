@@ -3,6 +3,10 @@
 As in the API, nothing here tells whether an address has an account: a sign-up with a
 taken address and a reset for an unknown one answer exactly like the others, and a failed
 log-in says only that the address or password is wrong. Rate limits are the services'.
+
+An account with two-factor sign-in gets a second page after the password: the code from
+the authenticator app, or a recovery code. The log-in's challenge travels in that page's
+form (single-use and short-lived; the cookie is set only once the code is right).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import date
 
 from flask import Blueprint, Response, current_app, g, redirect, request, url_for
 
+from gateway.auth import forget_signed_in_user
 from gateway.clients import client_context
 from gateway.errors import ApiError
 from gateway.remote import call
@@ -21,13 +26,20 @@ from gateway.site.forms import FormErrors, refusal, validated
 from gateway.site.pages import local_path, render
 from gateway.site.session import cookies, load_user
 from gateway.site.timefmt import parse_time
-from services.accounts.schemas import LogIn, PasswordResetRequest, SignUp, iana_time_zone
+from services.accounts.schemas import (
+    LogIn,
+    PasswordResetRequest,
+    SecondStep,
+    SignUp,
+    iana_time_zone,
+)
 from shared.config import SETTINGS_CONFIG_KEY
 from shared.errors import AuthenticationFailed, ServiceError
 
 bp = Blueprint("site_auth", __name__)
 
 DOB_FIELD = "date_of_birth"
+CHALLENGE_ENDED = "challenge_invalid"
 
 
 def _policy_version() -> str:
@@ -104,11 +116,59 @@ def log_in() -> Response:
         session = call("accounts", "log_in", body.model_dump(mode="json"), client_context())
     except (ServiceError, ApiError) as exc:
         return render("login.html", exc.status, form=form, errors=refusal(exc))
+    if session.get("second_step") == "totp":
+        return _code_page({"challenge": session["challenge"], "next": form.get("next", ""),
+                           "time_zone": form.get("time_zone", "")}, FormErrors())
+    return _signed_in_from(form, session)
+
+
+def _signed_in_from(form, session: dict) -> Response:
     _remember_time_zone(session["token"], form.get("time_zone", ""))
     # Back to the page that asked for the log-in (a link in a mail, say): ours only.
     response = redirect(local_path(form.get("next"), url_for("site_dashboard.dashboard")), 303)
     keep_session(response, cookies(), session["token"], parse_time(session["expires_at"]))
     return response
+
+
+def _code_page(form, errors: FormErrors, status: int = 200) -> Response:
+    recovery = form.get("use") == "recovery" or "recovery_code" in errors
+    return render("login_code.html", status, form=form, errors=errors, recovery=recovery)
+
+
+@bp.post("/login/code")
+def log_in_code() -> Response:
+    form = request.form
+    proof = ({"recovery_code": form.get("recovery_code", "").strip()}
+             if form.get("use") == "recovery" else {"code": form.get("code", "").strip()})
+    body, errors = validated(SecondStep, {"challenge": form.get("challenge", ""), **proof})
+    if errors:
+        return _code_page(form, _code_errors(errors), 422)
+    try:
+        session = call("accounts", "log_in_second_step", body.model_dump(mode="json"),
+                       client_context())
+    except (ServiceError, ApiError) as exc:
+        if getattr(exc, "code", None) == CHALLENGE_ENDED:
+            return render("login.html", exc.status, form={"next": form.get("next", "")},
+                          errors=refusal(exc))
+        return _code_page(form, refusal(exc, next(iter(proof))), exc.status)
+    return _signed_in_from(form, session)
+
+
+@bp.post("/login/code/recovery")
+def log_in_code_recovery() -> Response:
+    """The same second step, answered with a recovery code instead (no phone at hand)."""
+    return _code_page({**request.form, "use": "recovery"}, FormErrors())
+
+
+def _code_errors(errors: FormErrors) -> FormErrors:
+    """The model's words for a code as a person reads them."""
+    words = {"code": "Please type the 6 digits your authenticator app shows.",
+             "recovery_code": "Please type one of your recovery codes, such as abcd-efgh-jkmn."}
+    return FormErrors({field: words.get(field, message) for field, message in errors.items()
+                       if field != "challenge"} or {"_form": CHALLENGE_WORDS})
+
+
+CHALLENGE_WORDS = "This sign-in has expired. Please log in again with your password."
 
 
 def _remember_time_zone(token: str, browser_zone: str) -> None:
@@ -128,6 +188,7 @@ def log_out() -> Response:
         # Signed out already, or accounts unreachable: the cookie goes anyway.
         with contextlib.suppress(AuthenticationFailed, ApiError):
             call("accounts", "log_out", g.token)
+            forget_signed_in_user()
     response = redirect(url_for("site_auth.log_in_page", signed_out=1), 303)
     forget_session(response, cookies())
     return response

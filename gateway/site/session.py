@@ -1,5 +1,5 @@
-"""Who is signed in: the session cookie resolved by the accounts service on every request,
-exactly as the API resolves a bearer token. The gateway keeps nothing."""
+"""Who is signed in: the session cookie resolved exactly as the API resolves a bearer token
+(gateway/auth.py: by accounts, or from the worker's short-lived cache of sessions)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 
 from flask import Response, current_app, g, redirect, request, url_for
 
-from gateway.auth import TOKEN_PATTERN
-from gateway.remote import call
+from gateway.auth import TOKEN_PATTERN, resolve_session
 from gateway.site.cookies import CookiePolicy, forget_session, session_token
 from shared.errors import AuthenticationFailed
 
@@ -28,7 +27,7 @@ def load_user() -> dict[str, Any] | None:
     if token is None or not TOKEN_PATTERN.fullmatch(token):
         return None
     try:
-        g.user = call("accounts", "authenticate", token)
+        g.user = resolve_session(token)
     except AuthenticationFailed:
         g.forget_session = True
         return None

@@ -14,7 +14,6 @@ verification mail (`MailRequested`), in one write: the answer never waits for SM
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import uuid
@@ -29,17 +28,27 @@ from services.accounts.schemas import (
     Account,
     ClientContext,
     LogIn,
+    LogInAnswer,
     OpenSession,
     PasswordChange,
     Profile,
     ProfileChanges,
+    RecoveryCodes,
+    ResolvedSession,
+    SecondStep,
     Session,
     SessionList,
     SessionsEnded,
     SignUp,
+    TotpConfirm,
+    TotpDisable,
+    TotpSetup,
+    TotpStatus,
 )
+from services.accounts.sessions import account_changed, session_id
 from services.accounts.storage import AccountsRepository, EmailTaken
 from services.accounts.tokens import LinkSettings
+from services.accounts.totp import TotpKeys, TwoFactor, is_on
 from shared.client import truncate_ip
 from shared.errors import AuthenticationFailed, Forbidden, InvalidInput
 from shared.events import new_event
@@ -67,7 +76,7 @@ def age_on(birth: date, today: date) -> int:
 
 def token_hash(token: str) -> str:
     """Sessions are stored under a hash of their token, never the token itself."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    return session_id(token)
 
 
 class Accounts:
@@ -82,6 +91,7 @@ class Accounts:
         policy_version: str,
         session_ttl: int,
         links: LinkSettings,
+        totp_keys: TotpKeys | None = None,
         request_id: str | None = None,
     ) -> None:
         self.repo = repo
@@ -91,6 +101,7 @@ class Accounts:
         self.session_ttl = timedelta(seconds=session_ttl)
         self.request_id = request_id
         self.links = EmailLinks(repo, links, now, hasher=hasher, request_id=request_id)
+        self.totp_keys = totp_keys
 
     # Sign-up ------------------------------------------------------------------------
 
@@ -177,8 +188,11 @@ class Accounts:
 
     # Log-in and sessions --------------------------------------------------------------
 
-    def log_in(self, request: LogIn, client: ClientContext) -> Session:
-        """Open a session for the right email and password; refuse anything else alike."""
+    def log_in(self, request: LogIn, client: ClientContext) -> LogInAnswer:
+        """Open a session for the right email and password; refuse anything else alike.
+
+        An account with two-factor sign-in gets the challenge of a second step instead.
+        """
         account_key = self._account_key(request.email)
         if client.ip:
             self.repo.throttle.consume(LOGIN_ATTEMPTS_PER_CLIENT, hashed_key(client.ip), self.now)
@@ -188,7 +202,14 @@ class Accounts:
         if not self.hasher.verify(password_hash, request.password) or user is None:
             self.repo.throttle.hit(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
             raise AuthenticationFailed(BAD_CREDENTIALS, code="invalid_credentials")
-        return self._open_session(user, client)
+        if is_on(user):
+            return self._two_factor().challenge(user, client)
+        session = self._open_session(user, client)
+        return LogInAnswer(token=session.token, expires_at=session.expires_at)
+
+    def log_in_second_step(self, request: SecondStep, client: ClientContext) -> Session:
+        """The session of a log-in whose challenge is answered with a good code."""
+        return self._open_session(self._two_factor().pass_second_step(request), client)
 
     def _account_key(self, raw_email: str) -> str:
         return hashed_key(raw_email.strip().casefold())
@@ -222,6 +243,12 @@ class Accounts:
         """The profile behind a bearer token, or AuthenticationFailed."""
         return _profile(self._signed_in(token)[1])
 
+    def resolve_session(self, token: str) -> ResolvedSession:
+        """The profile behind a bearer token with the session's expiry, for a gateway that
+        caches it (never past that expiry), or AuthenticationFailed."""
+        session, user = self._signed_in(token)
+        return ResolvedSession(profile=_profile(user), expires_at=session["expires_at"])
+
     def _signed_in(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(session, user) of a live session token, or AuthenticationFailed."""
         session = self.repo.session(token_hash(token)) if token else None
@@ -236,8 +263,19 @@ class Accounts:
         return session, user
 
     def log_out(self, token: str) -> None:
-        """End the session of `token` (idempotent)."""
-        self.repo.delete_session(token_hash(token))
+        """End the session of `token` (idempotent); every gateway forgets it."""
+        ended = token_hash(token)
+        session = self.repo.session(ended)
+        if session is None:
+            return
+        self.repo.delete_session(ended)
+        self.repo.announce(session["user_id"],
+                           self._changed(session["user_id"], "log_out", sessions=[ended]),
+                           self.now)
+
+    def _changed(self, user_id: str, reason: str, sessions: list[str] | None = None) -> dict:
+        return account_changed(user_id, reason, now=self.now, sessions=sessions,
+                               request_id=self.request_id)
 
     # The signed-in owner's own account ------------------------------------------------
 
@@ -260,7 +298,8 @@ class Accounts:
 
     def end_sessions(self, user_id: str) -> SessionsEnded:
         """Sign out everywhere: every session of the user ends, this one included."""
-        return SessionsEnded(ended=self.repo.delete_sessions(user_id))
+        return SessionsEnded(ended=self.repo.end_sessions(
+            user_id, self._changed(user_id, "sessions_ended"), self.now))
 
     def change_password(self, token: str, request: PasswordChange,
                         client: ClientContext) -> Session:
@@ -275,16 +314,65 @@ class Accounts:
             raise Forbidden(WRONG_PASSWORD, code="wrong_password",
                             details={"field": "current_password"})
         check_password_policy(request.new_password, user["email"], field="new_password")
-        self.repo.set_password(user["_id"], self.hasher.hash(request.new_password), self.now)
+        self.repo.set_password(user["_id"], self.hasher.hash(request.new_password),
+                               self._changed(user["_id"], "password_changed"), self.now)
         self.repo.delete_sessions(user["_id"])
         return self._open_session(user, client)
 
     def update_profile(self, user_id: str, changes: ProfileChanges) -> Profile:
         """Store the owner's choices (their time zone)."""
-        user = self.repo.set_profile(user_id, changes.model_dump())
+        user = self.repo.set_profile(user_id, changes.model_dump(),
+                                     self._changed(user_id, "profile_changed"), self.now)
         if user is None:
             raise _invalid_token()
         return _profile(user)
+
+
+    # Two-factor sign-in (totp.py) -----------------------------------------------------
+
+    def _two_factor(self) -> TwoFactor:
+        if self.totp_keys is None:
+            raise RuntimeError("two-factor sign-in needs its keys (TotpKeys.from_settings)")
+        return TwoFactor(self.repo, self.totp_keys, self.now)
+
+    def _active_user(self, user_id: str) -> dict[str, Any]:
+        user = self.repo.user(user_id)
+        if user is None or user.get("status") != "active":
+            raise _invalid_token()
+        return user
+
+    def totp_status(self, user_id: str) -> TotpStatus:
+        """Whether two-factor sign-in is on, since when, and the recovery codes left."""
+        return self._two_factor().status(self._active_user(user_id))
+
+    def start_totp(self, user_id: str) -> TotpSetup:
+        """A new secret to set two-factor sign-in up with (not on until confirmed)."""
+        return self._two_factor().start(self._active_user(user_id))
+
+    def totp_set_up(self, user_id: str) -> TotpSetup | None:
+        """The set-up under way, not yet confirmed, or None."""
+        return self._two_factor().set_up_under_way(self._active_user(user_id))
+
+    def confirm_totp(self, user_id: str, request: TotpConfirm) -> RecoveryCodes:
+        """Turn two-factor sign-in on with a first code; the recovery codes, shown once."""
+        return self._two_factor().confirm(self._active_user(user_id), request)
+
+    def disable_totp(self, user_id: str, request: TotpDisable) -> TotpStatus:
+        """Turn two-factor sign-in off, given the password and a code."""
+        user = self._active_user(user_id)
+        if not is_on(user):
+            return TotpStatus(enabled=False)
+        self._check_password(user, request.password, "password")
+        return self._two_factor().disable(user, request)
+
+    def _check_password(self, user: dict[str, Any], password: str, field: str) -> None:
+        """Forbidden unless `password` is the user's; wrong guesses count against the
+        log-in limit, so a form asking for it again is no way around that limit."""
+        account_key = hashed_key(user["email_key"])
+        self.repo.throttle.check(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+        if not self.hasher.verify(user["password_hash"], password):
+            self.repo.throttle.hit(LOGIN_FAILURES_PER_ACCOUNT, account_key, self.now)
+            raise Forbidden(WRONG_PASSWORD, code="wrong_password", details={"field": field})
 
 
 def _invalid_token() -> AuthenticationFailed:

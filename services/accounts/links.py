@@ -30,6 +30,7 @@ from services.accounts.schemas import (
     PasswordResetRequest,
     VerifyEmail,
 )
+from services.accounts.sessions import account_changed
 from services.accounts.storage import AccountsRepository
 from services.accounts.tokens import (
     RESET,
@@ -145,7 +146,7 @@ class EmailLinks:
         token = self._use(VERIFY, request.token, unfinished=self._unverified)
         user = self._owner(token)
         if not user["email_verified"]:
-            self.repo.mark_verified(user, self._verified_event(user), self.now)
+            self.repo.mark_verified(user, self._verified_events(user), self.now)
         self.repo.revoke_tokens(user["_id"], VERIFY, self.now)
         return Account(id=user["_id"], email=user["email"], email_verified=True)
 
@@ -157,12 +158,14 @@ class EmailLinks:
         check_password_policy(request.password, user["email"])
         password_hash = self.hasher.hash(request.password)
         token = self._use(RESET, request.token, unfinished=self._password_unchanged)
-        self.repo.set_password(user["_id"], password_hash, self.now)
+        self.repo.set_password(user["_id"], password_hash,
+                               account_changed(user["_id"], "password_reset", now=self.now,
+                                               request_id=self.request_id), self.now)
         self.repo.delete_sessions(user["_id"])
         self.repo.revoke_tokens(user["_id"], RESET, self.now)
         if not user["email_verified"] and user["email_key"] == token["email_key"]:
             # Receiving the reset mail proved the address as well as a verification would.
-            self.repo.mark_verified(user, self._verified_event(user), self.now)
+            self.repo.mark_verified(user, self._verified_events(user), self.now)
         return PasswordChanged()
 
     def _peek(self, purpose: str, token: str) -> dict[str, Any]:
@@ -208,9 +211,12 @@ class EmailLinks:
         user = self.repo.user(token["user_id"])
         return bool(user) and user["password_changed_at"] < token["used_at"]
 
-    def _verified_event(self, user: dict[str, Any]) -> dict:
-        return new_event("EmailVerified", {"user_id": user["_id"], "email": user["email"]},
-                         producer="accounts", now=self.now, request_id=self.request_id)
+    def _verified_events(self, user: dict[str, Any]) -> list[dict]:
+        # The gateways may hold the profile with the address unverified: they forget it.
+        return [new_event("EmailVerified", {"user_id": user["_id"], "email": user["email"]},
+                          producer="accounts", now=self.now, request_id=self.request_id),
+                account_changed(user["_id"], "email_verified", now=self.now,
+                                request_id=self.request_id)]
 
 
 def _expired() -> Gone:

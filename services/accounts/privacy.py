@@ -5,10 +5,13 @@
   against the same per-account limit.
 - `close_account`: the moment an erasure is asked for, the account stops working (status
   `closing`, every session ended), while the services erase their parts.
-- `export_user`: the account, its sessions and its mailed links, never a password hash or
-  a token (both are one-way hashes, and credentials rather than information about you).
-- `erase_user`: the user, their sessions, their links and the rate-limit counters kept
-  under their id or hashed address. Idempotent.
+- `export_user`: the account (whether two-factor sign-in is on, and since when), its
+  sessions and its mailed links, never a password hash, a token, the two-factor secret or a
+  recovery code (hashes or sealed, and credentials rather than information about you).
+- `erase_user`: the user (the sealed two-factor secret with it), their sessions, their
+  links, their recovery codes and waiting log-ins, and the rate-limit counters kept under
+  their id or hashed address. Idempotent. Before it, `announce_erasure` tells every
+  gateway to forget the user's sessions (relayed before the user's document goes).
 - `expire_unverified`: retention. An account never verified within
   `JICM_RETENTION_UNVERIFIED_DAYS` stops working (status `expired`, one compare-and-set)
   and `AccountExpired` goes out in the same write, so privacy erases it through the
@@ -29,7 +32,9 @@ from services.accounts.accounts import LOGIN_FAILURES_PER_ACCOUNT
 from services.accounts.emails import normalize_email
 from services.accounts.links import ACCOUNT_EXISTS_MAILS, RESETS_PER_ADDRESS, VERIFICATION_RESENDS
 from services.accounts.passwords import PasswordHasher
+from services.accounts.sessions import account_changed
 from services.accounts.storage import AccountsRepository
+from services.accounts.totp import WRONG_CODES_PER_ACCOUNT
 from shared.errors import InvalidInput, RateLimited
 from shared.events import new_event
 from shared.events.outbox import with_event
@@ -43,7 +48,7 @@ RETENTION_BATCH = 100
 USER_ID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # Rate-limit counters kept under a user's id, and under the hash of their address.
-THROTTLE_BY_USER = (VERIFICATION_RESENDS.scope,)
+THROTTLE_BY_USER = (VERIFICATION_RESENDS.scope, WRONG_CODES_PER_ACCOUNT.scope)
 THROTTLE_BY_ADDRESS = (LOGIN_FAILURES_PER_ACCOUNT.scope, RESETS_PER_ADDRESS.scope,
                        ACCOUNT_EXISTS_MAILS.scope)
 
@@ -68,9 +73,12 @@ def verify_password(repo: AccountsRepository, hasher: PasswordHasher, user_id: s
 
 
 def close_account(repo: AccountsRepository, user_id: str, now: datetime) -> bool:
-    """Stop the account working at once (no log-in, no session). True if it was active."""
-    closed = repo.users.update_one({"_id": user_id, "status": ACTIVE},
-                                   {"$set": {"status": CLOSING, "closed_at": now}})
+    """Stop the account working at once (no log-in, no session, none cached by a gateway).
+    True if it was active."""
+    closed = repo.users.update_one(
+        {"_id": user_id, "status": ACTIVE},
+        with_event({"$set": {"status": CLOSING, "closed_at": now}},
+                   account_changed(user_id, "account_closed", now=now), now=now))
     repo.delete_sessions(user_id)
     return closed is not None
 
@@ -98,7 +106,12 @@ def export_user(repo: AccountsRepository, user_id: str) -> dict[str, Any]:
         "policy_version", "policy_accepted_at", "age_confirmed_at", "password_changed_at",
         "closed_at", "time_zone")}
     account["id"] = user["_id"]
-    account["not_included"] = ["your password: kept only as an argon2id hash"]
+    account["two_factor_enabled"] = user.get("totp_secret") is not None
+    account["two_factor_enabled_at"] = user.get("totp_enabled_at")
+    account["not_included"] = [
+        "your password: kept only as an argon2id hash",
+        "your two-factor secret and recovery codes: credentials, kept sealed or hashed",
+    ]
     sessions = repo.sessions.find({"user_id": user_id}, sort=[("created_at", 1)])
     links = repo.tokens.find({"user_id": user_id})
     return {
@@ -109,6 +122,11 @@ def export_user(repo: AccountsRepository, user_id: str) -> dict[str, Any]:
             "purpose", "created_at", "expires_at", "used_at")}
             for link in sorted(links, key=lambda doc: doc["created_at"])],
     }
+
+
+def announce_erasure(repo: AccountsRepository, user_id: str, now: datetime) -> bool:
+    """Tell every gateway to forget the user's sessions (AccountChanged), before erasing."""
+    return repo.announce(user_id, account_changed(user_id, "account_erased", now=now), now)
 
 
 def erase_user(repo: AccountsRepository, user_id: str, email: str | None) -> dict[str, int]:
@@ -124,6 +142,8 @@ def erase_user(repo: AccountsRepository, user_id: str, email: str | None) -> dic
     return {
         "sessions": repo.delete_sessions(user_id),
         "links": repo.tokens.delete_many({"user_id": user_id}),
+        "recovery_codes": repo.recovery_codes.delete_many({"user_id": user_id}),
+        "second_steps": repo.second_steps.delete_many({"user_id": user_id}),
         "throttle_counters": counters,
         # The user last: a crash before this line leaves the account (closed) for the retry.
         "users": int(repo.users.delete_one({"_id": user_id})),
@@ -140,9 +160,11 @@ def expire_unverified(repo: AccountsRepository, now: datetime, window: timedelta
     for user in stale:
         event = new_event("AccountExpired", {"user_id": user["_id"], "email": user["email"]},
                           producer="accounts", now=now, request_id=request_id)
+        ended = account_changed(user["_id"], "account_expired", now=now, request_id=request_id)
         done = repo.users.update_one(
             {"_id": user["_id"], "status": ACTIVE, "email_verified": False},
-            with_event({"$set": {"status": EXPIRED, "expired_at": now}}, event, now=now))
+            with_event(with_event({"$set": {"status": EXPIRED, "expired_at": now}}, ended,
+                                  now=now), event, now=now))
         if done is not None:
             repo.delete_sessions(user["_id"])
             expired += 1

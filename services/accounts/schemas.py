@@ -5,9 +5,17 @@ its RPC arguments with them again."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from shared.throttle import Limit
 
@@ -60,6 +68,13 @@ class Profile(BaseModel):
     time_zone: str | None = Field(
         None, description="IANA name of the time zone times are shown in; null: not chosen"
     )
+
+
+class ResolvedSession(BaseModel):
+    """A live session as the gateway caches it: whose it is, and until when it lasts."""
+
+    profile: Profile
+    expires_at: AwareDatetime
 
 
 def iana_time_zone(name: str) -> str:
@@ -139,3 +154,76 @@ class PasswordReset(Strict):
 class PasswordChanged(BaseModel):
     status: str = "password_changed"
     message: str = "your password was changed; every session opened before is signed out"
+
+
+# Two-factor sign-in (totp.py) ----------------------------------------------------------
+
+TOTP_CODE_PATTERN = r"^[0-9]{6}$"
+# A recovery code as shown (`abcd-efgh-jkmn`), or typed without its dashes or in capitals.
+RECOVERY_CODE_PATTERN = r"^[A-Za-z0-9 -]{12,20}$"
+
+
+class LogInAnswer(BaseModel):
+    """A session, or, for an account with two-factor sign-in, the challenge of its second
+    step (`second_step` is then `totp` and `token` null)."""
+
+    token: str | None = Field(
+        None, description="send as `Authorization: Bearer <token>`; null when a second "
+                          "step is needed")
+    expires_at: AwareDatetime = Field(description="when the session, or the challenge, ends")
+    second_step: Literal["totp"] | None = Field(
+        None, description="`totp`: send `challenge` and a code to POST /api/v1/sessions/totp")
+    challenge: str | None = Field(None, description="single-use, valid a few minutes")
+
+
+class SecondStep(Strict):
+    """The second step of a log-in: the challenge and either a code or a recovery code."""
+
+    challenge: str = Field(min_length=1, max_length=256)
+    code: str | None = Field(None, pattern=TOTP_CODE_PATTERN,
+                             description="the 6 digits your authenticator app shows")
+    recovery_code: str | None = Field(None, pattern=RECOVERY_CODE_PATTERN,
+                                      description="one of your recovery codes (works once)")
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> SecondStep:
+        if (self.code is None) == (self.recovery_code is None):
+            raise ValueError("give either code or recovery_code")
+        return self
+
+
+class TotpStatus(BaseModel):
+    enabled: bool
+    enabled_at: AwareDatetime | None = None
+    recovery_codes_left: int = Field(0, description="unused recovery codes")
+
+
+class TotpSetup(BaseModel):
+    """A set-up under way: nothing is enabled until a first code confirms it."""
+
+    secret: str = Field(description="base32, for typing into an authenticator app")
+    otpauth_uri: str = Field(description="the same secret as an `otpauth://totp/` URI")
+    qr_svg: str = Field(description="the URI as a QR code, an SVG document")
+
+
+class TotpConfirm(Strict):
+    code: str = Field(pattern=TOTP_CODE_PATTERN,
+                      description="the 6 digits your authenticator app shows")
+
+
+class RecoveryCodes(BaseModel):
+    enabled_at: AwareDatetime
+    recovery_codes: list[str] = Field(
+        description="shown this once: each works once instead of a code")
+
+
+class TotpDisable(Strict):
+    password: str = Field(min_length=1, max_length=1024)
+    code: str | None = Field(None, pattern=TOTP_CODE_PATTERN)
+    recovery_code: str | None = Field(None, pattern=RECOVERY_CODE_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> TotpDisable:
+        if (self.code is None) == (self.recovery_code is None):
+            raise ValueError("give either code or recovery_code")
+        return self

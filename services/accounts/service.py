@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from services.accounts import privacy
@@ -16,11 +17,15 @@ from services.accounts.schemas import (
     PasswordReset,
     PasswordResetRequest,
     ProfileChanges,
+    SecondStep,
     SignUp,
+    TotpConfirm,
+    TotpDisable,
     VerifyEmail,
 )
 from services.accounts.storage import INDEXES, USERS, AccountsRepository
 from services.accounts.tokens import LinkSettings
+from services.accounts.totp import TotpKeys
 from shared.dependencies import Clock, Config, LogContext
 from shared.errors import ServiceError
 from shared.events import Event, OutboxRelay, event_handler
@@ -32,7 +37,10 @@ from shared.retention import retention
 from shared.rpc.entrypoint import rpc
 from shared.storage.provider import Storage
 
-# Links in mail (verification, password reset) are keyed from the secret key.
+log = logging.getLogger(__name__)
+
+# Links in mail (verification, password reset) and two-factor secrets are keyed from the
+# secret key.
 REQUIRED_SETTINGS = ("JICM_SECRET_KEY",)
 
 
@@ -54,11 +62,21 @@ class AccountsService:
             policy_version=self.settings.policy_version,
             session_ttl=self.settings.session_ttl,
             links=LinkSettings.from_settings(self.settings),
+            totp_keys=TotpKeys.from_settings(self.settings),
             request_id=request_id.get(),
         )
 
     def _links(self) -> EmailLinks:
         return self._accounts().links
+
+    def _announce_now(self) -> None:
+        """Relay the outbox before answering: a session ended by this call is forgotten
+        by every gateway worker (AccountChanged) before its caller hears "done"."""
+        try:
+            self.outbox.relay_now()
+        except Exception:
+            log.warning("relaying at once failed; the relay's next sweep sends it",
+                        exc_info=True)
 
     @rpc(expected_exceptions=ServiceError)
     def sign_up(self, request: dict, client: dict) -> dict:
@@ -76,12 +94,47 @@ class AccountsService:
         return session.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
+    def log_in_second_step(self, request: dict, client: dict) -> dict:
+        session = self._accounts().log_in_second_step(
+            SecondStep.model_validate(request), ClientContext.model_validate(client)
+        )
+        return session.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def totp_status(self, user_id: str) -> dict:
+        return self._accounts().totp_status(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def start_totp(self, user_id: str) -> dict:
+        return self._accounts().start_totp(user_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def totp_set_up(self, user_id: str) -> dict | None:
+        setup = self._accounts().totp_set_up(user_id)
+        return setup.model_dump(mode="json") if setup else None
+
+    @rpc(expected_exceptions=ServiceError)
+    def confirm_totp(self, user_id: str, request: dict) -> dict:
+        codes = self._accounts().confirm_totp(user_id, TotpConfirm.model_validate(request))
+        return codes.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def disable_totp(self, user_id: str, request: dict) -> dict:
+        status = self._accounts().disable_totp(user_id, TotpDisable.model_validate(request))
+        return status.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
     def authenticate(self, token: str) -> dict:
         return self._accounts().authenticate(token).model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
+    def resolve_session(self, token: str) -> dict:
+        return self._accounts().resolve_session(token).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
     def log_out(self, token: str) -> None:
         self._accounts().log_out(token)
+        self._announce_now()
 
     @rpc(expected_exceptions=ServiceError)
     def list_sessions(self, token: str) -> dict:
@@ -89,23 +142,28 @@ class AccountsService:
 
     @rpc(expected_exceptions=ServiceError)
     def end_sessions(self, user_id: str) -> dict:
-        return self._accounts().end_sessions(user_id).model_dump(mode="json")
+        ended = self._accounts().end_sessions(user_id)
+        self._announce_now()
+        return ended.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
     def change_password(self, token: str, request: dict, client: dict) -> dict:
         session = self._accounts().change_password(
             token, PasswordChange.model_validate(request), ClientContext.model_validate(client)
         )
+        self._announce_now()
         return session.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
     def update_profile(self, user_id: str, changes: dict) -> dict:
         profile = self._accounts().update_profile(user_id, ProfileChanges.model_validate(changes))
+        self._announce_now()
         return profile.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
     def verify_email(self, request: dict) -> dict:
         account = self._links().verify_email(VerifyEmail.model_validate(request))
+        self._announce_now()
         return account.model_dump(mode="json")
 
     @rpc(expected_exceptions=ServiceError)
@@ -122,6 +180,7 @@ class AccountsService:
     @rpc(expected_exceptions=ServiceError)
     def reset_password(self, request: dict) -> dict:
         changed = self._links().reset_password(PasswordReset.model_validate(request))
+        self._announce_now()
         return changed.model_dump(mode="json")
 
     @rpc
@@ -137,7 +196,9 @@ class AccountsService:
 
     @rpc
     def close_account(self, user_id: str) -> bool:
-        return privacy.close_account(self.store, user_id, self.clock.now())
+        closed = privacy.close_account(self.store, user_id, self.clock.now())
+        self._announce_now()
+        return closed
 
     @rpc
     def find_user(self, email_or_id: str) -> dict | None:
@@ -152,8 +213,15 @@ class AccountsService:
     @event_handler("ErasureRequested")
     def on_erasure_requested(self, event: Event) -> None:
         data = event.data
-        self.erasures.answer(data, lambda: privacy.erase_user(self.store, data.user_id,
-                                                              data.email))
+        self.erasures.answer(data, lambda: self._erase(data.user_id, data.email))
+
+    def _erase(self, user_id: str, email: str | None) -> dict[str, int]:
+        # Every gateway forgets the user before the document whose outbox would carry the
+        # news is deleted. The account was normally closed, and that announced, already;
+        # this covers a closing that failed.
+        privacy.announce_erasure(self.store, user_id, self.clock.now())
+        self._announce_now()
+        return privacy.erase_user(self.store, user_id, email)
 
     @retention
     def purge(self) -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import Any
 
+from services.privacy.records import PrivacyRequest
 from services.privacy.storage import INDEXES, PrivacyRepository
 from shared.clock import SystemClock
 from shared.commands import CONFIGURATION_ERROR, Commands, on_store
@@ -33,27 +33,27 @@ DEFAULT_LIMIT = 100
 RPC_TIMEOUT = 15.0
 
 
-def describe(doc: dict[str, Any], now: datetime) -> list[str]:
-    overdue = doc["due_at"] < now
-    parts = " ".join(f"{name}:{part['status']}" for name, part in sorted(doc["services"].items()))
+def describe(request: PrivacyRequest, now: datetime) -> list[str]:
+    """An open request in three lines, for an operator's terminal."""
+    parts = " ".join(f"{name}:{part.status}" for name, part in sorted(request.services.items()))
     return [
-        f"{doc['_id']}  {doc['type']:8}  {doc['status']:11}  due {doc['due_at']:%Y-%m-%d %H:%M}"
-        f"{'  OVERDUE' if overdue else ''}",
-        f"{'':36}  asked {doc['created_at']:%Y-%m-%d %H:%M} by {doc['requested_by']} "
-        f"({doc['reason']})",
+        f"{request.id}  {request.type:8}  {request.status:11}  "
+        f"due {request.due_at:%Y-%m-%d %H:%M}{'  OVERDUE' if request.overdue(now) else ''}",
+        f"{'':36}  asked {request.created_at:%Y-%m-%d %H:%M} by {request.requested_by} "
+        f"({request.reason})",
         f"{'':36}  {parts}",
     ]
 
 
 def list_requests(repo: PrivacyRepository, overdue_only: bool, limit: int) -> int:
     now = SystemClock().now()
-    found = [doc for doc in repo.open_requests(limit)
-             if not overdue_only or doc["due_at"] < now]
+    found = [request for request in repo.open_requests(limit)
+             if not overdue_only or request.overdue(now)]
     if not found:
         print("no overdue requests" if overdue_only else "no open requests")
         return 0
-    for doc in found:
-        print("\n".join(describe(doc, now)))
+    for request in found:
+        print("\n".join(describe(request, now)))
     print(f"{len(found)} {'overdue' if overdue_only else 'open'} request(s)")
     return 1 if overdue_only else 0
 

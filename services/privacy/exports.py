@@ -32,14 +32,15 @@ from services.privacy.export_seal import (
     seal_export,
 )
 from services.privacy.ledger import ledger_entry
-from services.privacy.requests import human_time
-from services.privacy.storage import (
+from services.privacy.records import (
     COMPLETE,
+    DONE,
     ERROR,
-    EXPORT,
     IN_PROGRESS,
-    PrivacyRepository,
+    PrivacyRequest,
 )
+from services.privacy.requests import human_time
+from services.privacy.storage import PrivacyRepository
 from shared.errors import Conflict, Gone, NotFound
 from shared.events import new_event
 
@@ -95,10 +96,10 @@ def privacy_part(repo: PrivacyRepository, user_id: str, subject: str) -> dict[st
         },
         "consent_receipts": consent.get("receipts", []),
         "requests": [
-            {"id": doc["_id"], "type": doc["type"], "status": doc["status"],
-             "created_at": doc["created_at"], "due_at": doc["due_at"],
-             "completed_at": doc.get("completed_at")}
-            for doc in repo.requests_of(user_id)
+            {"id": request.id, "type": request.type, "status": request.status,
+             "created_at": request.created_at, "due_at": request.due_at,
+             "completed_at": request.completed_at}
+            for request in repo.requests_of(user_id)
         ],
         "ledger": [
             {"request_id": entry["_id"], "type": entry["type"], "reason": entry["reason"],
@@ -125,26 +126,29 @@ class Exports:
     def gather_due(self) -> int:
         """Try every due export once. Returns how many finished."""
         finished = 0
-        for doc in self.repo.due_exports(self.now, BATCH):
-            claimed = self.repo.claim_export(doc, self.now + self.settings.lease, self.now)
-            if claimed is None or claimed["type"] != EXPORT:
+        for due in self.repo.due_exports(self.now, BATCH):
+            claimed = self.repo.claim_export(due, self.now + self.settings.lease, self.now)
+            if claimed is None or not claimed.is_export:
                 continue
             finished += self.gather(claimed)
         return finished
 
-    def gather(self, claimed: dict[str, Any]) -> bool:
-        user_id = claimed["user_id"]
-        remote = tuple(name for name in claimed["services"] if name != "privacy")
+    def gather(self, claimed: PrivacyRequest) -> bool:
+        """Ask every service for its part of a claimed export; finish it when all
+        answered, else try again later. True if it finished."""
+        user_id = claimed.user_id
+        assert user_id is not None  # only a complete erasure forgets its user
+        remote = tuple(name for name in claimed.services if name != "privacy")
         answers = self.parts.export_user(user_id, remote)
-        if "privacy" in claimed["services"]:
-            answers["privacy"] = PartAnswer(privacy_part(self.repo, user_id, claimed["subject"]))
+        if "privacy" in claimed.services:
+            answers["privacy"] = PartAnswer(privacy_part(self.repo, user_id, claimed.subject))
         if all(answer.ok for answer in answers.values()) and set(answers) >= set(remote):
             return self._finish(claimed, answers)
         self._retry(claimed, answers)
         return False
 
-    def _finish(self, claimed: dict[str, Any], answers: dict[str, PartAnswer]) -> bool:
-        request_id, user_id = claimed["_id"], claimed["user_id"]
+    def _finish(self, claimed: PrivacyRequest, answers: dict[str, PartAnswer]) -> bool:
+        request_id, user_id = claimed.id, claimed.user_id
         document = {
             "format": FORMAT,
             "request_id": request_id,
@@ -162,7 +166,7 @@ class Exports:
                      "purge_at": expires_at + self.settings.ledger_retention,
                      "size_bytes": len(payload), "sha256": digest(payload),
                      "status_changed_at": self.now,
-                     "services": {name: {"status": "done", "completed_at": self.now}
+                     "services": {name: {"status": DONE, "completed_at": self.now}
                                   for name in answers}},
             "$unset": {"next_attempt_at": ""},
         }
@@ -176,37 +180,37 @@ class Exports:
         log.info("export %s is ready (%d bytes)", request_id, len(payload))
         return True
 
-    def _ready_mail(self, claimed: dict[str, Any], answers: dict[str, PartAnswer],
+    def _ready_mail(self, claimed: PrivacyRequest, answers: dict[str, PartAnswer],
                     expires_at: datetime) -> dict | None:
         accounts_part = answers["accounts"].data if "accounts" in answers else None
         account = (accounts_part or {}).get("account") or {}
         if not account.get("email"):
-            log.warning("export %s: no address to tell that it is ready", claimed["_id"])
+            log.warning("export %s: no address to tell that it is ready", claimed.id)
             return None
         # The privacy centre on the site: signed in, the download is one button there.
         link = f"{self.settings.public_url}/app/privacy"
         return new_event(
             "MailRequested",
-            {"kind": "privacy_export_ready", "reference": f"{claimed['_id']}:ready",
-             "to": account["email"], "user_id": claimed["user_id"],
+            {"kind": "privacy_export_ready", "reference": f"{claimed.id}:ready",
+             "to": account["email"], "user_id": claimed.user_id,
              "context": {"link": link, "expires_at": human_time(expires_at)}},
             producer="privacy", now=self.now, request_id=self.request_id,
         )
 
-    def _retry(self, claimed: dict[str, Any], answers: dict[str, PartAnswer]) -> None:
-        attempts = int(claimed.get("attempts", 1))
+    def _retry(self, claimed: PrivacyRequest, answers: dict[str, PartAnswer]) -> None:
+        attempts = claimed.attempts or 1
         delay = min(RETRY_CAP, RETRY_BASE * 2 ** max(attempts - 1, 0))
         services = {}
-        for name in claimed["services"]:
+        for name in claimed.services:
             answer = answers.get(name, PartAnswer(problem="not asked"))
             if answer.ok:
-                services[name] = {"status": "done", "completed_at": self.now}
+                services[name] = {"status": DONE, "completed_at": self.now}
             else:
                 services[name] = {"status": "error" if answer.failed else "waiting",
                                   "detail": answer.problem}
         failed = any(answer.failed for answer in answers.values())
-        missing = sorted(name for name, part in services.items() if part["status"] != "done")
-        log.warning("export %s: no answer yet from %s; trying again in %ds", claimed["_id"],
+        missing = sorted(name for name, part in services.items() if part["status"] != DONE)
+        log.warning("export %s: no answer yet from %s; trying again in %ds", claimed.id,
                     ", ".join(missing), delay.total_seconds())
         done = self.repo.update_held(claimed, {"$set": {
             "status": ERROR if failed else IN_PROGRESS, "services": services,
@@ -216,21 +220,22 @@ class Exports:
 
     # Downloading -----------------------------------------------------------------------
 
-    def download(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def download(self, request: PrivacyRequest) -> dict[str, Any]:
         """The finished export of a request its owner holds (opened from its chunks)."""
-        if doc["type"] != EXPORT:
+        if not request.is_export:
             raise NotFound("an erasure has nothing to download", code="not_an_export")
-        if doc["status"] != COMPLETE:
+        if not request.complete:
             raise Conflict("the export is not ready yet; we mail you when it is",
-                           code="export_not_ready", details={"status": doc["status"]})
-        if doc["expires_at"] <= self.now:
+                           code="export_not_ready", details={"status": request.status})
+        if not request.download_open(self.now):
             raise Gone("this export has expired and was deleted; ask for a new one",
                        code="export_expired")
+        assert request.user_id is not None  # an export keeps its user until it is purged
         try:
-            payload = open_export(self.settings.key, doc["_id"], doc["user_id"],
-                                  self.repo.chunks_of(doc["_id"]))
+            payload = open_export(self.settings.key, request.id, request.user_id,
+                                  self.repo.chunks_of(request.id))
         except UnreadableExport as exc:
-            log.error("export %s cannot be opened: %s", doc["_id"], exc)
+            log.error("export %s cannot be opened: %s", request.id, exc)
             raise Gone("this export can no longer be read; ask for a new one",
                        code="export_expired") from None
         return json.loads(payload)

@@ -14,23 +14,25 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from services.privacy.records import PrivacyRequest
 
-def ledger_entry(request: dict[str, Any], keep_for: timedelta) -> dict[str, Any]:
+
+def ledger_entry(request: PrivacyRequest, keep_for: timedelta) -> dict[str, Any]:
     """The ledger entry of a request as it stands (counts and statuses, never content)."""
     return {
-        "_id": request["_id"],
-        "subject": request["subject"],
-        "type": request["type"],
-        "reason": request["reason"],
-        "requested_by": request["requested_by"],
-        "requested_at": request["created_at"],
-        "due_at": request["due_at"],
-        "status": request["status"],
-        "completed_at": request.get("completed_at"),
+        "_id": request.id,
+        "subject": request.subject,
+        "type": request.type,
+        "reason": request.reason,
+        "requested_by": request.requested_by,
+        "requested_at": request.created_at,
+        "due_at": request.due_at,
+        "status": request.status,
+        "completed_at": request.completed_at,
         "services": {
-            name: {"status": part["status"], "summary": dict(part.get("summary") or {}),
-                   "completed_at": part.get("completed_at")}
-            for name, part in sorted(request.get("services", {}).items())
+            name: {"status": part.status, "summary": dict(part.summary),
+                   "completed_at": part.completed_at}
+            for name, part in sorted(request.services.items())
         },
-        "expires_at": request["created_at"] + keep_for,
+        "expires_at": request.created_at + keep_for,
     }

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from prometheus_client.core import GaugeMetricFamily
 
-from services.privacy.storage import ERASURE, EXPORT, OPEN, REQUESTS
+from services.privacy.records import ERASURE, EXPORT, OPEN
+from services.privacy.storage import REQUESTS
 from shared.metrics import gauge
 from shared.storage import Database
 

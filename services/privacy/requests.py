@@ -24,11 +24,12 @@ import hmac
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from services.privacy.ledger import ledger_entry
+from services.privacy.records import ERASURE, EXPORT, PENDING, PrivacyRequest, RequestPart
 from services.privacy.schemas import (
     DUE_AFTER,
     ClientContext,
@@ -39,13 +40,7 @@ from services.privacy.schemas import (
     PrivacyRequestView,
     ServicePart,
 )
-from services.privacy.storage import (
-    COMPLETE,
-    ERASURE,
-    EXPORT,
-    PENDING,
-    PrivacyRepository,
-)
+from services.privacy.storage import PrivacyRepository
 from shared.errors import Forbidden, NotFound
 from shared.events import new_event
 from shared.privacy import subject_of
@@ -92,31 +87,33 @@ def retention_request_id(user_id: str) -> str:
     return str(uuid.uuid5(RETENTION_NAMESPACE, f"retention:{user_id}"))
 
 
-def view(doc: dict[str, Any], now: datetime, public_url: str) -> PrivacyRequestView:
+def view(request: PrivacyRequest, now: datetime, public_url: str) -> PrivacyRequestView:
     """A stored request as its owner sees it."""
     download = None
-    expires_at = doc.get("expires_at")
-    if doc["type"] == EXPORT and doc["status"] == COMPLETE and expires_at and expires_at > now:
-        download = Download(url=f"{public_url}/api/v1/privacy/requests/{doc['_id']}/download",
-                            expires_at=expires_at)
+    if request.download_open(now):
+        assert request.expires_at is not None  # a finished export always expires
+        download = Download(url=f"{public_url}/api/v1/privacy/requests/{request.id}/download",
+                            expires_at=request.expires_at)
     return PrivacyRequestView(
-        id=doc["_id"],
-        type=doc["type"],
-        status=doc["status"],
-        created_at=doc["created_at"],
-        due_at=doc["due_at"],
-        overdue=doc["status"] != COMPLETE and doc["due_at"] < now,
-        completed_at=doc.get("completed_at"),
-        services={name: ServicePart(status=part["status"], detail=part.get("detail"),
-                                    completed_at=part.get("completed_at"))
-                  for name, part in sorted(doc.get("services", {}).items())},
+        id=request.id,
+        type=request.type,
+        status=request.status,
+        created_at=request.created_at,
+        due_at=request.due_at,
+        overdue=request.overdue(now),
+        completed_at=request.completed_at,
+        services={name: ServicePart(status=part.status, detail=part.detail,
+                                    completed_at=part.completed_at)
+                  for name, part in sorted(request.services.items())},
         download=download,
     )
 
 
-def created(doc: dict[str, Any], progress_token: str | None = None) -> PrivacyRequestCreated:
-    return PrivacyRequestCreated(id=doc["_id"], type=doc["type"], status=doc["status"],
-                                 due_at=doc["due_at"], progress_token=progress_token)
+def created(request: PrivacyRequest,
+            progress_token: str | None = None) -> PrivacyRequestCreated:
+    """What the person who asked is told of a new (or the open) request."""
+    return PrivacyRequestCreated(id=request.id, type=request.type, status=request.status,
+                                 due_at=request.due_at, progress_token=progress_token)
 
 
 def token_hash(token: str) -> str:
@@ -150,86 +147,88 @@ class Requests:
             raise Forbidden("the password is not correct; an erasure needs your password",
                             code="password_incorrect", details={"field": "password"})
         token = secrets.token_urlsafe(PROGRESS_TOKEN_BYTES)
-        doc = self.start_erasure(user_id, email, reason="user", requested_by="user",
-                                 progress_token=token)
+        request = self.start_erasure(user_id, email, reason="user", requested_by="user",
+                                     progress_token=token)
         # Only the request made just now carries this token; an open one keeps its own.
-        fresh = hmac.compare_digest(doc.get("progress_token_hash", ""), token_hash(token))
-        return created(doc, token if fresh else None)
+        fresh = hmac.compare_digest(request.progress_token_hash or "", token_hash(token))
+        return created(request, token if fresh else None)
 
-    def start_export(self, user_id: str) -> dict[str, Any]:
+    def start_export(self, user_id: str) -> PrivacyRequest:
+        """A new export for the gathering loop to take at once (or the open export)."""
         open_request = self.repo.open_request(user_id, EXPORT)
         if open_request is not None:
             return open_request
-        doc = self._new_request(str(uuid.uuid4()), EXPORT, user_id, "user", "user",
-                                self.settings.export_services)
-        doc.update(next_attempt_at=self.now, attempts=0)
-        self.repo.add_request(doc, now=self.now)
-        self._record(doc)
-        log.info("export %s requested", doc["_id"])
-        return doc
+        request = replace(self._new_request(str(uuid.uuid4()), EXPORT, user_id, "user", "user",
+                                            self.settings.export_services),
+                          next_attempt_at=self.now, attempts=0)
+        self.repo.add_request(request, now=self.now)
+        self._record(request)
+        log.info("export %s requested", request.id)
+        return request
 
     def start_erasure(self, user_id: str, email: str, *, reason: str, requested_by: str,
                       request_id: str | None = None,
-                      progress_token: str | None = None) -> dict[str, Any]:
+                      progress_token: str | None = None) -> PrivacyRequest:
         """Start the erasure saga (or answer the open erasure of this user)."""
         open_request = self.repo.open_request(user_id, ERASURE)
         if open_request is not None:
             return open_request
-        doc = self._new_request(request_id or str(uuid.uuid4()), ERASURE, user_id, reason,
-                                requested_by, self.settings.erasing_services)
+        request = self._new_request(request_id or str(uuid.uuid4()), ERASURE, user_id, reason,
+                                    requested_by, self.settings.erasing_services)
         if progress_token is not None:
-            doc["progress_token_hash"] = token_hash(progress_token)
+            request = replace(request, progress_token_hash=token_hash(progress_token))
         events = [new_event("ErasureRequested",
-                            {"request_id": doc["_id"], "user_id": user_id, "reason": reason,
+                            {"request_id": request.id, "user_id": user_id, "reason": reason,
                              "email": email},
                             producer=PRODUCER, now=self.now, request_id=self.request_id)]
         if reason == "user":
             # The person asked: they get a receipt now and another when it is done, at the
             # address they have now (kept on the request until the last receipt is queued).
-            doc["email"] = email
-            events.append(self._mail("privacy_erasure_received", doc, email,
-                                     {"due_at": human_time(doc["due_at"])}))
+            request = replace(request, email=email)
+            events.append(self._mail("privacy_erasure_received", request, email,
+                                     {"due_at": human_time(request.due_at)}))
         try:
-            self.repo.add_request(doc, *events, now=self.now)
+            self.repo.add_request(request, *events, now=self.now)
         except DuplicateKeyError:
-            existing = self.repo.request(doc["_id"])
+            existing = self.repo.request(request.id)
             assert existing is not None
             return existing
-        self._record(doc)
-        log.info("erasure %s requested (%s, by %s)", doc["_id"], reason, requested_by)
+        self._record(request)
+        log.info("erasure %s requested (%s, by %s)", request.id, reason, requested_by)
         self._close_account(user_id)
-        return doc
+        return request
 
     def erase_child(self, email_or_user_id: str) -> PrivacyRequestCreated:
         """An operator learned that an account belongs to someone under 16: erase it."""
         found = self.accounts.find_user(email_or_user_id.strip())
         if found is None:
             raise NotFound("no account has this address or id", code="account_not_found")
-        doc = self.start_erasure(found["user_id"], found["email"], reason="child",
-                                 requested_by="operator")
-        return created(doc)
+        request = self.start_erasure(found["user_id"], found["email"], reason="child",
+                                     requested_by="operator")
+        return created(request)
 
     def _new_request(self, request_id: str, request_type: str, user_id: str, reason: str,
-                     requested_by: str, services: tuple[str, ...]) -> dict[str, Any]:
-        return {
-            "_id": request_id,
-            "type": request_type,
-            "status": PENDING,
-            "user_id": user_id,
-            "subject": subject_of(self.settings.subject_key, user_id),
-            "reason": reason,
-            "requested_by": requested_by,
-            "created_at": self.now,
-            "due_at": self.now + DUE_AFTER,
-            "status_changed_at": self.now,
-            "services": {name: {"status": "pending"} for name in services},
-        }
+                     requested_by: str, services: tuple[str, ...]) -> PrivacyRequest:
+        return PrivacyRequest(
+            id=request_id,
+            type=request_type,
+            status=PENDING,
+            user_id=user_id,
+            subject=subject_of(self.settings.subject_key, user_id),
+            reason=reason,
+            requested_by=requested_by,
+            created_at=self.now,
+            due_at=self.now + DUE_AFTER,
+            status_changed_at=self.now,
+            services={name: RequestPart(status=PENDING) for name in services},
+        )
 
-    def _mail(self, kind: str, doc: dict[str, Any], email: str, context: dict[str, str]) -> dict:
+    def _mail(self, kind: str, request: PrivacyRequest, email: str,
+              context: dict[str, str]) -> dict:
         # No user id on purpose: these receipts are about an erasure, and delivery's own
         # erasure must not cancel them; delivery drops the address once they have left.
         return new_event("MailRequested",
-                         {"kind": kind, "reference": f"{doc['_id']}:{kind}", "to": email,
+                         {"kind": kind, "reference": f"{request.id}:{kind}", "to": email,
                           "context": context},
                          producer=PRODUCER, now=self.now, request_id=self.request_id)
 
@@ -241,14 +240,14 @@ class Requests:
             log.warning("could not close account %s at once; its erasure will", user_id,
                         exc_info=True)
 
-    def _record(self, doc: dict[str, Any]) -> None:
-        self.repo.record(ledger_entry(doc, self.settings.ledger_retention))
+    def _record(self, request: PrivacyRequest) -> None:
+        self.repo.record(ledger_entry(request, self.settings.ledger_retention))
 
     # Reading ------------------------------------------------------------------------------
 
     def list(self, user_id: str) -> PrivacyRequestList:
-        return PrivacyRequestList(requests=[view(doc, self.now, self.settings.public_url)
-                                            for doc in self.repo.requests_of(user_id)])
+        return PrivacyRequestList(requests=[view(request, self.now, self.settings.public_url)
+                                            for request in self.repo.requests_of(user_id)])
 
     def get(self, user_id: str, request_id: str) -> PrivacyRequestView:
         return view(self.owned(user_id, request_id), self.now, self.settings.public_url)
@@ -259,16 +258,17 @@ class Requests:
         if client.ip:
             self.repo.throttle.consume(PROGRESS_READS_PER_CLIENT, hashed_key(client.ip),
                                        self.now)
-        doc = self.repo.request(request_id)
-        stored = (doc or {}).get("progress_token_hash", "")
-        if not stored or not hmac.compare_digest(stored, token_hash(token)):
+        request = self.repo.request(request_id)
+        stored = request.progress_token_hash if request is not None else None
+        if request is None or not stored or not hmac.compare_digest(stored, token_hash(token)):
             raise NotFound("no erasure has this id and progress token",
                            code="request_not_found")
-        return view(doc, self.now, self.settings.public_url)
+        return view(request, self.now, self.settings.public_url)
 
-    def owned(self, user_id: str, request_id: str) -> dict[str, Any]:
-        doc = self.repo.request_of(user_id, request_id)
-        if doc is None:
+    def owned(self, user_id: str, request_id: str) -> PrivacyRequest:
+        """The user's own request; another user's is answered like none at all (404)."""
+        request = self.repo.request_of(user_id, request_id)
+        if request is None:
             raise NotFound(f"you have no privacy request {request_id[:64]}",
                            code="request_not_found")
-        return doc
+        return request

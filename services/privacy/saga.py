@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from services.privacy.ledger import ledger_entry
-from services.privacy.storage import ERASURE, PrivacyRepository
+from services.privacy.records import DONE, PrivacyRequest, RequestPart
+from services.privacy.storage import PrivacyRepository
 from shared.events import new_event
 from shared.events.schemas import ErasureCompleted
 from shared.privacy import forget_throttle
@@ -44,34 +44,34 @@ class Saga:
 
     def answered(self, answer: ErasureCompleted) -> str | None:
         """Record one service's answer; returns the request's status afterwards."""
-        part = {"status": "done", "summary": dict(answer.summary), "completed_at": self.now}
+        part = RequestPart(status=DONE, summary=dict(answer.summary), completed_at=self.now)
         self.repo.mark_part(answer.request_id, answer.service, part)
-        doc = self.repo.request(answer.request_id)
-        if doc is None or doc["type"] != ERASURE:
+        request = self.repo.request(answer.request_id)
+        if request is None or not request.is_erasure:
             log.warning("ErasureCompleted from %s for unknown request %s", answer.service,
                         answer.request_id)
             return None
         self.repo.start_progress(answer.request_id, self.now)
-        if all(p["status"] == "done" for p in doc["services"].values()):
-            self._complete(doc)
-        doc = self.repo.request(answer.request_id)
-        assert doc is not None
-        self.repo.record(ledger_entry(doc, self.ledger_retention))
-        return doc["status"]
+        if request.every_part_done:
+            self._complete(request)
+        request = self.repo.request(answer.request_id)
+        assert request is not None
+        self.repo.record(ledger_entry(request, self.ledger_retention))
+        return request.status
 
-    def _complete(self, doc: dict[str, Any]) -> None:
+    def _complete(self, request: PrivacyRequest) -> None:
         mail = None
-        if doc.get("email"):
+        if request.email:
             mail = new_event(
                 "MailRequested",
                 {"kind": "privacy_erasure_completed",
-                 "reference": f"{doc['_id']}:privacy_erasure_completed", "to": doc["email"]},
+                 "reference": f"{request.id}:privacy_erasure_completed", "to": request.email},
                 producer="privacy", now=self.now, request_id=self.request_id,
             )
         fields = {"completed_at": self.now, "status_changed_at": self.now,
                   "purge_at": self.now + self.closed_retention}
-        if self.repo.complete_erasure(doc["_id"], fields, mail, self.now) is not None:
-            log.info("erasure %s is complete: every service has answered", doc["_id"])
+        if self.repo.complete_erasure(request.id, fields, mail, self.now) is not None:
+            log.info("erasure %s is complete: every service has answered", request.id)
 
 
 def erase_privacy_part(repo: PrivacyRepository, user_id: str, request_id: str) -> dict[str, int]:

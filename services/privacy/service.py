@@ -193,8 +193,8 @@ class PrivacyService:
 
     @rpc(expected_exceptions=ServiceError)
     def download_export(self, user_id: str, request_id: str) -> dict:
-        doc = self._requests().owned(user_id, request_id)
-        return self._exports().download(doc)
+        request = self._requests().owned(user_id, request_id)
+        return self._exports().download(request)
 
     @rpc(expected_exceptions=ServiceError)
     def erase_child(self, email_or_user_id: str) -> dict:

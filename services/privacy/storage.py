@@ -24,6 +24,16 @@ from datetime import datetime
 from typing import Any
 
 from services.privacy.metrics import REQUESTS_MADE
+from services.privacy.records import (
+    COMPLETE,
+    DONE,
+    ERASURE,
+    IN_PROGRESS,
+    OPEN,
+    PENDING,
+    PrivacyRequest,
+    RequestPart,
+)
 from shared.events.outbox import new_document_with_events, strip_outbox, with_event
 from shared.storage import Database, DuplicateKeyError, Index
 from shared.throttle import THROTTLE_INDEXES, Throttle
@@ -34,10 +44,6 @@ REQUESTS = "requests"
 EXPORT_CHUNKS = "export_chunks"
 LEDGER = "ledger"
 THROTTLE = "throttle"
-
-EXPORT, ERASURE = "export", "erasure"
-PENDING, IN_PROGRESS, COMPLETE, ERROR = "pending", "in_progress", "complete", "error"
-OPEN = (PENDING, IN_PROGRESS, ERROR)
 
 INDEXES: dict[str, list[Index]] = {
     CONSENTS: [],
@@ -140,68 +146,70 @@ class PrivacyRepository:
 
     # Requests -------------------------------------------------------------------------
 
-    def add_request(self, doc: dict[str, Any], *events: dict, now: datetime) -> None:
-        self.requests.insert(new_document_with_events(doc, *events, now=now))
-        REQUESTS_MADE.labels(doc["type"]).inc()
+    def add_request(self, request: PrivacyRequest, *events: dict, now: datetime) -> None:
+        self.requests.insert(new_document_with_events(request.to_doc(), *events, now=now))
+        REQUESTS_MADE.labels(request.type).inc()
 
-    def request(self, request_id: str) -> dict[str, Any] | None:
-        return strip_outbox(self.requests.get(request_id))
+    def request(self, request_id: str) -> PrivacyRequest | None:
+        return _record(self.requests.get(request_id))
 
-    def request_of(self, user_id: str, request_id: str) -> dict[str, Any] | None:
+    def request_of(self, user_id: str, request_id: str) -> PrivacyRequest | None:
         """The request if it is `user_id`'s; another user's is None, like none at all."""
-        doc = self.request(request_id)
-        return doc if doc is not None and doc.get("user_id") == user_id else None
+        request = self.request(request_id)
+        return request if request is not None and request.user_id == user_id else None
 
-    def requests_of(self, user_id: str) -> list[dict[str, Any]]:
+    def requests_of(self, user_id: str) -> list[PrivacyRequest]:
         found = self.requests.find({"user_id": user_id}, limit=LIST_LIMIT)
-        return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["created_at"])]
+        return [PrivacyRequest.from_doc(doc)
+                for doc in sorted(found, key=lambda d: d["created_at"])]
 
-    def open_request(self, user_id: str, request_type: str) -> dict[str, Any] | None:
+    def open_request(self, user_id: str, request_type: str) -> PrivacyRequest | None:
         for status in OPEN:
             doc = self.requests.find_one({"user_id": user_id, "type": request_type,
                                           "status": status})
             if doc is not None:
-                return strip_outbox(doc)
+                return PrivacyRequest.from_doc(doc)
         return None
 
-    def due_exports(self, now: datetime, limit: int) -> list[dict[str, Any]]:
-        return self.requests.find({"next_attempt_at": {"$lte": now}},
-                                  sort=[("next_attempt_at", 1)], limit=limit)
+    def due_exports(self, now: datetime, limit: int) -> list[PrivacyRequest]:
+        return [PrivacyRequest.from_doc(doc) for doc in self.requests.find(
+            {"next_attempt_at": {"$lte": now}}, sort=[("next_attempt_at", 1)], limit=limit)]
 
-    def claim_export(self, doc: dict[str, Any], lease_until: datetime,
-                     now: datetime) -> dict | None:
+    def claim_export(self, request: PrivacyRequest, lease_until: datetime,
+                     now: datetime) -> PrivacyRequest | None:
         """Compare-and-set on the due time: of several gatherers, one takes the export."""
-        return strip_outbox(self.requests.update_one(
-            {"_id": doc["_id"], "next_attempt_at": doc["next_attempt_at"]},
+        return _record(self.requests.update_one(
+            {"_id": request.id, "next_attempt_at": request.next_attempt_at},
             {"$set": {"next_attempt_at": lease_until, "status_changed_at": now},
              "$inc": {"attempts": 1}}))
 
-    def update_held(self, doc: dict[str, Any], update: dict,
-                    event: dict | None = None, now: datetime | None = None) -> dict | None:
+    def update_held(self, request: PrivacyRequest, update: dict, event: dict | None = None,
+                    now: datetime | None = None) -> PrivacyRequest | None:
         """Write `update` to an export while this gatherer's claim still holds."""
         if event is not None:
             update = with_event(update, event, now=now)
-        return strip_outbox(self.requests.update_one(
-            {"_id": doc["_id"], "next_attempt_at": doc["next_attempt_at"]}, update))
+        return _record(self.requests.update_one(
+            {"_id": request.id, "next_attempt_at": request.next_attempt_at}, update))
 
-    def mark_part(self, request_id: str, service: str, part: dict[str, Any]) -> dict | None:
+    def mark_part(self, request_id: str, service: str,
+                  part: RequestPart) -> PrivacyRequest | None:
         """Record one service's answer to an erasure, once."""
-        return strip_outbox(self.requests.update_one(
-            {"_id": request_id, f"services.{service}.status": {"$ne": "done"}},
-            {"$set": {f"services.{service}": part}}))
+        return _record(self.requests.update_one(
+            {"_id": request_id, f"services.{service}.status": {"$ne": DONE}},
+            {"$set": {f"services.{service}": part.to_doc()}}))
 
     def start_progress(self, request_id: str, now: datetime) -> None:
         self.requests.update_one({"_id": request_id, "status": PENDING},
                                  {"$set": {"status": IN_PROGRESS, "status_changed_at": now}})
 
     def complete_erasure(self, request_id: str, fields: dict[str, Any], event: dict | None,
-                         now: datetime) -> dict | None:
+                         now: datetime) -> PrivacyRequest | None:
         """Open -> complete, once; the request keeps no user id and no address after it."""
         update: dict[str, Any] = {"$set": {**fields, "status": COMPLETE},
                                   "$unset": {"user_id": "", "email": ""}}
         if event is not None:
             update = with_event(update, event, now=now)
-        return strip_outbox(self.requests.update_one(
+        return _record(self.requests.update_one(
             {"_id": request_id, "status": {"$in": list(OPEN)}}, update))
 
     def delete_requests_of(self, user_id: str, keep: str) -> list[str]:
@@ -241,8 +249,14 @@ class PrivacyRepository:
     def ledger_entries(self, subject: str) -> list[dict[str, Any]]:
         return self.ledger.find({"subject": subject}, sort=[("requested_at", 1)])
 
-    def open_requests(self, limit: int) -> list[dict[str, Any]]:
+    def open_requests(self, limit: int) -> list[PrivacyRequest]:
         found: list[dict[str, Any]] = []
         for status in OPEN:
             found += self.requests.find({"status": status}, sort=[("due_at", 1)], limit=limit)
-        return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["due_at"])][:limit]
+        return [PrivacyRequest.from_doc(doc)
+                for doc in sorted(found, key=lambda d: d["due_at"])][:limit]
+
+
+def _record(doc: dict[str, Any] | None) -> PrivacyRequest | None:
+    # The record reads only its own fields: the outbox stays with the document.
+    return None if doc is None else PrivacyRequest.from_doc(doc)

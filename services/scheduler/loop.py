@@ -6,6 +6,14 @@ what each needs with `switches.next_action`, and carries that out with one condi
 update per switch, holding the claim. The events it emits (ReminderDue, CheckInMissed)
 travel in the same write, through the outbox.
 
+While a batch comes back full the tick claims the next one at once (a backlog after our
+own outage, or thousands of deadlines in one second, is not worked off one batch per tick),
+up to `TICK_LIMIT` switches a tick; a batch that lost some claims to another instance is
+followed by another as long as switches are still due. Each batch is claimed at the
+clock's time, so its leases are whole; between batches the tick gives the event loop a
+turn (`pause`), so RPCs and the broker's heartbeats are answered while it works, and it
+records a heartbeat after each batch.
+
 Our own outage is not the owner's silence: a switch fires only once the cycle's overdue
 notice has left (delivery's `ReminderSettled`, recorded on the switch). A switch whose
 grace is over without that word is one delivery is asked about, for the whole batch at
@@ -33,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.scheduler import tokens
+from services.scheduler import census, tokens
 from services.scheduler.storage import SchedulerRepository
 from services.scheduler.switches import (
     AwaitNotice,
@@ -66,6 +74,9 @@ NUDGED = ("notice_failed", "notice_unknown")
 NUDGE_BASE = timedelta(minutes=1)
 NUDGE_CAP = timedelta(hours=1)
 HELD_SAMPLE = 20
+# At most this many switches claimed in one tick (at least one batch): the next tick, due
+# as soon as this one ends, goes on where it stopped.
+TICK_LIMIT = 10_000
 
 
 class DeliveryUnavailable(Exception):
@@ -126,21 +137,55 @@ class TickReport:
 
 
 class DueSwitches:
-    """One tick of the loop, at one moment."""
+    """One tick of the loop: batch after batch while they come back full.
+
+    `now` is the moment of the first batch; `clock`, when given, says the moment of each
+    later one (a test's frozen clock, or none, keeps them all at `now`). `pause` is called
+    between batches: the service hands the event loop a turn there.
+    """
 
     def __init__(self, repo: SchedulerRepository, now: datetime, settings: LoopSettings,
-                 reminder_status: ReminderStatus) -> None:
+                 reminder_status: ReminderStatus, *,
+                 clock: Callable[[], datetime] | None = None,
+                 pause: Callable[[], None] = lambda: None) -> None:
         self.repo = repo
         self.now = now
         self.settings = settings
         self.reminder_status = reminder_status
+        self.clock = clock
+        self.pause = pause
 
     def tick(self) -> TickReport:
-        """Claim, decide, act, then record a heartbeat."""
+        """Claim, decide and act, batch after batch, recording a heartbeat after each."""
         report = TickReport()
-        claimed = self.repo.claim_due(self.now, self.settings.instance, self.settings.batch,
+        limit = max(TICK_LIMIT, self.settings.batch)
+        while True:
+            claimed = self._batch(report, min(self.settings.batch, limit - report.claimed))
+            self.repo.beat(self.settings.instance, self.now, **report.figures())
+            if not self._more_to_claim(claimed, report.claimed, limit):
+                break
+            self.pause()
+            if self.clock is not None:
+                self.now = self.clock()
+        if any((report.reminded, report.overdue, report.fired, report.settled, report.nudged,
+                report.resumed, report.errors)):
+            log.info("tick: %s", report.figures())
+        return report
+
+    def _more_to_claim(self, claimed: int, so_far: int, limit: int) -> bool:
+        # A batch that claimed nothing means the rest (if any) went to other instances; one
+        # that lost some races to them need not be full for switches to be left over.
+        if claimed == 0 or so_far >= limit:
+            return False
+        if claimed == self.settings.batch:
+            return True
+        return self.repo.oldest_due(self.now) is not None
+
+    def _batch(self, report: TickReport, size: int) -> int:
+        """Claim up to `size` due switches and carry out what each needs; how many claimed."""
+        claimed = self.repo.claim_due(self.now, self.settings.instance, size,
                                       self.settings.lease)
-        report.claimed = len(claimed)
+        report.claimed += len(claimed)
         # Catching up after downtime: the earliest deadlines first.
         claimed.sort(key=_deadline_order)
         decided = [(doc, next_action(Switch.from_doc(doc), self.now)) for doc in claimed]
@@ -154,11 +199,7 @@ class DueSwitches:
                 # The claim stays until its lease ends; then this switch is simply due again.
                 log.exception("handling switch %s failed; it will be retried", doc["_id"])
                 report.errors += 1
-        self.repo.beat(self.settings.instance, self.now, **report.figures())
-        if any((report.reminded, report.overdue, report.fired, report.settled, report.nudged,
-                report.resumed, report.errors)):
-            log.info("tick: %s", report.figures())
-        return report
+        return len(claimed)
 
     def _carry_out(self, doc: dict[str, Any], action: Any, answers: dict[str, dict[str, Any]],
                    report: TickReport) -> None:
@@ -300,10 +341,12 @@ def _moment(value: Any) -> datetime:
 
 
 def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
-    """The loop's heartbeat and lag, switches by state, and those held back and why: for
-    /readyz and /metrics."""
+    """The loop's heartbeat and lag, switches by state (the last census, and its age: empty
+    until the first is complete), and those held back and why: for /readyz and /metrics.
+    Nothing here reads more than the due and the held-back switches."""
     beat = repo.newest_heartbeat()
     oldest_due = repo.oldest_due(now)
+    last_census = census.last(repo)
     return {
         "heartbeat_at": beat["at"].isoformat() if beat else None,
         "heartbeat_age_seconds": (now - beat["at"]).total_seconds() if beat else None,
@@ -313,7 +356,8 @@ def liveness(repo: SchedulerRepository, now: datetime) -> dict[str, Any]:
         "held_back_switches": repo.held_back_count(),
         "held_back_by_reason": {reason: repo.held_back_count(reason) for reason in HELD_REASONS},
         "held_back": [held_view(doc, now) for doc in repo.held_back(HELD_SAMPLE)],
-        "switches": repo.count_by_state(),
+        "switches": last_census.counts if last_census else {},
+        "switches_census": last_census.view(now) if last_census else None,
     }
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.scheduler import privacy
+import eventlet
+from nameko.timer import timer
+
+from services.scheduler import census, privacy
 from services.scheduler.contacts import TrustedContacts
 from services.scheduler.dependencies import (
     InstanceId,
@@ -75,8 +78,15 @@ class SchedulerService:
             link_key=link_key(self.settings.secret_key_bytes),
             public_url=self.settings.public_url,
         )
-        DueSwitches(self.store, self.clock.now(), settings,
-                    reminder_question(self.delivery)).tick()
+        # Between batches of a long tick, eventlet.sleep() lets RPCs and heartbeats through.
+        DueSwitches(self.store, self.clock.now(), settings, reminder_question(self.delivery),
+                    clock=self.clock.now, pause=eventlet.sleep).tick()
+
+    @timer(interval=census.CENSUS_CHECK_SECONDS, eager=True)
+    def count_switches(self) -> None:
+        """Take a census of switches by state when the last one is `CENSUS_EVERY` old."""
+        if census.due(self.store, self.clock.now()):
+            census.take(self.store, self.clock.now, self.instance, pause=eventlet.sleep)
 
     # Events ---------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ SWITCHES = "switches"
 HEARTBEATS = "heartbeats"
 THROTTLE = "throttle"
 CHECKINS = "checkins"
+CENSUS = "census"
+CENSUS_ID = "switches"
 TRUSTED_CONTACTS = "trusted_contacts"
 
 HEARTBEAT_TTL = timedelta(days=1)
@@ -63,7 +65,9 @@ INDEXES: dict[str, list[Index]] = {
         # The loop's only query: "due_at <= now, oldest first". Cost per tick follows the
         # number of due switches, never the total.
         Index.on("due_at"),
-        Index.on("state"),
+        # By state, then id: the census counts one state in one range of ids at a time,
+        # from the index alone.
+        Index.on("state", "_id"),
         # Switches whose firing is held back, by why and since when (/readyz, /metrics).
         Index.on("held.reason"),
         Index.on("held.since"),
@@ -73,6 +77,8 @@ INDEXES: dict[str, list[Index]] = {
     THROTTLE: THROTTLE_INDEXES,
     # The owner's check-in history, for their export (privacy.py).
     CHECKINS: [Index.on("user_id", "at"), Index.on("expires_at", expire_after_seconds=0)],
+    # The last complete census of switches by state (census.py): one document.
+    CENSUS: [],
     TRUSTED_CONTACTS: [
         Index.on("switch_id", "slot", unique=True),
         Index.on("user_id"),
@@ -91,6 +97,7 @@ class SchedulerRepository:
         self.heartbeats = db.collection(HEARTBEATS)
         self.throttle = Throttle(db.collection(THROTTLE))
         self.checkins = db.collection(CHECKINS)
+        self.censuses = db.collection(CENSUS)
         self.contacts = db.collection(TRUSTED_CONTACTS)
         # The plan documents as stored: privacy exports and erases them whole.
         self.cached_plans = db.collection(ENTITLEMENTS)
@@ -383,6 +390,36 @@ class SchedulerRepository:
                                   limit=limit)
 
     def count_by_state(self) -> dict[str, int]:
-        """How many switches are in each state: one indexed count per state, no scan."""
+        """How many switches are in each state, counted now, all at once (for tests and
+        one-off checks; /readyz and /metrics report the census, counted in slices)."""
         return {state: self.switches.count({"state": state}) for state in STATES}
+
+    # The census (census.py) -----------------------------------------------------------
+
+    def count_slice(self, state: str, low: str | None, high: str | None) -> int:
+        """Switches in `state` whose id is at least `low` and below `high` (None: open)."""
+        ids: dict[str, str] = {}
+        if low is not None:
+            ids["$gte"] = low
+        if high is not None:
+            ids["$lt"] = high
+        return self.switches.count({"state": state, **({"_id": ids} if ids else {})})
+
+    def record_census(self, counts: dict[str, int], started_at: datetime,
+                      counted_at: datetime, by: str) -> bool:
+        """Store a complete census unless one started later is already stored."""
+        try:
+            written = self.censuses.update_one(
+                {"_id": CENSUS_ID, "started_at": {"$lt": started_at}},
+                {"$set": {"counts": counts, "started_at": started_at,
+                          "counted_at": counted_at, "by": by}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False  # a later census is stored: it stays
+        return written is not None
+
+    def census(self) -> dict[str, Any] | None:
+        """The last complete census, as stored."""
+        return self.censuses.get(CENSUS_ID)
 

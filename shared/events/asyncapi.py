@@ -1,7 +1,7 @@
 """The event contract as an AsyncAPI 3.0 document, generated from the code that enforces it:
 the pydantic schemas that validate every event (schemas.py), the envelope (envelope.py)
 and the broker topology (topology.py: exchange, routing keys, consumer queues, who
-publishes what).
+publishes what; broadcast.py: the events every process of a kind hears).
 
     python -m shared.events.asyncapi            # rewrite docs/asyncapi.yaml
     python -m shared.events.asyncapi --check    # exit 1 if it is out of date
@@ -21,6 +21,7 @@ import yaml
 from pydantic.json_schema import models_json_schema
 
 from shared.config import REPO_ROOT
+from shared.events.broadcast import BROADCAST_EXCHANGE_NAME, BROADCASTS, is_broadcast
 from shared.events.consumer import ATTEMPT_HEADER
 from shared.events.envelope import ENVELOPE_FIELDS
 from shared.events.schemas import EVENT_SCHEMAS, EVENT_VERSIONS
@@ -54,6 +55,13 @@ is retried after {", ".join(f"{d} s" for d in RETRY_DELAYS_SECONDS)} (delay queu
 `jicm.retry.<N>s`, header `{ATTEMPT_HEADER}` counting attempts), then its message is moved
 to `jicm.<service>.<EventType>.dead` with the reason, where an operator lists and replays
 it (`jicm dead-letters`). An event no queue takes is parked in `{UNROUTED_NAME}`.
+
+Broadcast events ({", ".join(f"`{event}`" for event in sorted(BROADCASTS))}) travel instead
+on the topic exchange `{BROADCAST_EXCHANGE_NAME}`, published the same way, to be heard by
+**every** process of a kind: each listening process declares a server-named, exclusive,
+auto-delete queue of its own bound for them, so every one receives a copy. A broadcast
+is a hint to forget cached state, never work to be done: one that no process hears is
+dropped, and a listener that (re)connects starts from nothing cached.
 No event carries message content: ids, addresses and times only."""
 
 
@@ -80,7 +88,7 @@ def build_document() -> dict[str, Any]:
             },
         },
         "channels": {**{event: _event_channel(event) for event in routed},
-                     **_queue_channels()},
+                     **_queue_channels(), **_broadcast_channels()},
         "operations": _operations(routed),
         "components": {
             "messages": {event: _message(event) for event in routed},
@@ -146,13 +154,14 @@ def _message(event: str) -> dict[str, Any]:
 
 
 def _event_channel(event: str) -> dict[str, Any]:
+    exchange = BROADCAST_EXCHANGE_NAME if is_broadcast(event) else EVENTS_EXCHANGE_NAME
     return {
         "address": event,
-        "title": f"{event} on {EVENTS_EXCHANGE_NAME}",
+        "title": f"{event} on {exchange}",
         "messages": {event: {"$ref": f"#/components/messages/{event}"}},
         "bindings": {"amqp": {
             "is": "routingKey",
-            "exchange": {"name": EVENTS_EXCHANGE_NAME, "type": "topic", "durable": True,
+            "exchange": {"name": exchange, "type": "topic", "durable": True,
                          "autoDelete": False},
             "bindingVersion": AMQP_BINDING_VERSION,
         }},
@@ -185,6 +194,33 @@ def _queue_channels() -> dict[str, Any]:
     return channels
 
 
+def broadcast_channel_id(listener: str, event: str) -> str:
+    """The channel id of the queues through which each `listener` process hears `event`."""
+    return f"{listener}_{event}_broadcast"
+
+
+def _broadcast_channels() -> dict[str, Any]:
+    channels = {}
+    for event, listeners in sorted(BROADCASTS.items()):
+        for listener in listeners:
+            channels[broadcast_channel_id(listener, event)] = {
+                # Server-named: each process's queue gets its name from the broker.
+                "address": None,
+                "title": f"each {listener} process's own queue of {event}",
+                "description": f"One per {listener} process, bound to "
+                               f"`{BROADCAST_EXCHANGE_NAME}` with routing key `{event}`: "
+                               "every process hears every copy (no competing consumers).",
+                "messages": {event: {"$ref": f"#/components/messages/{event}"}},
+                "bindings": {"amqp": {
+                    "is": "queue",
+                    "queue": {"name": "", "durable": False, "exclusive": True,
+                              "autoDelete": True},
+                    "bindingVersion": AMQP_BINDING_VERSION,
+                }},
+            }
+    return channels
+
+
 def _operations(routed: list[str]) -> dict[str, Any]:
     operations = {}
     for event in routed:
@@ -206,6 +242,17 @@ def _operations(routed: list[str]) -> dict[str, Any]:
                 "summary": f"{service} handles {event}, once per event_id",
                 "messages": [{"$ref": f"#/channels/{channel}/messages/{event}"}],
                 "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},
+            }
+    for event, listeners in sorted(BROADCASTS.items()):
+        for listener in listeners:
+            channel = broadcast_channel_id(listener, event)
+            operations[f"{listener}_hears_{event}"] = {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{channel}"},
+                "summary": f"every {listener} process hears {event} and forgets what it "
+                           "cached about the user",
+                "messages": [{"$ref": f"#/channels/{channel}/messages/{event}"}],
+                "bindings": {"amqp": {"ack": False, "bindingVersion": AMQP_BINDING_VERSION}},
             }
     return operations
 

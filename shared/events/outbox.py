@@ -33,6 +33,7 @@ from nameko.extensions import DependencyProvider
 
 from shared.clock import CLOCK_CONFIG_KEY, SystemClock
 from shared.config import settings_of
+from shared.events.broadcast import BROADCAST_EXCHANGE, is_broadcast
 from shared.events.topology import EVENTS_EXCHANGE, Topology
 from shared.metrics import EVENTS_PUBLISHED, MetricsEndpoint, gauge
 from shared.storage import Collection, Index
@@ -92,7 +93,8 @@ def strip_outbox(doc: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class EventPublisher:
-    """Publishes envelopes to the events exchange: durable, persistent, confirmed."""
+    """Publishes envelopes to the events exchange (a broadcast to the broadcast exchange):
+    durable, persistent, confirmed."""
 
     def __init__(self, amqp_uri: str) -> None:
         self._publisher = Publisher(amqp_uri, use_confirms=True, exchange=EVENTS_EXCHANGE)
@@ -103,7 +105,7 @@ class EventPublisher:
             headers["nameko.request_id"] = envelope["request_id"]
         self._publisher.publish(
             envelope,
-            exchange=EVENTS_EXCHANGE,
+            exchange=BROADCAST_EXCHANGE if is_broadcast(envelope["type"]) else EVENTS_EXCHANGE,
             routing_key=envelope["type"],
             headers=headers,
             message_id=envelope["event_id"],

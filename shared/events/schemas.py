@@ -190,6 +190,24 @@ class AccountExpired(EventData):
     reason: Literal["unverified"] = "unverified"
 
 
+AccountChangeReason = Literal[
+    "log_out", "sessions_ended", "password_changed", "password_reset", "account_closed",
+    "account_expired", "account_erased", "email_verified", "profile_changed",
+]
+
+
+class AccountChanged(EventData):
+    """Sessions ended or a profile changed: every gateway worker forgets what it cached.
+
+    A broadcast (`jicm.broadcast`), heard by every gateway process through a queue of its
+    own: `sessions` lists the ended sessions' ids (the SHA-256 of their tokens, never a
+    token); null means every session of the user."""
+
+    user_id: str
+    reason: AccountChangeReason
+    sessions: list[str] | None = None
+
+
 class Unsubscribed(EventData):
     """Someone used the unsubscribe link of a marketing mail: delivery stopped marketing at
     once; privacy records the consent receipt (method `unsubscribe_link`)."""
@@ -217,6 +235,7 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
         MailRequested,
         AccountExpired,
         Unsubscribed,
+        AccountChanged,
     )
 }
 

@@ -14,6 +14,8 @@ handler never orphans a queue):
 - `jicm.retry.<N>s`               shared delay queues; a message waits N seconds, then
                                   the broker dead-letters it back to its consumer queue
 - `jicm.unrouted`                 events no consumer was bound for
+- `jicm.broadcast`                topic exchange of the events every process of a kind
+                                  hears through a queue of its own (broadcast.py)
 
 Every durable queue is `classic` or `quorum` as `JICM_QUEUE_TYPE` says (`queue_arguments`);
 a queue keeps the type it was first declared with, so an installation changes type only
@@ -37,6 +39,7 @@ from kombu.common import maybe_declare
 from nameko.extensions import SharedExtension
 
 from shared.config import QueueType, settings_of
+from shared.events.broadcast import BROADCAST_EXCHANGE
 from shared.events.management_api import apply_dead_letter_policy
 
 EVENTS_EXCHANGE_NAME = "jicm.events"
@@ -81,6 +84,8 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "ConsentChanged": ("privacy",),
     "ErasureRequested": ("privacy",),
     "ErasureCompleted": ERASING_SERVICES,
+    # A broadcast (broadcast.py): heard by every gateway worker, on jicm.broadcast.
+    "AccountChanged": ("accounts",),
 }
 
 EVENTS_EXCHANGE = Exchange(
@@ -178,7 +183,8 @@ def retry_delay(attempt: int) -> int | None:
 def all_entities(consumers: Mapping[str, Iterable[str]],
                  queue_type: QueueType = QueueType.CLASSIC) -> list:
     """Every exchange and queue of the topology, in declaration order."""
-    entities: list = [UNROUTED_EXCHANGE, unrouted_queue(queue_type), EVENTS_EXCHANGE]
+    entities: list = [UNROUTED_EXCHANGE, unrouted_queue(queue_type), EVENTS_EXCHANGE,
+                      BROADCAST_EXCHANGE]
     entities += [retry_queue(delay, queue_type) for delay in RETRY_DELAYS_SECONDS]
     for service, event_types in consumers.items():
         for event_type in event_types:

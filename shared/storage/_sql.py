@@ -7,9 +7,10 @@ minified text, so comparing it with the same minified encoding of a bound parame
 exact, and for datetimes text order is time order.
 
 Indexes are expression indexes on `json_extract(doc, '$."a"."b"')`, and filters and sorts use
-the very same expression text, which is what lets SQLite's planner use them. Each condition
-also checks `json_type`, because SQLite compares across types where MongoDB does not: it
-would find the string "x" greater than 5, and the JSON `true` equal to 1.
+the very same expression text, which is what lets SQLite's planner use them. Conditions
+also check `json_type`, because SQLite compares across types where MongoDB does not: it
+would find the string "x" greater than 5, and the JSON `true` equal to 1. The check reads
+the document, so it is left out where it cannot change the answer (`_needs_guard`).
 """
 
 from __future__ import annotations
@@ -178,11 +179,23 @@ def _one_of(path: str, values: Sequence[Any]) -> Sql:
             continue
         marks = ", ".join("?" * len(group))
         sql = f"{key_expr(path)} IN ({marks})"
-        parts.append(sql if path == "_id" else f"({sql} AND {_guard(path, kind)})")
+        guarded = path != "_id" and _needs_guard(kind, group)
+        parts.append(f"({sql} AND {_guard(path, kind)})" if guarded else sql)
         params.extend(_param(value) for value in group)
     if not parts:
         return "0", []
     return (parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"), params
+
+
+def _needs_guard(kind: str, values: Sequence[Any]) -> bool:
+    """Whether equality with these values needs the field's JSON type checked as well.
+
+    `json_extract` gives text only for a JSON string or, as its JSON text, for an object or
+    an array, which starts with `{` or `[`; numbers, booleans and null never equal text in
+    SQLite. So equality with a string that starts with neither is exact without the check,
+    and a count by it is answered from the index alone, without reading a document.
+    """
+    return kind != "text" or any(value[:1] in ("{", "[") for value in values)
 
 
 def _compare(path: str, sql_op: str, operand: Any) -> Sql:

@@ -24,7 +24,9 @@ FORMS = ["/signup", "/login", "/logout", "/forgot", "/app/check-in", "/app/verif
          "/app/messages/new", "/app/account/time-zone", "/app/account/password",
          "/app/account/sessions/end", "/app/account/close", "/app/switches/new",
          "/cookies", "/app/privacy/marketing/email", "/app/privacy/export",
-         "/app/billing/checkout", "/app/billing/portal"]
+         "/app/billing/checkout", "/app/billing/portal", "/login/code", "/login/code/recovery",
+         "/app/account/two-factor/start", "/app/account/two-factor/confirm",
+         "/app/account/two-factor/disable"]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 import requests
 
@@ -459,11 +460,21 @@ def test_an_operator_erases_the_account_of_a_child(system):
 
 
 def test_the_data_map_lists_every_field_every_service_stored(system):
-    # On top of the stories above: a password reset link, and a switch that fires.
+    # On top of the stories above: a password reset link, two-factor sign-in (on, with a
+    # log-in waiting for its code; and another user's set-up not confirmed), and a switch
+    # that fires.
     user = User(system)
     user.verify()
     requests.post(system.url("/api/v1/password-resets"), json={"email": user.email},
                   headers=user.client, timeout=10)
+    setup = user.call("POST", "/api/v1/me/totp").json()
+    confirmed = user.call("POST", "/api/v1/me/totp/confirm",
+                          json={"code": pyotp.TOTP(setup["secret"]).now()})
+    assert confirmed.status_code == 200, confirmed.text
+    waiting = requests.post(system.url("/api/v1/sessions"), headers=user.client, timeout=10,
+                            json={"email": user.email, "password": PASSWORD})
+    assert waiting.json()["second_step"] == "totp", waiting.text
+    assert User(system).call("POST", "/api/v1/me/totp").status_code == 201
     user.write("a farewell", "friend@example.org")
     user.trusted_contact("watcher@example.org")
     switch = user.switch()

@@ -82,7 +82,15 @@ def test_readiness_and_metrics_show_the_loop_alive(switch_system):
     assert ready["scheduler"]["heartbeat_age_seconds"] < 5
     metrics = requests.get(switch_system.url("/metrics"), timeout=10).text
     assert re.search(r"^jicm_scheduler_heartbeat_age_seconds \d", metrics, re.M)
+    # Switches by state appear once the scheduler's first census (at its start) is stored.
+    metrics = wait_for(lambda: _with_census(requests.get(switch_system.url("/metrics"),
+                                                         timeout=10).text),
+                       what="the first census of switches by state")
     assert re.search(r'^jicm_switches\{state="armed"\} \d', metrics, re.M)
+
+
+def _with_census(metrics: str) -> str | None:
+    return metrics if "jicm_switches_census_age_seconds" in metrics else None
 
 
 def test_a_dead_scheduler_shows_in_readiness_then_catches_up(switch_system):

@@ -3,6 +3,9 @@ announcing registrations to whoever listens."""
 
 from __future__ import annotations
 
+import time
+
+import pyotp
 import pytest
 
 from services.accounts.service import AccountsService
@@ -121,3 +124,28 @@ def test_the_owners_own_account_over_rpc(accounts, rpc):
 
 def test_the_service_answers_the_readiness_probe(accounts, rpc):
     assert rpc.call("accounts", "health")["status"] == "ok"
+
+
+def test_two_factor_sign_in_over_rpc(accounts, rpc):
+    """Set up with a first code, then a log-in is a challenge that only a good code turns
+    into a session. Codes come from pyotp at the real time; the log-in's code is the next
+    step's (accepted, one step of drift) because the confirming one is spent."""
+    account = sign_up(rpc)
+    client = {"ip": "203.0.113.5", "user_agent": "pytest"}
+    setup = rpc.call("accounts", "start_totp", account["id"])
+    totp = pyotp.TOTP(setup["secret"])
+    confirmed = rpc.call("accounts", "confirm_totp", account["id"], {"code": totp.now()})
+    assert len(confirmed["recovery_codes"]) == 10
+    answer = rpc.call("accounts", "log_in", {"email": "ada@example.org", "password": PASSWORD},
+                      client)
+    assert answer["token"] is None and answer["second_step"] == "totp"
+    with pytest.raises(RemoteError) as refused:
+        rpc.call("accounts", "log_in_second_step",
+                 {"challenge": answer["challenge"], "code": totp.at(time.time() + 600)}, client)
+    assert refused.value.exc_type == "AuthenticationFailed"
+    assert refused.value.exc_args[1] == "wrong_code"
+    session = rpc.call("accounts", "log_in_second_step",
+                       {"challenge": answer["challenge"], "code": totp.at(time.time() + 30)},
+                       client)
+    assert rpc.call("accounts", "authenticate", session["token"])["id"] == account["id"]
+    assert rpc.call("accounts", "totp_status", account["id"])["enabled"] is True

@@ -17,6 +17,7 @@ from nameko.rpc import rpc
 
 from gateway.app import create_app
 from services.accounts.service import AccountsService
+from services.scheduler import census
 from services.scheduler.scheduler import switch_id_for
 from services.scheduler.service import SchedulerService
 from services.scheduler.storage import SWITCHES
@@ -466,13 +467,21 @@ def test_a_get_of_the_link_changes_nothing_and_its_button_checks_in(http, schedu
     assert http.get(link).status_code == 410
 
 
-def test_metrics_and_readiness_report_the_loop(http, rpc, rabbit_config):
+def _metrics_once_armed(http) -> str | None:
+    text = http.get("/metrics").get_data(as_text=True)
+    return text if re.search(r'^jicm_switches\{state="armed"\} 1\.0$', text, re.M) else None
+
+
+def test_metrics_and_readiness_report_the_loop(http, rpc, clock, rabbit_config):
     signed_up(http, rpc, rabbit_config)
     ready = http.get("/readyz")
     assert ready.status_code == 200, ready.get_json()
     assert ready.get_json()["checks"]["scheduler_loop"] == "ok"
-    text = http.get("/metrics").get_data(as_text=True)
-    assert re.search(r'^jicm_switches\{state="armed"\} 1\.0$', text, re.M), text
+    # Switches by state are the background census's: the next one counts the new switch.
+    clock.advance(census.CENSUS_EVERY.total_seconds())
+    text = wait_for(lambda: _metrics_once_armed(http), timeout=census.CENSUS_CHECK_SECONDS + 10,
+                    what="a census counting the armed switch")
+    assert re.search(r"^jicm_switches_census_age_seconds \d", text, re.M), text
     assert re.search(r"^jicm_scheduler_heartbeat_age_seconds \d", text, re.M)
     assert re.search(r"^jicm_scheduler_lag_seconds 0\.0$", text, re.M)
     assert "jicm_scheduler_up 1.0" in text

@@ -48,9 +48,12 @@ class FakeServices:
         self.contacts: list[dict[str, Any]] = []
         self.handlers: dict[tuple[str, str], Callable[..., Any]] = {
             ("accounts", "authenticate"): self._authenticate,
+            ("accounts", "resolve_session"): self._resolve_session,
             ("accounts", "log_in"): lambda body, client: {
                 "token": TOKEN, "expires_at": iso(NOW + timedelta(days=14))},
             ("accounts", "list_sessions"): lambda token: {"sessions": []},
+            ("accounts", "totp_status"): lambda user_id: {
+                "enabled": False, "enabled_at": None, "recovery_codes_left": 0},
             ("scheduler", "list_switches"): lambda user_id: {"switches": self.switches},
             ("scheduler", "get_switch"): self._get_switch,
             ("scheduler", "list_trusted_contacts"): lambda user_id, switch_id: {
@@ -94,6 +97,10 @@ class FakeServices:
             raise AuthenticationFailed("the session token is invalid or has expired",
                                        code="invalid_token")
         return self.profile
+
+    def _resolve_session(self, token: str) -> dict:
+        return {"profile": self._authenticate(token),
+                "expires_at": iso(NOW + timedelta(days=14))}
 
     def _get_switch(self, user_id: str, switch_id: str) -> dict:
         for found in self.switches:

@@ -313,3 +313,25 @@ def test_a_reset_proves_the_address_like_a_verification(accounts, repo):
     reset(accounts, token_of(mails(repo, account.id)[-1]))
     assert repo.user(account.id)["email_verified"] is True
     assert outbox_types(repo, account.id).count("EmailVerified") == 1
+
+
+# Gateways forget what they cached ---------------------------------------------------------------
+
+
+def announced_reasons(repo, user_id: str) -> list[str]:
+    events = [parse_event(e) for e in repo.users.get(user_id).get("outbox", [])]
+    return [e.data.reason for e in events if e.type == "AccountChanged"]
+
+
+def test_a_password_reset_is_announced_to_every_gateway_with_the_address_proved(accounts, repo):
+    account = sign_up(accounts)
+    ask_reset(accounts)
+    reset(accounts, token_of(mails(repo, account.id)[-1]))
+    # Every session ends; and the reset proved the address, which a cached profile shows.
+    assert announced_reasons(repo, account.id) == ["password_reset", "email_verified"]
+
+
+def test_a_verified_address_is_announced_to_every_gateway(accounts, repo):
+    account = sign_up(accounts)
+    verify(accounts, token_of(mails(repo, account.id)[0]))
+    assert announced_reasons(repo, account.id) == ["email_verified"]

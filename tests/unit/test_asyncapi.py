@@ -15,7 +15,14 @@ import jsonschema
 import pytest
 import yaml
 
-from shared.events.asyncapi import DOCUMENT, SCHEMAS_REF, queue_channel_id, render
+from shared.events.asyncapi import (
+    DOCUMENT,
+    SCHEMAS_REF,
+    broadcast_channel_id,
+    queue_channel_id,
+    render,
+)
+from shared.events.broadcast import BROADCASTS, is_broadcast
 from shared.events.schemas import EVENT_SCHEMAS
 from shared.events.topology import CONSUMERS, ERASING_SERVICES, PRODUCERS, consumer_queue_name
 
@@ -42,7 +49,8 @@ def test_every_routed_event_is_published_with_its_exact_schema(event):
     assert envelope["type"] == {"const": event}
     assert envelope["data"] == {"$ref": f"#/components/schemas/{event}"}
     assert DOC["channels"][event]["address"] == event
-    assert DOC["channels"][event]["bindings"]["amqp"]["exchange"]["name"] == "jicm.events"
+    exchange = "jicm.broadcast" if is_broadcast(event) else "jicm.events"
+    assert DOC["channels"][event]["bindings"]["amqp"]["exchange"]["name"] == exchange
     assert DOC["components"]["messages"][event]["payload"] == {
         "$ref": f"#/components/schemas/{event}Envelope"}
 
@@ -60,6 +68,16 @@ def test_every_consumer_queue_and_every_producer_has_its_operation():
     for event, producers in PRODUCERS.items():
         for producer in producers:
             assert operations[f"{producer}_publishes_{event}"]["action"] == "send"
+
+
+@pytest.mark.parametrize("event", sorted(BROADCASTS))
+def test_every_listener_of_a_broadcast_hears_it_through_a_queue_of_its_own(event):
+    for listener in BROADCASTS[event]:
+        channel = DOC["channels"][broadcast_channel_id(listener, event)]
+        assert channel["bindings"]["amqp"]["queue"] == {
+            "name": "", "durable": False, "exclusive": True, "autoDelete": True}
+        assert DOC["operations"][f"{listener}_hears_{event}"]["channel"] == {
+            "$ref": f"#/channels/{broadcast_channel_id(listener, event)}"}
 
 
 def test_the_guarantees_are_stated():

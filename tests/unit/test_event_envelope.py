@@ -22,10 +22,11 @@ def registered(**data):
 
 def test_every_event_of_the_design_has_a_schema():
     # Beyond the design's table: mail requests, and privacy's AccountExpired (retention) and
-    # Unsubscribed (a consent receipt for the unsubscribe link), each explained in
-    # docs/architecture.md.
+    # Unsubscribed (a consent receipt for the unsubscribe link), and the AccountChanged
+    # broadcast to the gateways, each explained in docs/architecture.md.
     assert set(EVENT_SCHEMAS) == DESIGN_EVENTS | {"MailRequested", "AccountExpired",
-                                                  "Unsubscribed", "ReminderSettled"}
+                                                  "Unsubscribed", "ReminderSettled",
+                                                  "AccountChanged"}
 
 
 def test_an_envelope_carries_the_design_fields_and_survives_a_round_trip():

@@ -16,9 +16,10 @@ from services.delivery.service import DeliveryService
 from services.privacy.service import PrivacyService
 from services.scheduler.service import SchedulerService
 from services.vault.service import VaultService
+from shared.events.broadcast import BROADCAST_EXCHANGE, BROADCASTS, listener_queue
 from shared.events.consumer import EventHandler
 from shared.events.schemas import EVENT_SCHEMAS
-from shared.events.topology import CONSUMERS
+from shared.events.topology import CONSUMERS, PRODUCERS, all_entities
 from shared.privacy import Erasures
 
 SERVICES = (AccountsService, BillingService, DeliveryService, PrivacyService,
@@ -60,3 +61,18 @@ def test_handlers_of_events_about_a_user_skip_users_erased_here(service):
         assert hasattr(method, "__wrapped__"), (
             f"{service.name}.{method.__name__} handles {event_type} about a user: declare it "
             "with unless_erased=True")
+
+
+def test_a_broadcast_is_heard_by_every_process_never_claimed_by_one_service_queue():
+    # A competing consumer queue would hand each broadcast to one replica only.
+    for event in BROADCASTS:
+        assert not [service for service, events in CONSUMERS.items() if event in events]
+        assert PRODUCERS[event], f"{event} has a producer"
+    assert BROADCAST_EXCHANGE in all_entities(CONSUMERS)
+
+
+def test_each_listening_process_gets_a_server_named_queue_that_dies_with_it():
+    queue = listener_queue(BROADCASTS)
+    assert (queue.name, queue.exclusive, queue.auto_delete, queue.durable) == (
+        "", True, True, False)
+    assert {b.routing_key for b in queue.bindings} == set(BROADCASTS)

@@ -23,7 +23,8 @@ class RecordingRpc:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, tuple]] = []
         self.answers: dict[tuple[str, str], object] = {
-            ("accounts", "authenticate"): PROFILE,
+            ("accounts", "resolve_session"): {"profile": PROFILE,
+                                              "expires_at": "2030-01-15T00:00:00Z"},
             ("billing", "receive_webhook"): {"received": True, "outcome": "processed"},
             ("billing", "start_checkout"): {"url": "https://checkout.stripe.com/c/pay/cs_1",
                                             "plan": "premium_monthly",

@@ -27,7 +27,8 @@ class RecordingRpc:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, tuple]] = []
         self.answers = {
-            ("accounts", "authenticate"): PROFILE,
+            ("accounts", "resolve_session"): {"profile": PROFILE,
+                                              "expires_at": "2030-01-15T00:00:00Z"},
             ("privacy", "get_consent"): CONSENT,
             ("privacy", "update_consent"): CONSENT,
             ("privacy", "create_request"): CREATED,
@@ -144,7 +145,7 @@ def test_an_erasure_is_followed_with_its_progress_token_and_no_session(client, r
     assert answer.status_code == 200 and answer.get_json()["status"] == "in_progress"
     [(request_id, token, context)] = rpc.to("erasure_progress")
     assert (request_id, token) == ("req-1", "p" * 43) and "ip" in context
-    assert not [call for call in rpc.calls if call[1] == "authenticate"], "no session needed"
+    assert not [call for call in rpc.calls if call[1] == "resolve_session"], "no session needed"
     for body in ({}, {"token": "short"}, {"token": "p" * 43, "more": 1}):
         assert client.post("/api/v1/privacy/erasures/req-1/progress", json=body
                            ).status_code == 422

@@ -185,13 +185,15 @@ def test_accounts_erases_the_user_their_sessions_links_and_counters(accounts):
     domain().log_in(LogIn(email="ada@example.org", password=PASSWORD), CLIENT)
     accounts_privacy.verify_password(repo, hasher, user, "wrong password!", clock.now())
     summary = accounts_privacy.erase_user(repo, user, "ada@example.org")
-    assert summary == {"sessions": 1, "links": 1, "throttle_counters": 1, "users": 1}
+    assert summary == {"sessions": 1, "links": 1, "recovery_codes": 0, "second_steps": 0,
+                       "throttle_counters": 1, "users": 1}
     everything = str([repo.users.find({}), repo.sessions.find({}), repo.tokens.find({}),
                       repo.throttle.collection.find({})])
     assert user not in everything and "ada@example.org" not in everything
     assert repo.user(bob) is not None
     assert accounts_privacy.erase_user(repo, user, "ada@example.org") == {
-        "sessions": 0, "links": 0, "throttle_counters": 0, "users": 0}
+        "sessions": 0, "links": 0, "recovery_codes": 0, "second_steps": 0,
+        "throttle_counters": 0, "users": 0}
 
 
 def test_operators_find_an_account_by_address_or_id(accounts):

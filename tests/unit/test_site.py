@@ -80,7 +80,7 @@ def test_the_bearer_api_never_reads_the_session_cookie(signed_in, world):
     answer = signed_in.get("/api/v1/me")
     assert answer.status_code == 401
     assert answer.is_json
-    assert world.asked("accounts", "authenticate") == []
+    assert world.asked("accounts", "resolve_session") == []
 
 
 def test_a_refused_session_cookie_is_dropped_and_the_browser_sent_to_log_in(client, world):
@@ -101,7 +101,7 @@ def test_a_post_without_its_csrf_token_is_a_403_page(signed_in, world, path):
     assert answer.status_code == 403
     assert answer.mimetype == "text/html"
     assert "This form has expired" in answer.get_data(as_text=True)
-    assert not [call for call in world.calls if call[1] != "authenticate"]
+    assert not [call for call in world.calls if call[1] != "resolve_session"]
 
 
 def test_another_users_message_is_a_404_page(signed_in):

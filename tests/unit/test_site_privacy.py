@@ -340,7 +340,7 @@ def test_an_upgrade_refused_by_billing_is_said_in_words(signed_in, world):
 def test_the_success_page_waits_for_the_webhook_and_says_so(signed_in, world):
     page = signed_in.get("/app/billing/success").get_data(as_text=True)
     assert "Waiting for Stripe to confirm your payment" in page and 'data-poll="3"' in page
-    assert {method for _, method, _ in world.calls} == {"authenticate", "overview"}
+    assert {method for _, method, _ in world.calls} == {"resolve_session", "overview"}
     world.overview = {**world.overview, "plan": "premium_monthly",
                       "plan_title": "Premium (monthly)", "status": "active",
                       "renews_at": iso(NOW), "can_manage": True}
@@ -385,7 +385,7 @@ def test_every_new_form_refuses_a_post_without_its_csrf_token(signed_in, world, 
                                         "plan": "premium_monthly"})
     assert answer.status_code == 403 and "This form has expired" in answer.get_data(
         as_text=True)
-    assert [m for _, m, _ in world.calls] == ["authenticate"] or not world.calls
+    assert [m for _, m, _ in world.calls] == ["resolve_session"] or not world.calls
 
 
 # The recipient's page ---------------------------------------------------------------------------
