@@ -28,6 +28,7 @@ from gateway.routes import (
     privacy,
     released,
     switches,
+    trusted_contacts,
 )
 from gateway.sessions import Sessions
 from gateway.site import init_site
@@ -37,7 +38,7 @@ from shared.rpc.client import RpcClientPool
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{8,64}")
 BLUEPRINTS = (health.bp, accounts.bp, billing.bp, links.bp, messages.bp, released.bp,
-              switches.bp, checkin_link.bp, metrics.bp,
+              switches.bp, checkin_link.bp, trusted_contacts.bp, metrics.bp,
               privacy.bp)
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"

@@ -29,7 +29,12 @@ bp = Blueprint("site_switches", __name__)
 # check in, rather than at midnight.
 PAUSE_ENDS_AT = time(9, 0)
 FIELD_OF_SETTING = {"interval_seconds": "interval", "grace_seconds": "grace",
-                    "reminders_seconds": "reminders", "paused_until": "until"}
+                    "reminders_seconds": "reminders", "paused_until": "until",
+                    "hold_seconds": "hold", "confirmation": "confirmation",
+                    "confirmation_wait_seconds": "confirmation_wait"}
+CONTACT_STATUS_WORDS = {"invited": "invited, has not answered yet",
+                        "accepted": "accepted", "declined": "declined"}
+CONTACT_ID_MAX_LENGTH = 64
 
 
 def _switch(switch_id: str) -> dict:
@@ -38,11 +43,18 @@ def _switch(switch_id: str) -> dict:
     return call("scheduler", "get_switch", g.user["id"], switch_id)
 
 
-def _settings_page(switch: dict, form: dict, errors: FormErrors, status: int = 200) -> Response:
+def _settings_page(switch: dict, form: dict, errors: FormErrors, status: int = 200,
+                   contact_form: dict | None = None) -> Response:
     tz = zone(g.user.get("time_zone"))
     now = datetime.now(UTC)
     paused_until = parse_time(switch.get("paused_until"))
+    contacts = call("scheduler", "list_trusted_contacts", g.user["id"], switch["id"])
     return render("switch.html", status, switch=switch, form=form, errors=errors, tz=tz,
+                  contacts=contacts["trusted_contacts"], contact_limit=contacts["limit"],
+                  contact_form={**contact_form_of(switch), **(contact_form or {})},
+                  contact_words=CONTACT_STATUS_WORDS,
+                  hold_words=duration(switch.get("hold_seconds", 7 * DAY)),
+                  wait_words=duration(switch.get("confirmation_wait_seconds", 14 * DAY)),
                   state=state_words(switch, tz, now),
                   consequence=consequence(switch["interval_seconds"], switch["grace_seconds"]),
                   reminders=reminder_words(switch["reminders_seconds"]),
@@ -62,6 +74,17 @@ def form_of(switch: dict) -> dict[str, str]:
     for i in range(reminder_rows(offsets)):
         days, hours = days_and_hours(offsets[i]) if i < len(offsets) else ("", "")
         form[f"reminder_days_{i}"], form[f"reminder_hours_{i}"] = str(days), str(hours)
+    return form
+
+
+def contact_form_of(switch: dict) -> dict[str, str]:
+    """The trusted contacts' settings as the form's fields: days and hours, a checkbox."""
+    form: dict[str, str] = {}
+    for name, default in (("hold", 7 * DAY), ("confirmation_wait", 14 * DAY)):
+        days, hours = days_and_hours(switch.get(f"{name}_seconds", default))
+        form[f"{name}_days"], form[f"{name}_hours"] = str(days), str(hours)
+    if switch.get("confirmation") == "required":
+        form["confirmation"] = "required"
     return form
 
 
@@ -196,3 +219,68 @@ def add_switch() -> Response:
         return redirect(url_for("site_dashboard.dashboard"), 303)
     flash("A new switch is ready. Choose its schedule below.", "ok")
     return redirect(url_for(".settings", switch_id=created["id"]), 303)
+
+
+# Trusted contacts ----------------------------------------------------------------------------
+
+
+@bp.post("/app/switches/<switch_id>/trusted-contacts")
+@signed_in
+def add_trusted_contact(switch_id: str) -> Response:
+    switch = _switch(switch_id)
+    form = {key: request.form.get(key, "").strip() for key in ("name", "email")}
+    errors = FormErrors({f"contact_{key}": "Please fill this in."
+                         for key, value in form.items() if not value})
+    if errors:
+        return _settings_page(switch, form_of(switch), errors, 422,
+                              contact_form={f"contact_{k}": v for k, v in form.items()})
+    try:
+        call("scheduler", "add_trusted_contact", g.user["id"], switch["id"], form)
+    except (ServiceError, ApiError) as exc:
+        field = (exc.details or {}).get("field") if isinstance(exc, ServiceError) else None
+        refused = refusal(exc)
+        errors = FormErrors({f"contact_{field}" if field in ("name", "email") else FORM_ERROR:
+                             next(iter(refused.values()))})
+        return _settings_page(switch, form_of(switch), errors, exc.status,
+                              contact_form={f"contact_{k}": v for k, v in form.items()})
+    flash(f"We mailed {form['name']} an invitation. They are asked nothing more unless they "
+          "accept.", "ok")
+    return redirect(url_for(".settings", switch_id=switch["id"]) + "#contacts-title", 303)
+
+
+@bp.post("/app/switches/<switch_id>/trusted-contacts/<contact_id>/remove")
+@signed_in
+def remove_trusted_contact(switch_id: str, contact_id: str) -> Response:
+    switch = _switch(switch_id)
+    if not contact_id or len(contact_id) > CONTACT_ID_MAX_LENGTH:
+        raise NotFound()
+    try:
+        call("scheduler", "remove_trusted_contact", g.user["id"], switch["id"], contact_id)
+    except (ServiceError, ApiError) as exc:
+        flash(sentence(exc.message), "problem")
+    else:
+        flash("Removed: they will be asked nothing more, and nothing of them is kept.", "ok")
+    return redirect(url_for(".settings", switch_id=switch["id"]) + "#contacts-title", 303)
+
+
+@bp.post("/app/switches/<switch_id>/trusted-contacts/settings")
+@signed_in
+def save_contact_settings(switch_id: str) -> Response:
+    switch = _switch(switch_id)
+    form = request.form.to_dict()
+    errors = FormErrors()
+    changes = {
+        "hold_seconds": _seconds(form, "hold", errors),
+        "confirmation": "required" if form.get("confirmation") == "required" else "none",
+        "confirmation_wait_seconds": _seconds(form, "confirmation_wait", errors),
+    }
+    if errors:
+        return _settings_page(switch, form_of(switch), errors, 422, contact_form=form)
+    try:
+        call("scheduler", "update_switch", g.user["id"], switch["id"], changes)
+    except (ServiceError, ApiError) as exc:
+        return _settings_page(switch, form_of(switch), setting_refusal(exc), exc.status,
+                              contact_form=form)
+    flash("Saved. A hold now moves the release " + duration(changes["hold_seconds"] or 0)
+          + " later.", "ok")
+    return redirect(url_for(".settings", switch_id=switch["id"]) + "#contacts-title", 303)

@@ -167,6 +167,26 @@ KINDS: dict[str, MailKind] = {
                     "billing_url"),
             reason="a subscription payment failed",
         ),
+        # Trusted contacts (the scheduler's services/scheduler/trusted_contacts.py).
+        MailKind(
+            "trusted_contact_invitation",
+            _single("trusted_contact_invitation",
+                    "{{ owner_email }} asks you to be a trusted contact",
+                    "owner_email", "link", "expires_at"),
+            reason="a sender named this person as a trusted contact of their switch",
+        ),
+        MailKind(
+            "trusted_contact_request",
+            _single("trusted_contact_request", "{{ owner_email }} missed a check-in",
+                    "owner_email", "link", "grace_ends_at", "hold", "holds_left"),
+            reason="a switch this person accepted to watch over is overdue",
+        ),
+        MailKind(
+            "trusted_contact_hold",
+            _single("trusted_contact_hold", "A trusted contact held your release",
+                    "contact_name", "grace_ends_at", "holds_left"),
+            reason="a trusted contact held the release of the owner's overdue switch",
+        ),
         MailKind(
             "product_news",
             _single("product_news", "{{ headline }}", "headline", "body"),

@@ -56,6 +56,7 @@ from services.scheduler.switches import (
     next_action,
     seconds,
 )
+from services.scheduler.trusted_contacts import Mailer, TrustedContact, request_key
 from shared.events import new_event
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class LoopSettings:
     lease: timedelta
     recheck: timedelta
     link_key: bytes
+    # The site's address, for the links in the trusted contacts' mails.
+    public_url: str = "http://127.0.0.1:8000"
 
 
 @dataclass
@@ -208,6 +211,7 @@ class DueSwitches:
             written = self.repo.become_overdue(
                 doc, action.step, action.grace_ends_at,
                 self._reminder(doc, action.step, "overdue", action.grace_ends_at), self.now,
+                contact_requests=self._contact_requests(doc, action.grace_ends_at),
             )
             report.overdue += written is not None
         elif isinstance(action, Fire):
@@ -313,6 +317,13 @@ class DueSwitches:
             "step": step, "stage": stage, "deadline": deadline.isoformat(),
             "email": doc["email"], "checkin_token": token,
         }, producer=PRODUCER, now=self.now)
+
+    def _contact_requests(self, doc: dict[str, Any], grace_ends_at: datetime) -> tuple[dict, ...]:
+        """The mails asking the switch's accepted trusted contacts whether to hold it."""
+        contacts = [TrustedContact.from_doc(c) for c in self.repo.contacts_of(doc["_id"])]
+        mailer = Mailer(request_key(self.settings.link_key), self.settings.public_url, self.now)
+        return tuple(mailer.requests(Switch.from_doc(doc), doc["email"], contacts, 0,
+                                     grace_ends_at))
 
     def _missed(self, doc: dict[str, Any]) -> dict:
         return new_event("CheckInMissed", {

@@ -5,13 +5,17 @@
   so a redelivery adds nothing), kept `JICM_RETENTION_CHECKIN_DAYS`. The history is for
   the owner's export; nothing decides anything from it.
 - **Export.** Every switch of the owner with its schedule, state, deadlines and the
-  reminders of the current cycle, the check-in history, and the plan kept for limits.
+  reminders of the current cycle (and its trusted contacts' holds and confirmation), the
+  check-in history, the plan kept for limits, and the trusted contacts the owner named
+  (with each one's decision and its receipt; never their invitation's token hash).
 - **Erasure.** The owner's switches (whatever their state: an erasure the owner asked
-  for means nothing is released), their history, their cached plan and the check-in
-  rate-limit counters. An erasure for `retention` never touches a switch that was ever
-  armed: retention only erases accounts that were never verified, whose switches never
-  armed; if one was, something is wrong, and the erasure is refused (dead-lettered, so
-  an operator sees it) rather than silence a switch that may be someone's last words.
+  for means nothing is released), their history, their cached plan, the check-in and
+  invitation rate-limit counters, and their trusted contacts: other people's names and
+  addresses, kept only for this owner's switch, go with it. An erasure for `retention`
+  never touches a switch that was ever armed: retention only erases accounts that were
+  never verified, whose switches never armed; if one was, something is wrong, and the
+  erasure is refused (dead-lettered, so an operator sees it) rather than silence a switch
+  that may be someone's last words.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.scheduler.contacts import INVITATIONS_PER_USER
 from services.scheduler.scheduler import CHECKINS_PER_USER
 from services.scheduler.storage import SchedulerRepository
 from services.scheduler.switches import UNARMED
@@ -30,7 +35,11 @@ SWITCH_FIELDS = (
     "state", "cycle", "interval_seconds", "grace_seconds", "reminders_seconds", "paused_until",
     "deadline", "grace_ends_at", "last_checkin_at", "overdue_at", "fired_at", "released_at",
     "email", "email_verified", "default", "created_at", "updated_at",
+    "hold_seconds", "confirmation", "confirmation_wait_seconds", "holds_used", "holds",
+    "confirmed",
 )
+CONTACT_FIELDS = ("switch_id", "name", "email", "status", "invited_at", "decided_at",
+                  "consent", "created_at", "updated_at")
 
 
 class ArmedSwitchKept(Exception):
@@ -68,7 +77,10 @@ def export_user(repo: SchedulerRepository, user_id: str) -> dict[str, Any]:
         switches.append(switch)
     history = repo.checkins.find({"user_id": user_id}, sort=[("at", 1)])
     plan = repo.cached_plans.get(user_id)
+    contacts = [{"id": doc["_id"], **{key: doc.get(key) for key in CONTACT_FIELDS}}
+                for doc in repo.contacts_of_owner(user_id)]
     return {
+        "trusted_contacts": contacts,
         "switches": switches,
         "check_ins": [{key: entry.get(key) for key in (
             "switch_id", "cycle", "method", "at", "deadline")} for entry in history],
@@ -98,6 +110,8 @@ def erase_user(repo: SchedulerRepository, user_id: str, reason: str) -> dict[str
         "switches": repo.switches.delete_many({"user_id": user_id}),
         "check_ins": repo.checkins.delete_many({"user_id": user_id}),
         "plans": int(repo.cached_plans.delete_one({"_id": user_id})),
+        "trusted_contacts": repo.contacts.delete_many({"user_id": user_id}),
         "throttle_counters": forget_throttle(repo.throttle.collection,
-                                             (CHECKINS_PER_USER.scope,), user_id),
+                                             (CHECKINS_PER_USER.scope,
+                                              INVITATIONS_PER_USER.scope), user_id),
     }

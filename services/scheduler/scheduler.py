@@ -32,14 +32,17 @@ from services.scheduler.switches import (
     ARMED,
     FINAL,
     LIVE,
+    OVERDUE,
     PAUSED,
     RELEASED,
     UNARMED,
+    ContactRules,
     Settlement,
     Switch,
     default_schedule,
     fresh_cycle,
     is_paused_at,
+    validated_contact_rules,
     validated_pause,
     validated_schedule,
 )
@@ -86,6 +89,9 @@ def view(doc: dict[str, Any]) -> SwitchView:
         last_checkin_at=doc.get("last_checkin_at"),
         fired_at=doc.get("fired_at"),
         created_at=doc["created_at"],
+        **ContactRules.from_doc(doc).as_fields(),
+        holds_used=doc.get("holds_used", 0) if doc["state"] == OVERDUE else 0,
+        confirmed_at=(doc.get("confirmed") or {}).get("at"),
     )
 
 
@@ -169,6 +175,8 @@ class Scheduler:
         schedule = validated_schedule(settings or {}, default_schedule(self.min_interval),
                                       min_interval=self.min_interval)
         paused_until = validated_pause((settings or {}).get("paused_until"), self.now)
+        rules = validated_contact_rules(settings or {}, ContactRules(),
+                                        min_interval=self.min_interval)
         return {
             "_id": switch_id_for(user_id, slot),
             "user_id": user_id,
@@ -178,6 +186,7 @@ class Scheduler:
             "state": UNARMED,
             "cycle": 0,
             **schedule.as_fields(),
+            **rules.as_fields(),
             "paused_until": paused_until,
             "deadline": None,
             "next_step": 0,
@@ -209,6 +218,10 @@ class Scheduler:
 
     def get(self, user_id: str, switch_id: str) -> SwitchView:
         return view(self._owned(user_id, switch_id))
+
+    def owned(self, user_id: str, switch_id: str) -> dict[str, Any]:
+        """The owner's switch as stored; NotFound for another user's or a missing one."""
+        return self._owned(user_id, switch_id)
 
     def _owned(self, user_id: str, switch_id: str) -> dict[str, Any]:
         doc = self.repo.switch(switch_id)
@@ -255,7 +268,10 @@ class Scheduler:
         schedule = validated_schedule(changes, switch.schedule, min_interval=self.min_interval)
         paused_until = (validated_pause(changes["paused_until"], self.now)
                         if "paused_until" in changes else doc.get("paused_until"))
-        fields: dict[str, Any] = {**schedule.as_fields(), "paused_until": paused_until}
+        rules = validated_contact_rules(changes, switch.contact_rules,
+                                        min_interval=self.min_interval)
+        fields: dict[str, Any] = {**schedule.as_fields(), **rules.as_fields(),
+                                  "paused_until": paused_until}
         if switch.state == UNARMED:
             return self.repo.start_cycle(switch, fields, now=self.now)
         running = Switch.from_doc({**doc, **schedule.as_fields()})

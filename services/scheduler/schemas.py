@@ -16,11 +16,14 @@ from pydantic import (
     model_validator,
 )
 
-from services.scheduler.switches import MAX_REMINDERS, STATES
+from services.scheduler.switches import CONFIRMATIONS, MAX_HOLDS_PER_CYCLE, MAX_REMINDERS, STATES
+from services.scheduler.trusted_contacts import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, STATUSES
 
 SWITCH_ID_MAX_LENGTH = 64
 
 State = Literal[STATES]  # type: ignore[valid-type]
+Confirmation = Literal[CONFIRMATIONS]  # type: ignore[valid-type]
+ContactStatus = Literal[STATUSES]  # type: ignore[valid-type]
 
 
 def _not_given(schema: dict) -> None:
@@ -64,6 +67,20 @@ class SwitchSettings(Strict):
     paused_until: Annotated[AwareDatetime | None, BeforeValidator(_no_number)] = Field(
         None, description="pause the switch until this time (at most 90 days); null resumes",
     )
+    hold_seconds: StrictInt = Field(
+        None, ge=1, description="how far one hold by a trusted contact moves the end of "
+        "grace, in seconds", examples=[604_800], json_schema_extra=_not_given,
+    )
+    confirmation: Confirmation = Field(
+        None, description="`required`: the switch fires at the end of grace only once a "
+        "trusted contact confirms you cannot check in (or confirmation_wait_seconds later)",
+        json_schema_extra=_not_given,
+    )
+    confirmation_wait_seconds: StrictInt = Field(
+        None, ge=1, description="with confirmation required: how long after the end of grace "
+        "the switch fires anyway without a confirmation, in seconds", examples=[1_209_600],
+        json_schema_extra=_not_given,
+    )
 
     def changes(self) -> dict:
         """Only the fields the client sent (send `model_dump(mode="json", exclude_unset=True)`
@@ -79,7 +96,7 @@ class SwitchUpdate(SwitchSettings):
         if not self.model_fields_set:
             raise ValueError(
                 "give at least one of interval_seconds, grace_seconds, reminders_seconds, "
-                "paused_until"
+                "paused_until, hold_seconds, confirmation, confirmation_wait_seconds"
             )
         return self
 
@@ -101,6 +118,13 @@ class SwitchView(BaseModel):
     last_checkin_at: AwareDatetime | None
     fired_at: AwareDatetime | None
     created_at: AwareDatetime
+    hold_seconds: int
+    confirmation: Confirmation
+    confirmation_wait_seconds: int
+    holds_used: int = Field(description=f"while overdue: holds by trusted contacts in this "
+                            f"cycle (at most {MAX_HOLDS_PER_CYCLE})")
+    confirmed_at: AwareDatetime | None = Field(
+        description="while overdue: when a trusted contact confirmed you cannot check in")
 
 
 class SwitchList(BaseModel):
@@ -140,3 +164,51 @@ class ClientContext(BaseModel):
 
     ip: str | None = None
     user_agent: str | None = Field(None, max_length=512)
+
+
+# --- trusted contacts ---------------------------------------------------------------------
+
+
+class TrustedContactRequest(Strict):
+    """`POST /api/v1/switches/<id>/trusted-contacts`: someone to invite as a trusted contact."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, examples=["Sam Rivera"])
+    email: str = Field(min_length=3, max_length=EMAIL_MAX_LENGTH, examples=["sam@example.org"])
+
+
+class TrustedContactView(BaseModel):
+    """A trusted contact as the owner sees them."""
+
+    id: str
+    name: str
+    email: str
+    status: ContactStatus = Field(description="invited, accepted or declined")
+    invited_at: AwareDatetime
+    decided_at: AwareDatetime | None
+
+
+class TrustedContactList(BaseModel):
+    trusted_contacts: list[TrustedContactView]
+    limit: int = Field(description="how many trusted contacts this switch may have on your plan")
+
+
+class InvitationView(BaseModel):
+    """What the invitation page shows: who asks, and what the role means. Nothing else."""
+
+    status: ContactStatus
+    owner_email: str
+    contact_name: str
+    notice: str
+    notice_version: str
+
+
+class ContactRequestView(BaseModel):
+    """What a contact's `/t/<token>` page shows and did: no message, no recipient."""
+
+    status: Literal["asked", "held", "confirmed"]
+    owner_email: str
+    grace_ends_at: AwareDatetime
+    holds_left: int
+    can_hold: bool
+    can_confirm: bool
+    hold_seconds: int

@@ -9,6 +9,7 @@ import eventlet
 from nameko.timer import timer
 
 from services.scheduler import census, privacy
+from services.scheduler.contacts import TrustedContacts
 from services.scheduler.dependencies import (
     InstanceId,
     delivery_status,
@@ -18,8 +19,14 @@ from services.scheduler.dependencies import (
 from services.scheduler.loop import DueSwitches, LoopSettings, liveness
 from services.scheduler.metrics import CHECK_INS
 from services.scheduler.scheduler import Scheduler
-from services.scheduler.schemas import CheckInRequest, ClientContext, SwitchSettings, SwitchUpdate
-from services.scheduler.storage import INDEXES, SWITCHES, SchedulerRepository
+from services.scheduler.schemas import (
+    CheckInRequest,
+    ClientContext,
+    SwitchSettings,
+    SwitchUpdate,
+    TrustedContactRequest,
+)
+from services.scheduler.storage import INDEXES, SWITCHES, TRUSTED_CONTACTS, SchedulerRepository
 from services.scheduler.tokens import link_key
 from shared.dependencies import Clock, Config, LogContext
 from shared.entitlements import billing_rpc
@@ -43,7 +50,7 @@ class SchedulerService:
     clock = Clock()
     store = Storage(INDEXES, repository=SchedulerRepository)
     metrics = ServiceMetrics()
-    outbox = OutboxRelay(SWITCHES)
+    outbox = OutboxRelay(SWITCHES, TRUSTED_CONTACTS)
     delivery = delivery_status()
     instance = InstanceId()
     # Asked for a user's plan (creating a switch) when the scheduler's copy says "free".
@@ -69,6 +76,7 @@ class SchedulerService:
             lease=timedelta(seconds=self.settings.scheduler_lease),
             recheck=timedelta(seconds=self.settings.scheduler_recheck),
             link_key=link_key(self.settings.secret_key_bytes),
+            public_url=self.settings.public_url,
         )
         # Between batches of a long tick, eventlet.sleep() lets RPCs and heartbeats through.
         DueSwitches(self.store, self.clock.now(), settings, reminder_question(self.delivery),
@@ -138,6 +146,51 @@ class SchedulerService:
     def check_in_by_link(self, token: str, client: dict) -> dict:
         answer = self._scheduler().check_in_by_link(token, ClientContext.model_validate(client))
         return answer.model_dump(mode="json")
+
+    # Trusted contacts (services/scheduler/contacts.py) ------------------------------------
+
+    def _contacts(self) -> TrustedContacts:
+        return TrustedContacts(self._scheduler(), self.settings.public_url)
+
+    @rpc(expected_exceptions=ServiceError)
+    def list_trusted_contacts(self, user_id: str, switch_id: str) -> dict:
+        return self._contacts().list(user_id, switch_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def add_trusted_contact(self, user_id: str, switch_id: str, request: dict) -> dict:
+        added = self._contacts().add(user_id, switch_id,
+                                     TrustedContactRequest.model_validate(request))
+        return added.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def remove_trusted_contact(self, user_id: str, switch_id: str, contact_id: str) -> None:
+        self._contacts().remove(user_id, switch_id, contact_id)
+
+    @rpc(expected_exceptions=ServiceError)
+    def inspect_invitation(self, token: str, client: dict) -> dict:
+        answer = self._contacts().inspect_invitation(token, ClientContext.model_validate(client))
+        return answer.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def decide_invitation(self, token: str, decision: str, client: dict) -> dict:
+        answer = self._contacts().decide_invitation(token, decision,
+                                                    ClientContext.model_validate(client))
+        return answer.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def inspect_contact_request(self, token: str, client: dict) -> dict:
+        answer = self._contacts().inspect_request(token, ClientContext.model_validate(client))
+        return answer.model_dump(mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def hold_release(self, token: str, client: dict) -> dict:
+        return self._contacts().hold(token, ClientContext.model_validate(client)).model_dump(
+            mode="json")
+
+    @rpc(expected_exceptions=ServiceError)
+    def confirm_absence(self, token: str, client: dict) -> dict:
+        return self._contacts().confirm(token, ClientContext.model_validate(client)).model_dump(
+            mode="json")
 
     # Other services -------------------------------------------------------------------
 

@@ -13,7 +13,16 @@ Switch documents:
   when the switch needs no attention), claim {token, by, until} (while a loop instance
   holds it), held {reason, since, nudges, nudged_at} (while its firing waits for
   the overdue notice), last_checkin_at, overdue_at, fired_at, released_at, created_at,
-  updated_at, and the outbox.
+  updated_at, and the outbox. With trusted contacts: hold_seconds, confirmation,
+  confirmation_wait_seconds (settings), and for the current cycle holds_used, holds
+  [{contact_id, at, grace_ends_at}] and confirmed {contact_id, at}.
+
+Trusted contact documents (trusted_contacts.py), one per contact of a switch:
+  _id, switch_id, user_id (the owner), slot (unique per switch: the plan's limit holds
+  against racing requests), name, email, status, invited_at, decided_at, invitation
+  {expires_at, used_at}, invitation_hash (the SHA-256 of the invitation's token,
+  unique), consent (the decision's receipt),
+  created_at, updated_at, and the outbox (the invitation mail).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ THROTTLE = "throttle"
 CHECKINS = "checkins"
 CENSUS = "census"
 CENSUS_ID = "switches"
+TRUSTED_CONTACTS = "trusted_contacts"
 
 HEARTBEAT_TTL = timedelta(days=1)
 # "Held back at all", as a range on the indexed `held.since` (both stores answer a range
@@ -69,6 +79,11 @@ INDEXES: dict[str, list[Index]] = {
     CHECKINS: [Index.on("user_id", "at"), Index.on("expires_at", expire_after_seconds=0)],
     # The last complete census of switches by state (census.py): one document.
     CENSUS: [],
+    TRUSTED_CONTACTS: [
+        Index.on("switch_id", "slot", unique=True),
+        Index.on("user_id"),
+        Index.on("invitation_hash", unique=True),
+    ],
 }
 
 
@@ -83,6 +98,7 @@ class SchedulerRepository:
         self.throttle = Throttle(db.collection(THROTTLE))
         self.checkins = db.collection(CHECKINS)
         self.censuses = db.collection(CENSUS)
+        self.contacts = db.collection(TRUSTED_CONTACTS)
         # The plan documents as stored: privacy exports and erases them whole.
         self.cached_plans = db.collection(ENTITLEMENTS)
 
@@ -154,6 +170,81 @@ class SchedulerRepository:
             {"$set": {"state": RELEASED, "released_at": now, "updated_at": now}},
         )
 
+    # Trusted contacts' writes: {_id, state: overdue, cycle, holds_used} must still match --
+
+    def hold_release(self, switch: Switch, contact_id: str, grace_ends_at: datetime,
+                     events: list[dict], now: datetime) -> dict | None:
+        """A trusted contact holds the release: the end of grace moves to `grace_ends_at`.
+
+        Named by (id, overdue, cycle, holds used), like a check-in: if the loop fired this
+        cycle first, this misses; if this lands first, it takes the loop's claim away, so
+        a firing decided on the old end of grace misses instead.
+        """
+        update: dict[str, Any] = {
+            "$set": {"grace_ends_at": grace_ends_at, "due_at": grace_ends_at,
+                     "updated_at": now},
+            "$inc": {"holds_used": 1},
+            "$push": {"holds": {"contact_id": contact_id, "at": now,
+                                "grace_ends_at": grace_ends_at}},
+            # The later word wins: a contact says the owner is all right.
+            "$unset": {"claim": "", "held": "", "confirmed": ""},
+        }
+        for event in events:
+            update = with_event(update, event, now=now)
+        return self.switches.update_one(self._answerable(switch), update)
+
+    def confirm_absence(self, switch: Switch, contact_id: str, due_at: datetime,
+                        now: datetime) -> dict | None:
+        """A trusted contact confirms the owner cannot check in: the switch may fire at the
+        end of grace. Takes the loop's claim away, so it decides again, at `due_at`."""
+        return self.switches.update_one(
+            {**self._answerable(switch), "confirmed": {"$exists": False}},
+            {"$set": {"confirmed": {"contact_id": contact_id, "at": now}, "due_at": due_at,
+                      "updated_at": now},
+             "$unset": {"claim": ""}},
+        )
+
+    def _answerable(self, switch: Switch) -> dict[str, Any]:
+        return {"_id": switch.id, "state": OVERDUE, "cycle": switch.cycle,
+                "holds_used": switch.holds_used}
+
+    # Trusted contacts -----------------------------------------------------------------
+
+    def contact(self, contact_id: str) -> dict[str, Any] | None:
+        return strip_outbox(self.contacts.get(contact_id))
+
+    def contacts_of(self, switch_id: str) -> list[dict[str, Any]]:
+        found = self.contacts.find({"switch_id": switch_id})
+        return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["created_at"])]
+
+    def contacts_of_owner(self, user_id: str) -> list[dict[str, Any]]:
+        found = self.contacts.find({"user_id": user_id})
+        return [strip_outbox(doc) for doc in sorted(found, key=lambda d: d["created_at"])]
+
+    def invited_by_token(self, token_hash: str) -> dict[str, Any] | None:
+        return strip_outbox(self.contacts.find_one({"invitation_hash": token_hash}))
+
+    def add_contact(self, doc: dict[str, Any], event: dict, now: datetime) -> bool:
+        """Insert a contact with its invitation mail; False if its slot is already taken."""
+        try:
+            self.contacts.insert(new_document_with_events(doc, event, now=now))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def decide_invitation(self, contact_id: str, token_hash: str, status: str,
+                          consent: dict[str, Any], now: datetime) -> dict | None:
+        """invited -> accepted or declined, once: the invitation is used up."""
+        return self.contacts.update_one(
+            {"_id": contact_id, "status": "invited", "invitation_hash": token_hash},
+            # The hash stays, so that the used link can say it was used.
+            {"$set": {"status": status, "decided_at": now, "consent": consent,
+                      "invitation.used_at": now, "updated_at": now}},
+        )
+
+    def remove_contact(self, contact_id: str) -> bool:
+        return self.contacts.delete_one({"_id": contact_id})
+
     # The loop's writes ----------------------------------------------------------------
 
     def claim_due(self, now: datetime, instance: str, limit: int,
@@ -193,16 +284,22 @@ class SchedulerRepository:
                                         with_event(update, event, now=now))
 
     def become_overdue(self, claimed: dict, step: int, grace_ends_at: datetime,
-                       event: dict, now: datetime) -> dict | None:
-        """armed -> overdue, with the overdue notice in the same write."""
-        update = {
+                       event: dict, now: datetime,
+                       contact_requests: tuple[dict, ...] = ()) -> dict | None:
+        """armed -> overdue, with the overdue notice in the same write (and the mails that
+        ask the accepted trusted contacts, `contact_requests`); the cycle's holds start
+        from none."""
+        update: dict[str, Any] = {
             "$set": {"state": OVERDUE, "overdue_at": now, "grace_ends_at": grace_ends_at,
-                     "next_step": step + 1, "due_at": grace_ends_at, "updated_at": now},
+                     "next_step": step + 1, "due_at": grace_ends_at, "updated_at": now,
+                     "holds_used": 0, "holds": []},
             "$push": {"reminders": {"step": step, "stage": "overdue", "at": now}},
-            "$unset": {"claim": ""},
+            "$unset": {"claim": "", "confirmed": ""},
         }
-        return self.switches.update_one(self._held(claimed, ARMED),
-                                        with_event(update, event, now=now))
+        update = with_event(update, event, now=now)
+        for request in contact_requests:
+            update = with_event(update, request, now=now)
+        return self.switches.update_one(self._held(claimed, ARMED), update)
 
     def fire(self, claimed: dict, event: dict, now: datetime,
              notice: tuple[int, Settlement] | None = None) -> dict | None:

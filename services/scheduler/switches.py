@@ -19,6 +19,12 @@ Our own outage is not the owner's silence. Delivery says when a reminder settled
 notice has settled: it is the last and most urgent reminder, so an earlier one still on
 its way means nothing more once it has left. Grace counts from the moment the notice was
 accepted by the mail server, if that was later than the deadline (delivery was down).
+
+Trusted contacts (trusted_contacts.py) may move the end of grace while the switch is
+overdue (`holds_used` counts their holds in this cycle), and with `confirmation:
+required` an overdue switch past its grace fires only once a contact confirmed the owner
+cannot check in, or `confirmation_wait_seconds` after the end of grace: that gate is part
+of `next_action`, so firing stays the loop's one conditional update.
 """
 
 from __future__ import annotations
@@ -56,7 +62,19 @@ MAX_REMINDERS = 10
 # long, so it is bounded and must be renewed.
 MAX_PAUSE_SECONDS = 90 * DAY
 
-SETTING_FIELDS = ("interval_seconds", "grace_seconds", "reminders_seconds", "paused_until")
+# Trusted contacts (trusted_contacts.py): how far a contact's hold moves the end of grace,
+# whether the switch waits for a contact to confirm before firing, and for how long.
+DEFAULT_HOLD_SECONDS = 7 * DAY
+MAX_HOLD_SECONDS = 30 * DAY
+NO_CONFIRMATION, CONFIRMATION_REQUIRED = "none", "required"
+CONFIRMATIONS = (NO_CONFIRMATION, CONFIRMATION_REQUIRED)
+DEFAULT_CONFIRMATION_WAIT_SECONDS = 14 * DAY
+MAX_CONFIRMATION_WAIT_SECONDS = 90 * DAY
+# Holds are bounded per cycle: a contact can delay a release, never cancel it.
+MAX_HOLDS_PER_CYCLE = 3
+
+SETTING_FIELDS = ("interval_seconds", "grace_seconds", "reminders_seconds", "paused_until",
+                  "hold_seconds", "confirmation", "confirmation_wait_seconds")
 
 
 # How a reminder settled (delivery's ReminderSettled).
@@ -113,6 +131,35 @@ def fitting_reminders(reminders: tuple[int, ...] | list[int], interval: int) -> 
     return tuple(sorted({r for r in reminders if 0 < r < interval}, reverse=True))
 
 
+@dataclass(frozen=True)
+class ContactRules:
+    """What the switch's trusted contacts may do: hold the release by `hold_seconds`, and,
+    when `confirmation` is required, confirm that the owner cannot check in; without that
+    confirmation the switch fires only `confirmation_wait_seconds` after the end of grace."""
+
+    hold_seconds: int = DEFAULT_HOLD_SECONDS
+    confirmation: str = NO_CONFIRMATION
+    confirmation_wait_seconds: int = DEFAULT_CONFIRMATION_WAIT_SECONDS
+
+    @property
+    def confirmation_required(self) -> bool:
+        return self.confirmation == CONFIRMATION_REQUIRED
+
+    def as_fields(self) -> dict[str, Any]:
+        return {"hold_seconds": self.hold_seconds, "confirmation": self.confirmation,
+                "confirmation_wait_seconds": self.confirmation_wait_seconds}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> ContactRules:
+        # Switches stored before these settings existed take the defaults.
+        return cls(
+            hold_seconds=doc.get("hold_seconds", DEFAULT_HOLD_SECONDS),
+            confirmation=doc.get("confirmation", NO_CONFIRMATION),
+            confirmation_wait_seconds=doc.get("confirmation_wait_seconds",
+                                              DEFAULT_CONFIRMATION_WAIT_SECONDS),
+        )
+
+
 # --- the switch ---------------------------------------------------------------------------
 
 
@@ -142,6 +189,18 @@ class Switch:
     next_step: int = 0
     reminded_steps: tuple[int, ...] = ()
     settled: Mapping[int, Settlement] = field(default_factory=dict)
+    contact_rules: ContactRules = ContactRules()
+    holds_used: int = 0  # holds by trusted contacts in this cycle
+    confirmed_at: datetime | None = None  # a trusted contact confirmed the owner cannot
+
+    @property
+    def awaits_confirmation_until(self) -> datetime | None:
+        """While overdue with confirmation required and none given: the moment the switch
+        may fire anyway (that long after the end of grace). None when nothing is awaited."""
+        if (not self.contact_rules.confirmation_required or self.confirmed_at is not None
+                or self.grace_ends_at is None):
+            return None
+        return self.grace_ends_at + seconds(self.contact_rules.confirmation_wait_seconds)
 
     @property
     def notice_settled(self) -> bool:
@@ -176,6 +235,9 @@ class Switch:
             reminded_steps=tuple(r["step"] for r in doc.get("reminders", [])),
             settled={int(step): Settlement(s["outcome"], s["at"])
                      for step, s in (doc.get("settled") or {}).items()},
+            contact_rules=ContactRules.from_doc(doc),
+            holds_used=doc.get("holds_used", 0),
+            confirmed_at=(doc.get("confirmed") or {}).get("at"),
         )
 
 
@@ -250,6 +312,11 @@ def next_action(switch: Switch, now: datetime) -> Action:
         assert switch.grace_ends_at is not None
         if now < switch.grace_ends_at:
             return Wait(switch.grace_ends_at)
+        # With confirmation required, grace alone is not enough: a trusted contact confirms,
+        # or the wait after grace runs out (a switch must still fire if nobody answers).
+        waits_until = switch.awaits_confirmation_until
+        if waits_until is not None and now < waits_until:
+            return Wait(waits_until)
         return Fire() if switch.notice_settled else AwaitNotice()
     if switch.state == PAUSED:
         return Wait(switch.paused_until) if is_paused_at(switch.paused_until, now) else Resume()
@@ -328,6 +395,21 @@ def _checked_reminders(value: Any, interval: int) -> tuple[int, ...]:
     if len(set(value)) != len(value):
         raise _refuse(field, "an offset appears twice")
     return tuple(sorted(value, reverse=True))
+
+
+def validated_contact_rules(changes: Mapping[str, Any], current: ContactRules, *,
+                            min_interval: int) -> ContactRules:
+    """The trusted contacts' rules after applying `changes`; InvalidInput naming the field."""
+    hold = changes.get("hold_seconds", current.hold_seconds)
+    confirmation = changes.get("confirmation", current.confirmation)
+    wait = changes.get("confirmation_wait_seconds", current.confirmation_wait_seconds)
+    _check_duration("hold_seconds", hold, min_interval, MAX_HOLD_SECONDS)
+    if confirmation not in CONFIRMATIONS:
+        raise _refuse("confirmation", f"must be one of {', '.join(CONFIRMATIONS)}",
+                      choices=list(CONFIRMATIONS))
+    _check_duration("confirmation_wait_seconds", wait, min_interval,
+                    MAX_CONFIRMATION_WAIT_SECONDS)
+    return ContactRules(hold, confirmation, wait)
 
 
 def validated_pause(value: Any, now: datetime) -> datetime | None:

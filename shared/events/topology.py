@@ -72,7 +72,7 @@ PRODUCERS: dict[str, tuple[str, ...]] = {
     "UserRegistered": ("accounts",),
     "EmailVerified": ("accounts",),
     "AccountExpired": ("accounts",),
-    "MailRequested": ("accounts", "billing", "privacy"),
+    "MailRequested": ("accounts", "billing", "privacy", "scheduler"),
     "CheckedIn": ("scheduler",),
     "ReminderDue": ("scheduler",),
     "CheckInMissed": ("scheduler",),

@@ -69,7 +69,10 @@ def test_the_session_cookie_is_httponly_lax_and_not_readable_by_scripts(owner):
 def test_every_form_refuses_a_post_without_its_csrf_token(owner, full_system):
     cookies = {"jicm_session": owner["cookies"]["jicm_session"]["value"]}
     for path in [*FORMS, owner["message"], owner["message"] + "/delete", owner["switch"],
-                 owner["switch"] + "/pause", owner["switch"] + "/resume"]:
+                 owner["switch"] + "/pause", owner["switch"] + "/resume",
+                 owner["switch"] + "/trusted-contacts",
+                 owner["switch"] + "/trusted-contacts/settings",
+                 owner["switch"] + "/trusted-contacts/some-contact/remove"]:
         answer = requests.post(full_system.url(path), data={"anything": "1"},
                                cookies=cookies, headers={"Accept": "text/html"},
                                allow_redirects=False, timeout=10)

@@ -29,7 +29,7 @@ from services.privacy.notices import notice
 from shared.events import new_event
 from tests import data_map
 from tests.e2e.conftest import System, free_port, start_system, system_environment
-from tests.e2e.people import PASSWORD, Sender
+from tests.e2e.people import PASSWORD, Sender, mail_to, text_of
 from tests.helpers import wait_for
 from tests.service.vault_helpers import publish
 
@@ -40,6 +40,7 @@ SERVICES = tuple(DEFAULT_SERVICES.split(","))
 ERASED_RECEIVED = "We received your request to erase your Just in Case data"
 ERASED_DONE = "Your Just in Case data has been erased"
 EXPORT_READY = "Your Just in Case data export is ready"
+INVITATION_LINK = re.compile(r"https?://\S+?/i/[A-Za-z0-9_-]+")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,7 @@ class User(Sender):
 
     def __init__(self, system: System) -> None:
         super().__init__(system, user_agent="privacy-e2e/1.0")
+        self.contact_email = ""
 
     def write(self, secret: str, recipient: str) -> str:
         answer = self.call("POST", "/api/v1/messages", json={
@@ -89,6 +91,23 @@ class User(Sender):
     def consent(self, headers: dict | None = None, **choices) -> requests.Response:
         return self.call("PUT", "/api/v1/privacy/consent", json=choices, headers=headers)
 
+    def trusted_contact(self, email: str) -> None:
+        """Name a trusted contact, who accepts on the invitation page."""
+        added = self.call("POST", f"/api/v1/switches/{self.switch()['id']}/trusted-contacts",
+                          json={"name": "Sam Contact", "email": email})
+        assert added.status_code == 201, added.text
+
+        def invitation():
+            for mail in mail_to(self.system, email):
+                found = INVITATION_LINK.search(text_of(mail))
+                if found:
+                    return found
+            return None
+        link = wait_for(invitation, timeout=30, interval=0.1, what="the invitation")[0]
+        accepted = requests.post(link, data={"confirm": "yes", "decision": "accepted"},
+                                 headers=self.client, timeout=10)
+        assert accepted.status_code == 200, accepted.text
+
 
 def busy_user(system: System) -> tuple[User, str]:
     """A user with something in every service: verified, a message, a test release, a
@@ -102,6 +121,8 @@ def busy_user(system: System) -> tuple[User, str]:
     assert user.call("POST", "/api/v1/checkins", json={}).status_code == 200
     user.pay()
     assert user.consent(marketing={"email": True, "postal": True}).status_code == 200
+    user.contact_email = f"sam-{uuid.uuid4().hex[:8]}@example.org"
+    user.trusted_contact(user.contact_email)
     return user, secret
 
 
@@ -259,6 +280,8 @@ def test_an_export_holds_the_users_data_from_every_service_and_nothing_of_anyone
     assert (tested["switch_id"], tested["mails"]) == (ada.switch()["id"], 1)
     assert tested["created_at"] and tested["expires_at"]
     assert parts["scheduler"]["check_ins"], "the check-in history"
+    [contact] = parts["scheduler"]["trusted_contacts"]
+    assert contact["status"] == "accepted" and contact["consent"]["choice"] == "accepted"
     assert {m["kind"] for m in parts["delivery"]["mail"]} >= {"verification"}
     assert parts["billing"]["customer"]["stripe_customer_id"].startswith("cus_")
     assert parts["billing"]["invoices"]
@@ -348,6 +371,8 @@ def test_closing_an_account_erases_the_user_from_every_service(system):
     wait_for(lambda: not traces_of(system, user.id, user.email), timeout=30,
              what=f"no trace of the user: {traces_of(system, user.id, user.email)}")
     assert not traces_of(system, secret)
+    # The trusted contact's name and address went with the owner who entered them.
+    assert not traces_of(system, user.contact_email)
 
     # What is kept is pseudonymised: the ledger, the invoices, the address as a hash.
     ledger = json.loads(query(system, "privacy", "select doc from ledger where id = ?",
@@ -456,6 +481,7 @@ def test_the_data_map_lists_every_field_every_service_stored(system):
     assert waiting.json()["second_step"] == "totp", waiting.text
     assert User(system).call("POST", "/api/v1/me/totp").status_code == 201
     user.write("a farewell", "friend@example.org")
+    user.trusted_contact("watcher@example.org")
     switch = user.switch()
     changed = user.call("PUT", f"/api/v1/switches/{switch['id']}", json={
         "interval_seconds": 2, "grace_seconds": 2, "reminders_seconds": [1]})

@@ -45,6 +45,7 @@ class FakeServices:
                         "created_at": iso(NOW), "policy_version": "2024-04-29",
                         "time_zone": "Europe/Paris"}
         self.switches = [switch()]
+        self.contacts: list[dict[str, Any]] = []
         self.handlers: dict[tuple[str, str], Callable[..., Any]] = {
             ("accounts", "authenticate"): self._authenticate,
             ("accounts", "resolve_session"): self._resolve_session,
@@ -55,6 +56,8 @@ class FakeServices:
                 "enabled": False, "enabled_at": None, "recovery_codes_left": 0},
             ("scheduler", "list_switches"): lambda user_id: {"switches": self.switches},
             ("scheduler", "get_switch"): self._get_switch,
+            ("scheduler", "list_trusted_contacts"): lambda user_id, switch_id: {
+                "trusted_contacts": self.contacts, "limit": 3},
             ("vault", "list_messages"): lambda user_id: {"messages": []},
             ("vault", "get_message"): self._get_message,
             ("billing", "overview"): lambda user_id: self.overview,

@@ -43,6 +43,16 @@ SAMPLES: dict[tuple[str, str], dict[str, str]] = {
                              "plan": "Premium", "invoice_number": "INV-7",
                              "next_attempt_at": "2030-05-04T10:00:00+00:00"},
     ("product_news", ""): {"headline": "Pausing is here", "body": "Going on holiday?"},
+    ("trusted_contact_invitation", ""): {"owner_email": "ada@example.org",
+                                         "link": f"{PUBLIC}/i/tok",
+                                         "expires_at": "Friday 3 May 2030 at 10:00 UTC"},
+    ("trusted_contact_request", ""): {"owner_email": "ada@example.org", "link": f"{PUBLIC}/t/tok",
+                                      "grace_ends_at": "Tuesday 3 June 2030 at 14:00 UTC",
+                                      "hold": "7 days", "holds_left": "2",
+                                      "confirmation": "required", "held_before": "no"},
+    ("trusted_contact_hold", ""): {"contact_name": "Sam Rivera",
+                                   "grace_ends_at": "Tuesday 10 June 2030 at 14:00 UTC",
+                                   "holds_left": "2"},
 }
 
 
@@ -54,7 +64,8 @@ FETCHED: dict[tuple[str, str], dict[str, str]] = {
                                  "message_body": "The key is under the mat."},
 }
 # Context values that name things for the sender only, never shown in the mail.
-UNSHOWN = ("stage", "variant", "message_id", "recipient_id", "test_release_id")
+UNSHOWN = ("stage", "variant", "message_id", "recipient_id", "test_release_id", "confirmation",
+           "held_before")
 
 
 def test_every_kind_and_variant_has_a_sample_here():
