@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import footprint, http_api, rpc, storage
+from bench import footprint, http_api, release, rpc, storage
 from bench.machine import machine_facts
 from bench.report import (
     RESULTS_DIR,
@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[BenchResult], None]] = {
     "rpc": rpc.run,
     "http": http_api.run,
     "footprint": footprint.run,
+    "release": release.run,
 }
 
 
