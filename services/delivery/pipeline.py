@@ -69,7 +69,7 @@ from services.delivery.unsubscribe import make_token
 from shared.config import Settings
 from shared.errors import InvalidInput
 from shared.events import new_event
-from shared.events.outbox import with_event
+from shared.events.outbox import carries_events, with_event
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ class Pipeline:
         session: Callable[[], SmtpSession],
         fetch: Fetch = _nothing_to_fetch,
         lanes: int = LANES,
+        relay: Callable[[], None] = lambda: None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -154,6 +155,9 @@ class Pipeline:
         self.session = session
         self.fetch = fetch
         self.lanes = lanes
+        # Wakes the outbox relay: an outcome's event (a reminder settled, a delivery
+        # failed) leaves as soon as it is written, not when the whole batch is done.
+        self.relay = relay
         self.policy = RetryPolicy.from_settings(settings)
         self.lease = timedelta(seconds=settings.delivery_lease)
         self.unsubscribe_key = settings.derived_key("delivery/unsubscribe")
@@ -274,8 +278,7 @@ class Pipeline:
         }
         if kind.holds_release:
             update = with_event(update, reminders.settled_event(record, "sent", now), now=now)
-        done = self.repo.settle(record.id, lease, update)
-        self._check_settled(done, record)
+        self._record(record, lease, update)
         log.info("delivery %s (%s %s) sent after %d attempt(s)", record.id, record.kind,
                  record.reference, record.attempts)
 
@@ -305,8 +308,7 @@ class Pipeline:
         }, event, now=now)
         if failure == BOUNCED and kind_named(record.kind).holds_release:
             update = with_event(update, reminders.settled_event(record, "bounced", now), now=now)
-        done = self.repo.settle(record.id, lease, update)
-        self._check_settled(done, record)
+        self._record(record, lease, update)
         log.error("delivery %s (%s %s) failed for good (%s): %s", record.id, record.kind,
                   record.reference, failure, reason)
 
@@ -318,6 +320,13 @@ class Pipeline:
         self._check_settled(done, record)
         log.info("delivery %s (%s) not sent: no marketing consent for this address",
                  record.id, record.kind)
+
+    def _record(self, record: MailRecord, lease: str, update: dict[str, Any]) -> None:
+        """Write an outcome that may carry events, and have them relayed at once."""
+        done = self.repo.settle(record.id, lease, update)
+        self._check_settled(done, record)
+        if done is not None and carries_events(update):
+            self.relay()
 
     def _check_settled(self, done: dict[str, Any] | None, record: MailRecord) -> None:
         if done is None:

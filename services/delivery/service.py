@@ -156,7 +156,7 @@ class DeliveryService:
     def send_due_mail(self, keep_going: Callable[[], bool]) -> bool:
         pipeline = Pipeline(self.store, self.settings, self._seal(), self.clock,
                             lambda: SmtpSession(SmtpTransport.from_settings(self.settings)),
-                            fetch=ReleasedContent(self.vault))
+                            fetch=ReleasedContent(self.vault), relay=self.outbox.wake)
         return pipeline.send_due(keep_going)
 
 
