@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import checkin, footprint, http_api, idle, rpc, storage
+from bench import checkin, footprint, http_api, idle, release, rpc, storage
 from bench.machine import machine_facts
 from bench.report import (
     RESULTS_DIR,
@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[BenchResult], None]] = {
     "checkin": checkin.run,
     "footprint": footprint.run,
     "idle": idle.run,
+    "release": release.run,
 }
 
 

@@ -90,6 +90,8 @@ def _headline(case: Case) -> dict[str, Any]:
         "p50_ms": latency["p50"],
         "p95_ms": latency["p95"],
         "p99_ms": latency["p99"],
+        # A case judged against a target carries both, side by side.
+        **({"target": case.extra["target"]} if "target" in case.extra else {}),
     }
 
 

@@ -3,7 +3,9 @@
 `running_system()` takes the very process specs of `make run`
 (`deploy.local.supervisor.default_specs`), keeps the parts a benchmark needs, and runs
 them under a `Supervisor` with a fresh RabbitMQ vhost, free ports, `JICM_ENV=test` and
-throw-away data and mail directories. However the benchmark ends (an error, Ctrl-C,
+throw-away data and mail directories. A `before_start` hook sees the environment first,
+so a benchmark can fill the services' stores (through their own domain code) while no
+process has them open yet. However the benchmark ends (an error, Ctrl-C,
 SIGTERM), every part is stopped and the vhost deleted; a second Ctrl-C while stopping
 kills the parts at once, as it does under `make run`.
 """
@@ -17,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,15 +82,23 @@ def system_environment(
 
 @contextmanager
 def running_system(
-    parts: Sequence[str], extra_env: Mapping[str, str] | None = None
+    parts: Sequence[str],
+    extra_env: Mapping[str, str] | None = None,
+    before_start: Callable[[Mapping[str, str]], None] | None = None,
 ) -> Iterator[RunningSystem]:
-    """Start the named parts of `make run` (in its order), ready to use; stop them after."""
+    """Start the named parts of `make run` (in its order), ready to use; stop them after.
+
+    `before_start(environ)` runs once the run's environment (its data directory, its
+    secrets) is decided and before any part starts.
+    """
     vhost = new_vhost_name()
     supervisor: Supervisor | None = None
     with tempfile.TemporaryDirectory(prefix="jicm-bench-") as tmp:
         try:
             amqp_uri = create_vhost(vhost)
             environ = system_environment(Path(tmp), amqp_uri, extra_env)
+            if before_start is not None:
+                before_start(environ)
             specs = [spec for spec in default_specs(environ) if spec.name in parts]
             supervisor = Supervisor(
                 specs, env=environ, cwd=REPO_ROOT, log_dir=Path(tmp) / "logs", output=sys.stderr

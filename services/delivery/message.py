@@ -7,14 +7,32 @@ receiving systems recognise the copy.
 
 from __future__ import annotations
 
+import email.policy
 from datetime import datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import cache
 
 from services.delivery.render import RenderedMail, clean_header
 
 NAME_MAX = 120
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The standard header registry, but each header's class is built once.
+
+    `HeaderRegistry` builds a new class (`type(...)`) for every header of every message;
+    the classes depend only on the header's name, so one per name does the same work.
+    """
+
+    @cache  # noqa: B019 (one registry for the life of the process)
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        return super().__getitem__(name)
+
+
+# The policy of every message we build: the standard one (`email.policy.default`).
+POLICY = email.policy.default.clone(header_factory=_CachedHeaderRegistry())
 
 
 def message_id(record_id: str, mail_from_address: str) -> str:
@@ -34,7 +52,7 @@ def build_message(
     unsubscribe_link: str | None = None,
 ) -> EmailMessage:
     """A multipart/alternative message (text first, then HTML) ready for SMTP."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = mail_from
     local, _, domain = to.rpartition("@")
     msg["To"] = Address(display_name=clean_header(to_name or "")[:NAME_MAX],

@@ -1,5 +1,12 @@
 """The sending loop's work: claim due mail one record at a time, send it, record the outcome.
 
+A batch of due mail is shared out among a few *lanes* (`LANES`), each its own SMTP
+conversation, reused from one mail to the next: the server's round trips of one mail
+overlap with those of the others. A lane takes the next mail of the batch only when it
+is done with its current one, so a slow or stalled conversation holds up its own mail
+and nobody else's (the batch ends when the last lane is done). Each mail is still claimed,
+sent and recorded on its own, exactly as below: a refusal fails only its own mail.
+
 Each attempt is bracketed by two writes. Before the SMTP conversation, a compare-and-set
 claims the record (`state: sending`, a lease id, and `next_attempt_at` pushed to the end
 of the lease), so of several delivery processes exactly one sends it. After the
@@ -29,11 +36,14 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
+
+import eventlet
 
 from services.delivery import reminders
 from services.delivery.context_seal import ContextSeal, Unreadable
@@ -59,11 +69,14 @@ from services.delivery.unsubscribe import make_token
 from shared.config import Settings
 from shared.errors import InvalidInput
 from shared.events import new_event
-from shared.events.outbox import with_event
+from shared.events.outbox import carries_events, with_event
 
 log = logging.getLogger(__name__)
 
 BATCH = 50
+# SMTP conversations a batch is shared among. Each costs the server one connection; a
+# handful already hides most of the round trips, and stays within what relays allow.
+LANES = 4
 # Room left in a claim after the attempt's deadline, to record its outcome.
 RECORDING_MARGIN_SECONDS = 10.0
 _random = random.SystemRandom()
@@ -132,6 +145,8 @@ class Pipeline:
         clock: Any,
         session: Callable[[], SmtpSession],
         fetch: Fetch = _nothing_to_fetch,
+        lanes: int = LANES,
+        relay: Callable[[], None] = lambda: None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -139,21 +154,41 @@ class Pipeline:
         self.clock = clock
         self.session = session
         self.fetch = fetch
+        self.lanes = lanes
+        # Wakes the outbox relay: an outcome's event (a reminder settled, a delivery
+        # failed) leaves as soon as it is written, not when the whole batch is done.
+        self.relay = relay
         self.policy = RetryPolicy.from_settings(settings)
         self.lease = timedelta(seconds=settings.delivery_lease)
         self.unsubscribe_key = settings.derived_key("delivery/unsubscribe")
 
     def send_due(self, keep_going: Callable[[], bool] = lambda: True) -> bool:
-        """Attempt every due record of one batch; True if more may be due right now."""
+        """Attempt every due record of one batch; True if more may be due right now.
+
+        The batch is shared among the lanes (green threads, each with its own SMTP
+        session); `keep_going()` is asked before each mail, so once it says no every lane
+        ends after its current mail.
+        """
         due = self.repo.due(self.clock.now(), BATCH)
         if not due:
             return False
-        with self.session() as smtp:
-            for doc in due:
-                if not keep_going():
-                    return False
-                self.attempt(MailRecord.from_doc(doc), smtp)
-        return len(due) == BATCH
+        waiting = deque(MailRecord.from_doc(doc) for doc in due)
+        stopped: list[bool] = []
+
+        def lane() -> None:
+            with self.session() as smtp:
+                while waiting:
+                    if not keep_going():
+                        stopped.append(True)
+                        return
+                    self.attempt(waiting.popleft(), smtp)
+
+        pool = eventlet.GreenPool(self.lanes)
+        lanes = [pool.spawn(lane) for _ in range(min(self.lanes, len(due)))]
+        pool.waitall()
+        for finished in lanes:
+            finished.wait()  # a lane's error (the store failing, say) fails the batch
+        return not stopped and len(due) == BATCH
 
     def attempt(self, record: MailRecord, smtp: SmtpSession) -> None:
         """Claim one record, send it, record the outcome (nothing if another sender claimed it)."""
@@ -243,8 +278,7 @@ class Pipeline:
         }
         if kind.holds_release:
             update = with_event(update, reminders.settled_event(record, "sent", now), now=now)
-        done = self.repo.settle(record.id, lease, update)
-        self._check_settled(done, record)
+        self._record(record, lease, update)
         log.info("delivery %s (%s %s) sent after %d attempt(s)", record.id, record.kind,
                  record.reference, record.attempts)
 
@@ -274,8 +308,7 @@ class Pipeline:
         }, event, now=now)
         if failure == BOUNCED and kind_named(record.kind).holds_release:
             update = with_event(update, reminders.settled_event(record, "bounced", now), now=now)
-        done = self.repo.settle(record.id, lease, update)
-        self._check_settled(done, record)
+        self._record(record, lease, update)
         log.error("delivery %s (%s %s) failed for good (%s): %s", record.id, record.kind,
                   record.reference, failure, reason)
 
@@ -287,6 +320,13 @@ class Pipeline:
         self._check_settled(done, record)
         log.info("delivery %s (%s) not sent: no marketing consent for this address",
                  record.id, record.kind)
+
+    def _record(self, record: MailRecord, lease: str, update: dict[str, Any]) -> None:
+        """Write an outcome that may carry events, and have them relayed at once."""
+        done = self.repo.settle(record.id, lease, update)
+        self._check_settled(done, record)
+        if done is not None and carries_events(update):
+            self.relay()
 
     def _check_settled(self, done: dict[str, Any] | None, record: MailRecord) -> None:
         if done is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 
 from services.delivery.kinds import MailKind, check_context
 from shared.errors import InvalidInput
@@ -38,9 +38,14 @@ class RenderedMail:
 
 @cache
 def environment() -> Environment:
-    """The one Jinja2 environment of the process (templates are compiled once)."""
+    """The one Jinja2 environment of the process (templates are compiled once).
+
+    Templates ship with the code and change only with a deployment, so they are never
+    checked for changes on disk (`auto_reload` would stat each file on every render).
+    """
     return Environment(
         loader=FileSystemLoader(TEMPLATES),
+        auto_reload=False,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -73,12 +78,18 @@ def render(
         "unsubscribe_link": unsubscribe_link,
     }
     env = environment()
-    subject = env.from_string(variant.subject).render(values)
+    subject = subject_template(variant.subject).render(values)
     return RenderedMail(
         subject=clean_header(subject)[:SUBJECT_MAX],
         text=env.get_template(f"{variant.template}.txt").render(values),
         html=env.get_template(f"{variant.template}.html").render(values),
     )
+
+
+@cache
+def subject_template(source: str) -> Template:
+    """A variant's subject line, compiled once (there are a handful of them)."""
+    return environment().from_string(source)
 
 
 def placeholders(kind: MailKind, context: Mapping[str, str]) -> dict[str, str]:

@@ -158,7 +158,7 @@ class DeliveryService:
     def send_due_mail(self, keep_going: Callable[[], bool]) -> bool:
         pipeline = Pipeline(self.store, self.settings, self._seal(), self.clock,
                             lambda: SmtpSession(SmtpTransport.from_settings(self.settings)),
-                            fetch=FetchedValues(self.vault))
+                            fetch=FetchedValues(self.vault), relay=self.outbox.wake)
         return pipeline.send_due(keep_going)
 
 

@@ -136,13 +136,22 @@ class Release:
             "deadline": missed.deadline, "fired_at": missed.fired_at, "heard_at": self.now,
             "state": RELEASING, "notify_due_at": self.now, "attempts": 0,
         })
+        return self._release_sealed(missed)
+
+    def _release_sealed(self, missed: CheckInMissed) -> int:
+        """Mark released every message of the fired switch that is still sealed.
+
+        A short batch all of whose messages were marked was the whole of them: a message
+        written after that look sees the switch's release record and takes itself back
+        (`Messages.create`), and any other late one is caught by the notifier's look.
+        """
         released = 0
         while True:
             sealed = self.repo.sealed_in_switch(missed.user_id, missed.switch_id, RELEASE_BATCH)
-            if not sealed:
+            marked = sum(self._release_one(message, missed) for message in sealed)
+            released += marked
+            if len(sealed) < RELEASE_BATCH and marked == len(sealed):
                 return released
-            for message in sealed:
-                released += self._release_one(message, missed)
 
     def _release_one(self, message: StoredMessage, missed: CheckInMissed) -> int:
         sealer = Sealer.of(self.keys.get(message.user_id), message)
@@ -242,10 +251,13 @@ class Release:
         """How far the switch's release has got: `complete` once all was handed to
         delivery; `scheduler` says whether the switch was marked released there yet."""
         counts = self.repo.switch_counts(switch_id)
-        complete = counts["sealed"] == 0 and counts["waiting"] == 0
+        complete = _handed_over(counts)
         release = self.repo.release_of(switch_id)
         return {"switch_id": switch_id, **counts, "complete": complete,
                 "scheduler": release.state if release else None}
+
+    def _complete(self, switch_id: str) -> bool:
+        return _handed_over(self.repo.switch_counts(switch_id))
 
     # 3. Telling the scheduler the switch is released -------------------------------------
 
@@ -261,9 +273,10 @@ class Release:
 
     def _notify(self, scheduler: SwitchReleases, release: SwitchRelease) -> int:
         switch_id = release.switch_id
-        if self.release_switch(release.missed()):
+        # The release record is there (this look holds its claim): only the messages.
+        if self._release_sealed(release.missed()):
             log.warning("released message(s) that reached switch %s after it fired", switch_id)
-        if not self.release_status(switch_id)["complete"]:
+        if not self._complete(switch_id):
             self.repo.postpone_notification(release, self._next_look(switch_id))
             return 0
         try:
@@ -342,6 +355,11 @@ class Release:
             released_at=message.release_at,
             written_at=message.updated_at,
         )
+
+
+def _handed_over(counts: dict[str, int]) -> bool:
+    """Whether none of a switch's messages is sealed and every released one left."""
+    return counts["sealed"] == 0 and counts["waiting"] == 0
 
 
 def _unknown_link() -> NotFound:

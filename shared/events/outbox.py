@@ -70,6 +70,11 @@ def with_event(update: dict[str, Any], event: dict[str, Any], *, now: datetime) 
     return merged
 
 
+def carries_events(update: dict[str, Any]) -> bool:
+    """Whether `update` (built with `with_event`) appends events to an outbox."""
+    return OUTBOX in update.get("$push", {})
+
+
 def new_document_with_events(doc: dict[str, Any], *events: dict[str, Any], now: datetime) -> dict:
     """Return a new document (for insert) that already carries `events` in its outbox."""
     created = dict(doc)
@@ -181,7 +186,10 @@ class OutboxRelay(DependencyProvider):
 
     Workers that write events call nothing: the relay is woken when a worker finishes,
     so events leave promptly, and a periodic sweep catches everything else (events
-    written just before a crash, or whose publish failed).
+    written just before a crash, or whose publish failed). A long-running worker (one
+    that settles mail after mail) calls `wake()` after each write that carries events,
+    so they leave right after that commit rather than when the worker ends. Waking only
+    hurries the relay: what it publishes, and when it forgets it, is unchanged.
     """
 
     topology = Topology()

@@ -25,7 +25,6 @@ from typing import Any
 from shared.storage._rules import check_name, check_path, iter_conditions
 from shared.storage.port import Document, Index, StorageError
 
-_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _SQL_OPERATORS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 # ---------------------------------------------------------------------------- encoding
@@ -71,7 +70,9 @@ def _format_date(moment: datetime) -> str:
 def _untag(obj: dict[str, Any]) -> Any:
     if len(obj) == 1:
         if "$date" in obj:
-            return datetime.strptime(obj["$date"], _DATE_FORMAT).replace(tzinfo=UTC)
+            # The stored form (`_format_date`) is ISO 8601 with a Z: fromisoformat reads
+            # it many times faster than strptime with a format.
+            return datetime.fromisoformat(obj["$date"])
         if "$binary" in obj:
             return base64.b64decode(obj["$binary"])
     return obj

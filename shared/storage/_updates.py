@@ -7,7 +7,6 @@ string, `$push` onto a non-array, a path through a scalar) raise StorageError.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -17,15 +16,33 @@ from shared.storage.port import Document, StorageError
 _MISSING = object()
 
 
-def apply_update(doc: Document, update: dict[str, dict], *, inserting: bool) -> Document:
-    """A copy of `doc` with a normalized update applied; `$setOnInsert` only when inserting."""
-    result = copy.deepcopy(doc)
+def apply_update(doc: Document, update: dict[str, dict], *, inserting: bool,
+                 in_place: bool = False) -> Document:
+    """A copy of `doc` with a normalized update applied; `$setOnInsert` only when inserting.
+
+    `in_place=True` changes `doc` itself, for a caller whose `doc` is its own fresh copy
+    (just decoded from the store). The result never shares a value with `update`.
+    """
+    result = doc if in_place else fresh_copy(doc)
     for op, fields in update.items():
         if op == "$setOnInsert" and not inserting:
             continue
         for path, operand in fields.items():
-            _OPERATORS[op](result, path, copy.deepcopy(operand))
+            _OPERATORS[op](result, path, fresh_copy(operand))
     return result
+
+
+def fresh_copy(value: Any) -> Any:
+    """A deep copy of a document's value: its dicts and lists anew, its scalars shared.
+
+    Documents hold only dicts, lists and immutable scalars (str, numbers, bools, None,
+    datetimes, bytes), so this is `copy.deepcopy` without its memo and dispatch.
+    """
+    if isinstance(value, dict):
+        return {key: fresh_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fresh_copy(item) for item in value]
+    return value
 
 
 def _parent(doc: Document, path: str, *, create: bool) -> tuple[dict | None, str]:

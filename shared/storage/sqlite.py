@@ -207,7 +207,7 @@ class SqliteCollection:
         return changed
 
     def _rewrite(self, conn: sqlite3.Connection, row: tuple[str, str], upd: dict) -> Document:
-        after = apply_update(_sql.decode(*row), upd, inserting=False)
+        after = apply_update(_sql.decode(*row), upd, inserting=False, in_place=True)
         text = _sql.encode(after)
         # Like MongoDB, leave a document alone when the update changes nothing in it.
         if text != row[1]:

@@ -42,6 +42,26 @@ def test_a_reminder_accepted_by_the_mail_server_is_announced_as_sent_when_it_lef
     assert len(sink.mail()) == 1
 
 
+def test_a_reminders_settlement_is_handed_to_the_relay_as_soon_as_it_is_written(
+        mailer, repo):
+    m, _ = mailer()
+    first, second = remind(m, step=1), remind(m, step=2)
+    m.request(reference="ref-plain")  # nothing to announce when it is sent
+    written_when_woken = []
+
+    def relay() -> None:
+        written_when_woken.append(sorted(
+            record["_id"] for record in (repo.get(first.id), repo.get(second.id))
+            if announced(repo, record["_id"])))
+
+    pipeline = m.pipeline()
+    pipeline.relay = relay
+    pipeline.send_due()
+    assert len(written_when_woken) == 2, "woken once per write that carries an event"
+    assert written_when_woken[0] in ([first.id], [second.id])
+    assert written_when_woken[1] == sorted([first.id, second.id])
+
+
 def test_a_reminder_refused_for_the_owners_address_is_a_bounce(mailer, repo):
     m, _ = mailer("--reject-recipient", "^ada@")
     delivery = remind(m)

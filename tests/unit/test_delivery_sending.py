@@ -6,10 +6,13 @@ Each test starts its own sink, with the faults it needs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import datetime, timedelta
 
+import eventlet
 import pytest
+from eventlet.event import Event as GreenEvent
 
 from deploy.local.smtp_sink import envelope_of
 from services.delivery.pipeline import Pipeline, RetryPolicy, ValuesGone, ValuesUnavailable
@@ -21,6 +24,7 @@ from services.delivery.unsubscribe import address_key, make_token
 from shared.errors import InvalidInput, NotFound
 from shared.events import parse_event
 from shared.events.schemas import ConsentChanged, MessageReleased
+from tests.helpers import wait_for
 from tests.unit.delivery_fixtures import BASE_RETRY, PUBLIC, START, Mailer
 
 # Accepting mail --------------------------------------------------------------------------------
@@ -87,17 +91,56 @@ class CountingTransport(SmtpTransport):
         return super().connect(**kwargs)
 
 
-def test_one_connection_carries_a_whole_batch_and_a_broken_one_fails_only_its_mail(mailer, repo):
+def test_each_lane_reuses_one_connection_for_its_share_and_a_refusal_fails_only_its_mail(
+        mailer, repo):
     m, sink = mailer("--tempfail-recipient", "busy@")
-    for n in range(4):
+    for n in range(12):
         m.request(reference=f"ref-{n}", to="busy@example.org" if n == 1 else "bob@example.org")
     transport = CountingTransport(**vars(SmtpTransport.from_settings(m.settings)))
     CountingTransport.connections = 0
-    pipeline = Pipeline(repo, m.settings, m.seal, m.clock, lambda: SmtpSession(transport))
+    pipeline = Pipeline(repo, m.settings, m.seal, m.clock, lambda: SmtpSession(transport),
+                        lanes=3)
     pipeline.send_due()
-    assert CountingTransport.connections == 1
-    assert len(sink.mail()) == 3
+    assert CountingTransport.connections == 3, "one connection per lane, reused"
+    assert len(sink.mail()) == 11
     assert m.status("verification", "ref-1") == {"ref-1": "pending"}
+    assert m.status("verification", *(f"ref-{n}" for n in range(12) if n != 1)) == {
+        f"ref-{n}": "sent" for n in range(12) if n != 1}
+
+
+class StallingSession(SmtpSession):
+    """A conversation that stalls on one address until every other mail was accepted."""
+
+    def __init__(self, transport: SmtpTransport, others_done: GreenEvent) -> None:
+        super().__init__(transport)
+        self.others_done = others_done
+
+    def send(self, message, sender, recipient, deadline=None):
+        if recipient.startswith("stalled@"):
+            self.others_done.wait(timeout=10)
+        return super().send(message, sender, recipient, deadline=deadline)
+
+
+def test_a_stalled_conversation_holds_up_only_its_own_lane(mailer, repo):
+    m, sink = mailer()
+    m.request(reference="ref-stalled", to="stalled@example.org")
+    for n in range(7):
+        m.request(reference=f"ref-{n}")
+    others_done = GreenEvent()
+    transport = SmtpTransport.from_settings(m.settings)
+    pipeline = Pipeline(repo, m.settings, m.seal, m.clock,
+                        lambda: StallingSession(transport, others_done), lanes=2)
+
+    def watch() -> None:
+        wait_for(lambda: len(sink.mail()) == 7, timeout=10, what="the other lane's mail")
+        others_done.send(True)
+
+    watcher = eventlet.spawn(watch)
+    pipeline.send_due()
+    watcher.wait()
+    arrived = [envelope_of(mail).rcpt_tos for mail in sink.mail()]
+    assert arrived[-1] == ["stalled@example.org"], "every other mail went past the stall"
+    assert len(arrived) == 8
 
 
 def test_a_temporary_refusal_is_retried_after_a_back_off_and_then_arrives_once(mailer, repo,
@@ -218,7 +261,7 @@ def test_a_batch_ends_after_the_current_mail_when_the_service_stops(mailer):
     m, sink = mailer()
     for n in range(3):
         m.request(reference=f"ref-{n}")
-    answers = iter([True, False])
+    answers = itertools.chain([True], itertools.repeat(False))
     m.pipeline().send_due(keep_going=lambda: next(answers))
     assert len(sink.mail()) == 1
 
