@@ -12,9 +12,11 @@ exactly those events. A crash between the confirm and the removal publishes them
 again later, which is why every consumer deduplicates by `event_id`.
 
 Whether anything is still pending is read from the outbox list itself, never from a
-counter that could drift: after removing what it published, a relay stops the document
-being due only if the list it got back is empty and no event was pushed since, which a
-compare-and-set on `outbox_seq` (incremented by every push) decides. Two relays of the
+counter that could drift: a relay stops the document being due only if no event was
+pushed since it read the list, which a compare-and-set on `outbox_seq` (incremented by
+every push) decides. When nothing was pushed since the claim, removing what it published
+and stopping are that one write; otherwise it removes what it published and stops only if
+the list it got back is empty and, again, nothing was pushed since. Two relays of the
 same document (one whose lease ran out, say) can therefore only publish an event twice,
 never leave one behind.
 """
@@ -145,6 +147,8 @@ def _relay_document(
             break
         sent.append(envelope["event_id"])
         EVENTS_PUBLISHED.labels(envelope.get("producer", ""), envelope["type"]).inc()
+    if not failed and _forget_all(collection, doc, sent):
+        return len(sent)
     left = _forget(collection, doc["_id"], sent)
     if failed:
         collection.update_one({"_id": doc["_id"]}, {"$set": {DUE_AT: now + RETRY_AFTER_FAILURE}})
@@ -153,6 +157,17 @@ def _relay_document(
         # push also made the document due again, and this write then misses.
         collection.update_one({"_id": doc["_id"], SEQ: left.get(SEQ)}, {"$unset": {DUE_AT: ""}})
     return len(sent)
+
+
+def _forget_all(collection: Collection, claimed: dict[str, Any], event_ids: list[str]) -> bool:
+    """Remove the published events and stop the document being due, in one write, when no
+    event was pushed since the claim (then every event still in the list was published).
+    False when one was: the caller removes what it published and leaves the rest due."""
+    update: dict[str, Any] = {"$unset": {DUE_AT: ""}}
+    if event_ids:
+        update["$pull"] = {OUTBOX: {"event_id": {"$in": event_ids}}}
+    done = collection.update_one({"_id": claimed["_id"], SEQ: claimed.get(SEQ)}, update)
+    return done is not None
 
 
 def _forget(collection: Collection, doc_id: str, event_ids: list[str]) -> dict | None:
