@@ -22,6 +22,7 @@ from services.scheduler.schemas import (
     CheckInResult,
     ClientContext,
     LinkCheckIn,
+    ReleasedSwitch,
     SkippedSwitch,
     SwitchList,
     SwitchSettings,
@@ -412,6 +413,18 @@ class Scheduler:
         """
         doc = self.repo.switch(switch_id)
         return doc is not None and doc["user_id"] == user_id and doc["state"] not in FINAL
+
+    def mark_all_released(self, releases: list[ReleasedSwitch]) -> dict[str, str | None]:
+        """`mark_released` for each switch: by switch id, None once it is released, or why
+        it cannot be (it did not fire in that cycle, or it does not exist)."""
+        answers: dict[str, str | None] = {}
+        for release in releases:
+            try:
+                self.mark_released(release.switch_id, release.cycle)
+                answers[release.switch_id] = None
+            except (Conflict, NotFound) as refusal:
+                answers[release.switch_id] = f"{refusal.code}: {refusal}"
+        return answers
 
     def mark_released(self, switch_id: str, cycle: int) -> dict[str, Any]:
         """fired -> released once every message of the switch was handed to delivery.

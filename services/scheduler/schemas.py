@@ -137,6 +137,23 @@ class CheckInRequest(Strict):
     switch_id: str | None = Field(None, min_length=1, max_length=SWITCH_ID_MAX_LENGTH)
 
 
+# The vault tells at most this many released switches in one question.
+MAX_RELEASES_PER_QUESTION = 500
+
+
+class ReleasedSwitch(Strict):
+    """A fired switch every message of which was handed to delivery, in the cycle it fired."""
+
+    switch_id: str = Field(min_length=1, max_length=SWITCH_ID_MAX_LENGTH)
+    cycle: StrictInt = Field(ge=1)
+
+
+class ReleasedSwitches(Strict):
+    """The vault's word on several switches at once."""
+
+    releases: list[ReleasedSwitch] = Field(min_length=1, max_length=MAX_RELEASES_PER_QUESTION)
+
+
 class SkippedSwitch(BaseModel):
     id: str
     state: State

@@ -22,6 +22,7 @@ from services.scheduler.scheduler import Scheduler
 from services.scheduler.schemas import (
     CheckInRequest,
     ClientContext,
+    ReleasedSwitches,
     SwitchSettings,
     SwitchUpdate,
     TrustedContactRequest,
@@ -205,9 +206,11 @@ class SchedulerService:
         return self._scheduler().owns_switch(user_id, switch_id)
 
     @rpc(expected_exceptions=ServiceError)
-    def mark_released(self, switch_id: str, cycle: int) -> dict:
-        """The vault handed every message of this fired switch to delivery."""
-        return self._scheduler().mark_released(switch_id, cycle)
+    def mark_released(self, releases: list) -> dict:
+        """The vault handed every message of these fired switches to delivery: by switch
+        id, None once released, or why not."""
+        request = ReleasedSwitches.model_validate({"releases": releases})
+        return self._scheduler().mark_all_released(request.releases)
 
     @rpc
     def liveness(self) -> dict:

@@ -19,12 +19,13 @@ and nothing is ever sent twice:
    from the message and the cycle, so a crash between the publish and the mark publishes
    the very same event again, which consumers recognise and skip.
 3. **Tell the scheduler** (a timer, `notify_due`): once no message of the switch is
-   sealed and every released one was handed over, `scheduler.mark_released(switch_id,
-   cycle)` moves the switch `fired -> released`. The notice is due in the switch's
-   `releases` document until the scheduler confirmed it, so a crash, or a scheduler that
-   is down, only delays it (retried with back-off); a switch without messages is
-   complete at once. Each look first releases any sealed message that reached the
-   switch after it fired (a write racing the firing), so none is left behind.
+   sealed and every released one was handed over, `scheduler.mark_released` moves the
+   switch `fired -> released` (every switch a look found complete, in one question).
+   The notice is due in the switch's `releases` document until the scheduler confirmed
+   it, so a crash, or a scheduler that is down, only delays it (retried with back-off);
+   a switch without messages is complete at once. Each look first releases any sealed
+   message that reached the switch after it fired (a write racing the firing), so none
+   is left behind.
 
 Why not the document's outbox: an outbox entry is the event in clear, addresses and read
 tokens included, resting in the database until it is relayed. Here the event is built
@@ -52,7 +53,6 @@ from typing import Any, Protocol
 from services.vault.crypto import DecryptionFailed
 from services.vault.keys import DataKeys, MissingDataKey, UnknownKek
 from services.vault.records import RELEASED, StoredMessage, SwitchRelease
-from services.vault.scheduler_client import ReleaseRefused
 from services.vault.schemas import ReleasedContent
 from services.vault.sealed_fields import Sealer
 from services.vault.storage import NOTIFIED, REFUSED, RELEASING, VaultRepository
@@ -92,7 +92,9 @@ class Publisher(Protocol):
 
 
 class SwitchReleases(Protocol):
-    def mark_released(self, switch_id: str, cycle: int) -> None: ...
+    def mark_released(self, releases: list[tuple[str, int]]) -> dict[str, str | None]:
+        """Mark each (switch id, cycle) released: by switch id, None if it was, or why it
+        was refused; Unavailable if the scheduler cannot be asked now."""
 
 
 def notify_retry_delay(attempts: int) -> timedelta:
@@ -262,36 +264,50 @@ class Release:
     # 3. Telling the scheduler the switch is released -------------------------------------
 
     def notify_due(self, scheduler: SwitchReleases, batch: int = NOTIFY_BATCH) -> int:
-        """Tell the scheduler about every switch whose release is complete. Returns how many."""
-        told = 0
+        """Tell the scheduler about every switch whose release is complete, all of them in
+        one question. Returns how many it marked released."""
+        complete = []
         for release in self.repo.due_notifications(self.now, batch):
             claimed = self.repo.claim_notification(release, self.now + NOTIFY_LEASE)
             if claimed is None:
                 continue  # another vault process has it
-            told += self._notify(scheduler, claimed)
-        return told
+            if self._handed_over(claimed):
+                complete.append(claimed)
+        if not complete:
+            return 0
+        try:
+            refusals = scheduler.mark_released([(r.switch_id, r.cycle) for r in complete])
+        except Unavailable as exc:
+            for release in complete:
+                self._tell_later(release, exc)
+            return 0
+        return sum(self._told(release, refusals.get(release.switch_id))
+                   for release in complete)
 
-    def _notify(self, scheduler: SwitchReleases, release: SwitchRelease) -> int:
+    def _handed_over(self, release: SwitchRelease) -> bool:
+        """Whether every message of the claimed release left; if not, look again later."""
         switch_id = release.switch_id
         # The release record is there (this look holds its claim): only the messages.
         if self._release_sealed(release.missed()):
             log.warning("released message(s) that reached switch %s after it fired", switch_id)
-        if not self._complete(switch_id):
-            self.repo.postpone_notification(release, self._next_look(switch_id))
-            return 0
-        try:
-            scheduler.mark_released(switch_id, release.cycle)
-        except ReleaseRefused as exc:
+        if self._complete(switch_id):
+            return True
+        self.repo.postpone_notification(release, self._next_look(switch_id))
+        return False
+
+    def _tell_later(self, release: SwitchRelease, exc: Unavailable) -> None:
+        delay = notify_retry_delay(release.attempts + 1)
+        log.warning("switch %s is complete but the scheduler cannot be told (%s); "
+                    "trying again in %s", release.switch_id, exc, delay)
+        self.repo.postpone_notification(release, self.now + delay, error=str(exc))
+
+    def _told(self, release: SwitchRelease, refusal: str | None) -> int:
+        switch_id = release.switch_id
+        if refusal is not None:
             log.error("the scheduler refused to mark switch %s released (cycle %s): %s; "
                       "its messages were handed to delivery all the same", switch_id,
-                      release.cycle, exc)
-            self.repo.finish_notification(switch_id, REFUSED, self.now, reason=str(exc))
-            return 0
-        except Unavailable as exc:
-            delay = notify_retry_delay(release.attempts + 1)
-            log.warning("switch %s is complete but the scheduler cannot be told (%s); "
-                        "trying again in %s", switch_id, exc, delay)
-            self.repo.postpone_notification(release, self.now + delay, error=str(exc))
+                      release.cycle, refusal)
+            self.repo.finish_notification(switch_id, REFUSED, self.now, reason=refusal)
             return 0
         self.repo.finish_notification(switch_id, NOTIFIED, self.now)
         log.info("switch %s released: every message was handed to delivery", switch_id)

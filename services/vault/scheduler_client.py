@@ -11,8 +11,8 @@ own; every call here is bounded (and its request expires in the queue), so a sch
 that is down makes writing a message fail fast with a 503, never hang.
 
 Once every message of a fired switch was handed to delivery, the vault calls
-`scheduler.mark_released(switch_id, cycle)` (idempotent), which moves the switch
-`fired -> released`.
+`scheduler.mark_released([{switch_id, cycle}, ...])` (idempotent), which moves each switch
+`fired -> released`, all the switches the vault found complete in one question.
 """
 
 from __future__ import annotations
@@ -75,10 +75,6 @@ def switch_fired(switch_id: str, state: str) -> Conflict:
     )
 
 
-class ReleaseRefused(Exception):
-    """The scheduler says this switch did not fire in that cycle: retrying cannot help."""
-
-
 class SchedulerSwitches:
     """The scheduler's answers through a bounded RPC client (`shared.rpc.bounded`)."""
 
@@ -102,16 +98,16 @@ class SchedulerSwitches:
         answer = self._ask("retention_refusal", user_id)
         return None if answer is None else str(answer)
 
-    def mark_released(self, switch_id: str, cycle: int) -> None:
-        """Tell the scheduler the switch is released; ReleaseRefused if it did not fire,
-        Unavailable if the scheduler cannot be reached now (try again later)."""
-        try:
-            self._ask("mark_released", switch_id, cycle, refusals=("Conflict", "NotFound"))
-        except RemoteError as exc:
-            raise ReleaseRefused(f"{exc.exc_type}: {exc.value}") from None
+    def mark_released(self, releases: list[tuple[str, int]]) -> dict[str, str | None]:
+        """Tell the scheduler these switches are released: by switch id, None if it marked
+        it, or why it refused (it did not fire in that cycle); Unavailable if the
+        scheduler cannot be reached now (try again later)."""
+        answers = self._ask("mark_released", [{"switch_id": switch_id, "cycle": cycle}
+                                              for switch_id, cycle in releases])
+        return {str(switch_id): None if refusal is None else str(refusal)
+                for switch_id, refusal in answers.items()}
 
-    def _ask(self, method: str, *args: Any, refusals: tuple[str, ...] = (),
-             **fallback: Any) -> Any:
+    def _ask(self, method: str, *args: Any, **fallback: Any) -> Any:
         try:
             return self.client.call(method, *args)
         except RpcTimeout as exc:
@@ -121,8 +117,6 @@ class SchedulerSwitches:
         except RemoteError as exc:
             if exc.exc_type == "NotFound" and "missing" in fallback:
                 return fallback["missing"]
-            if exc.exc_type in refusals:
-                raise
             log.error("scheduler.%s failed: %s", method, exc)
         raise Unavailable("the scheduler is unavailable, so the switch cannot be checked; "
                           "try again shortly", code="scheduler_unavailable")

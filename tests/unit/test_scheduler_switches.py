@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from services.scheduler.scheduler import switch_id_for
+from services.scheduler.schemas import ReleasedSwitch
 from services.scheduler.switches import ARMED, FIRED, OVERDUE, PAUSED, RELEASED, UNARMED
 from services.scheduler.tokens import LINK_MARGIN, issue
 from shared.errors import Conflict, Gone, InvalidInput, NotFound, PaymentRequired, RateLimited
@@ -461,6 +462,23 @@ def test_mark_released_refuses_a_switch_that_did_not_fire(world):
     assert refused.value.details["state"] == ARMED
     with pytest.raises(NotFound):
         world.scheduler().mark_released(str(uuid.uuid4()), 1)
+
+
+def test_the_vault_marks_many_switches_at_once_and_learns_which_were_refused(world):
+    fired_user, fired_id = world.verified_user(interval_seconds=10 * MINUTE)
+    fire(world, fired_user, fired_id)
+    _, armed_id = world.verified_user()
+    unknown_id = str(uuid.uuid4())
+    releases = [ReleasedSwitch(switch_id=fired_id, cycle=world.switch(fired_id)["cycle"]),
+                ReleasedSwitch(switch_id=armed_id, cycle=world.switch(armed_id)["cycle"]),
+                ReleasedSwitch(switch_id=unknown_id, cycle=1)]
+    answers = world.scheduler().mark_all_released(releases)
+    assert answers[fired_id] is None
+    assert world.switch(fired_id)["state"] == RELEASED
+    assert answers[armed_id].startswith("not_fired:")
+    assert world.switch(armed_id)["state"] == ARMED, "a switch that did not fire stays as it was"
+    assert answers[unknown_id].startswith("switch_not_found:")
+    assert world.scheduler().mark_all_released(releases[:1]) == {fired_id: None}, "idempotent"
 
 
 # --- the vault's questions ------------------------------------------------------------------

@@ -280,6 +280,16 @@ def test_the_switch_is_marked_released_once_every_message_was_handed_over(vault)
     assert vault.scheduler.marked == [("default-ada", 4)], "told once"
 
 
+def test_every_switch_a_look_finds_complete_is_told_in_one_question(vault):
+    for cycle, user in enumerate(("ada", "bob", "cyd"), start=2):
+        vault.release().release_switch(missed(vault, user_id=user, cycle=cycle))
+    assert notify(vault) == 3
+    assert vault.scheduler.questions == 1
+    assert sorted(vault.scheduler.marked) == [("default-ada", 2), ("default-bob", 3),
+                                              ("default-cyd", 4)]
+    assert notify(vault) == 0 and vault.scheduler.questions == 1, "nothing more to tell"
+
+
 def test_a_farewell_letter_is_looked_at_again_when_it_is_due_not_every_second(vault):
     vault.write(release_delay_seconds=3600)
     vault.release().release_switch(missed(vault))

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from services.vault.keys import DataKeyCache, DataKeys, Kek, Keyring
 from services.vault.messages import Messages
 from services.vault.release import Release
-from services.vault.scheduler_client import ReleaseRefused
 from services.vault.schemas import NewMessage
 from services.vault.storage import INDEXES, VaultRepository
 from shared.clock import FrozenClock
@@ -58,15 +57,19 @@ class Scheduler:
 
     def __init__(self) -> None:
         self.marked: list[tuple[str, int]] = []
+        self.questions = 0
         self.down = False
         self.refuse = False
 
-    def mark_released(self, switch_id: str, cycle: int) -> None:
+    def mark_released(self, releases: list[tuple[str, int]]) -> dict[str, str | None]:
+        self.questions += 1
         if self.down:
             raise Unavailable("the scheduler is unavailable", code="scheduler_unavailable")
         if self.refuse:
-            raise ReleaseRefused("Conflict: this switch did not fire in that cycle")
-        self.marked.append((switch_id, cycle))
+            return {switch_id: "not_fired: this switch did not fire in that cycle"
+                    for switch_id, _ in releases}
+        self.marked.extend(releases)
+        return {switch_id: None for switch_id, _ in releases}
 
 
 class Published:
