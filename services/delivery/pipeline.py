@@ -40,7 +40,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 import eventlet
@@ -49,7 +48,7 @@ from services.delivery import reminders
 from services.delivery.context_seal import ContextSeal, Unreadable
 from services.delivery.deliveries import marketing_allowed
 from services.delivery.kinds import kind_named
-from services.delivery.message import build_message
+from services.delivery.message import OutgoingMail, build_message
 from services.delivery.records import MailRecord
 from services.delivery.render import render
 from services.delivery.smtp import ACCEPTED, PERMANENT, Outcome, SmtpSession
@@ -230,7 +229,7 @@ class Pipeline:
 
     # Building the message -------------------------------------------------------------
 
-    def _prepare(self, record: MailRecord) -> EmailMessage | Suppressed:
+    def _prepare(self, record: MailRecord) -> OutgoingMail | Suppressed:
         kind = kind_named(record.kind)
         unsubscribe_link = None
         if kind.marketing:

@@ -33,9 +33,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
+from services.delivery.message import OutgoingMail
 from shared.config import Settings, SmtpTls
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class SmtpSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, message: EmailMessage, sender: str, recipient: str,
+    def send(self, message: OutgoingMail, sender: str, recipient: str,
              deadline: float | None = None) -> Outcome:
         """Offer one message for one recipient and report the server's verdict.
 
@@ -189,7 +189,7 @@ class SmtpSession:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _send(self, message: EmailMessage, sender: str, recipient: str) -> Outcome:
+    def _send(self, message: OutgoingMail, sender: str, recipient: str) -> Outcome:
         try:
             conn = self._connection()
         except smtplib.SMTPAuthenticationError as exc:
@@ -197,8 +197,14 @@ class SmtpSession:
             return Outcome.temporary(f"login refused: {exc.smtp_code} {_text(exc.smtp_error)}")
         except (smtplib.SMTPException, OSError) as exc:
             return Outcome.temporary(f"connecting to {self._where()}: {_describe(exc)}")
+        options = []
+        if message.smtputf8:
+            if not conn.has_extn("smtputf8"):
+                return Outcome.temporary(f"{self._where()} does not take SMTPUTF8, which "
+                                         "an address outside ASCII needs")
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
         try:
-            conn.send_message(message, from_addr=sender, to_addrs=[recipient])
+            conn.sendmail(sender, [recipient], message.data, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(recipient, (451, b"recipient refused"))
             return Outcome.from_reply(code, text, "RCPT")

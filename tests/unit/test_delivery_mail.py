@@ -3,14 +3,17 @@ requests that no template could render are refused at the door; values are kept 
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import UTC, datetime
+from email.message import EmailMessage
 
 import pytest
 
 from services.delivery.context_seal import ContextSeal, Unreadable
 from services.delivery.kinds import KINDS, kind_named
 from services.delivery.message import build_message
-from services.delivery.render import render
+from services.delivery.render import RenderedMail, render
 from services.delivery.smtp import PERMANENT, TEMPORARY, Outcome
 from services.delivery.unsubscribe import BadToken, address_key, make_token, read_token
 from shared.errors import InvalidInput
@@ -154,30 +157,71 @@ def test_links_must_be_absolute_http_urls(link):
     assert refused.value.details["field"] == "context.link"
 
 
-def test_the_message_says_who_sends_it_and_carries_a_stable_message_id():
+def received(mail) -> EmailMessage:
+    """The message as a receiving mail program parses it."""
+    assert b"\n" not in mail.data.replace(b"\r\n", b""), "every line ends in CRLF"
+    # Raw UTF-8 in the headers (SMTPUTF8) is read as text, as RFC 6532 readers do.
+    return email.message_from_string(mail.data.decode(), policy=email.policy.default)
+
+
+def text_of(msg: EmailMessage, subtype: str) -> str:
+    """A body as a mail program shows it (line ends as the reader's system has them)."""
+    return msg.get_body((subtype,)).get_content().replace("\r\n", "\n")
+
+
+def build(to: str = "bob@example.org", to_name: str | None = "Bob", **changes):
     rendered = render(KINDS["verification"], SAMPLES[("verification", "")], public_url=PUBLIC)
-    created = datetime(2030, 5, 1, 10, 0, tzinfo=UTC)
-    msg = build_message(record_id="abc123", mail_from="Just in Case <no-reply@jic.example>",
-                        mail_from_address="no-reply@jic.example", to="bob@example.org",
-                        to_name="Bob\r\nBcc: x@example.org", rendered=rendered,
-                        created_at=created)
+    arguments = {"record_id": "abc123", "mail_from": "Just in Case <no-reply@jic.example>",
+                 "mail_from_address": "no-reply@jic.example", "to": to, "to_name": to_name,
+                 "rendered": rendered, "created_at": datetime(2030, 5, 1, 10, 0, tzinfo=UTC),
+                 **changes}
+    return build_message(**arguments)
+
+
+def test_the_message_says_who_sends_it_and_carries_a_stable_message_id():
+    mail = build(to_name="Bob\r\nBcc: x@example.org")
+    msg = received(mail)
+    assert not mail.smtputf8
     assert msg["Message-ID"] == "<abc123@jic.example>"
     assert msg["From"] == "Just in Case <no-reply@jic.example>"
     assert msg["To"].addresses[0].addr_spec == "bob@example.org"
-    assert "\n" not in str(msg["To"])
+    assert "\n" not in str(msg["To"]) and msg["Bcc"] is None
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["Date"] == "Wed, 01 May 2030 10:00:00 +0000"
     assert msg["List-Unsubscribe"] is None
+    assert msg["MIME-Version"] == "1.0"
+    assert [part.get_content_type() for part in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_names_and_subjects_outside_ascii_arrive_intact_in_a_plain_ascii_message():
+    rendered = RenderedMail(subject="Für dich, Zoë 💌 " + "ein langer Betreff " * 8,
+                            text="Grüße ✓\n" + "eine lange Zeile " * 10 + "\n",
+                            html="<p>Grüße ✓</p>")
+    mail = build(to_name="Zoë Ñandú, \"the Younger\"", rendered=rendered,
+                 mail_from="Juste à temps <no-reply@jic.example>")
+    assert mail.data.isascii(), "encoded words and quoted-printable: 7-bit clean"
+    assert all(len(line) <= 998 for line in mail.data.split(b"\r\n"))
+    msg = received(mail)
+    assert msg["Subject"] == rendered.subject
+    assert msg["To"].addresses[0].display_name == 'Zoë Ñandú, "the Younger"'
+    assert msg["From"].addresses[0].display_name == "Juste à temps"
+    assert text_of(msg, "plain") == rendered.text
+    assert text_of(msg, "html") == rendered.html
+
+
+def test_an_address_outside_ascii_needs_smtputf8_and_arrives_intact():
+    mail = build(to="zoë@exämple.org", to_name="Zoë")
+    assert mail.smtputf8
+    msg = received(mail)
+    assert msg["To"].addresses[0].addr_spec == "zoë@exämple.org"
+    assert msg["Message-ID"] == "<abc123@jic.example>"
     assert [part.get_content_type() for part in msg.iter_parts()] == ["text/plain", "text/html"]
 
 
 def test_marketing_messages_carry_one_click_unsubscribe_headers():
     rendered = render(KINDS["product_news"], SAMPLES[("product_news", "")], public_url=PUBLIC,
                       unsubscribe_link=f"{PUBLIC}/u/tok")
-    msg = build_message(record_id="r", mail_from="Just in Case <no-reply@jic.example>",
-                        mail_from_address="no-reply@jic.example", to="bob@example.org",
-                        to_name=None, rendered=rendered, created_at=datetime.now(UTC),
-                        unsubscribe_link=f"{PUBLIC}/u/tok")
+    msg = received(build(to_name=None, rendered=rendered, unsubscribe_link=f"{PUBLIC}/u/tok"))
     assert msg["List-Unsubscribe"] == f"<{PUBLIC}/u/tok>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 

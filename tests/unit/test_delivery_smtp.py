@@ -3,13 +3,18 @@ implicit TLS, with credentials; and what a misconfiguration does (it never loses
 
 from __future__ import annotations
 
+import email
+import email.policy
 import shutil
 import subprocess
-from email.message import EmailMessage
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from deploy.local.smtp_sink import HEADER_TO, mail_files
+from services.delivery.message import OutgoingMail, build_message
+from services.delivery.render import RenderedMail
 from services.delivery.smtp import ACCEPTED, TEMPORARY, SmtpSession, SmtpTransport
 from shared.config import load_settings
 from tests.sink import start_sink
@@ -52,13 +57,12 @@ def transport(tmp_path: Path, port: int, **env: str) -> SmtpTransport:
     return SmtpTransport.from_settings(settings)
 
 
-def message() -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = "no-reply@jic.example"
-    msg["To"] = "bob@example.org"
-    msg["Subject"] = "Grüße"
-    msg.set_content("hello ✓")
-    return msg
+def message(to: str = "bob@example.org") -> OutgoingMail:
+    return build_message(record_id="r1", mail_from="no-reply@jic.example",
+                         mail_from_address="no-reply@jic.example", to=to, to_name=None,
+                         rendered=RenderedMail(subject="Grüße", text="hello ✓\n",
+                                               html="<p>hello ✓</p>\n"),
+                         created_at=datetime.now(UTC))
 
 
 def send(t: SmtpTransport):
@@ -77,7 +81,23 @@ def test_mail_goes_out_encrypted_and_authenticated_when_configured(tmp_path, sin
     [mail] = s.wait_for_mail(1)
     assert mail["X-Sink-TLS"] == mode
     assert mail["X-Sink-Auth-User"] == "mailer"
-    assert mail.get_content() == "hello ✓\n"
+    assert mail.get_body(("plain",)).get_content() == "hello ✓\n"
+
+
+def test_a_mail_to_an_address_outside_ascii_goes_with_smtputf8_and_arrives_intact(tmp_path,
+                                                                                  sink):
+    s = sink()
+    with SmtpSession(transport(tmp_path, s.port)) as smtp:
+        outcome = smtp.send(message("zoë@exämple.org"), "no-reply@jic.example",
+                            "zoë@exämple.org")
+    assert outcome.result == ACCEPTED
+    s.wait_for_mail(1)
+    [path] = mail_files(s.maildir)
+    # Raw UTF-8 in the headers (SMTPUTF8) is read as text, as RFC 6532 readers do.
+    mail = email.message_from_string(path.read_bytes().decode(), policy=email.policy.default)
+    assert mail[HEADER_TO] == "zoë@exämple.org", "the envelope's recipient"
+    assert mail["To"].addresses[0].addr_spec == "zoë@exämple.org"
+    assert mail.get_body(("plain",)).get_content().replace("\r\n", "\n") == "hello ✓\n"
 
 
 def test_an_untrusted_certificate_is_refused_and_the_mail_waits(tmp_path, sink, cert):
