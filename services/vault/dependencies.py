@@ -14,7 +14,7 @@ from services.vault.release import DISPATCH_BATCH, Release
 from services.vault.storage import VaultRepository
 from shared.clock import CLOCK_CONFIG_KEY, SystemClock
 from shared.config import settings_of
-from shared.events.outbox import EventPublisher
+from shared.events.publisher import EventPublisher
 from shared.events.topology import Topology
 from shared.storage.provider import database_of
 
@@ -71,6 +71,7 @@ class ReleaseDispatcher(DependencyProvider):
     def stop(self) -> None:
         self._running = False
         self.wake()
+        self.publisher.close()
 
     def kill(self) -> None:
         self.stop()

@@ -14,8 +14,9 @@ and nothing is ever sent twice:
    sealed, and the retry releases the rest.
 2. **Dispatch** (`ReleaseDispatcher`, a loop in `dependencies.py`): a message whose
    `dispatch_due_at` has come is claimed with a lease (compare-and-set on that field),
-   its recipients' addresses and tokens are opened, `MessageReleased` is published with
-   publisher confirms, and the message is marked `dispatched_at`. Its event id is derived
+   its recipients' addresses and tokens are opened, `MessageReleased` is published (a
+   batch of messages at once, their publisher confirms awaited together), and each
+   message the broker confirmed is marked `dispatched_at`. Its event id is derived
    from the message and the cycle, so a crash between the publish and the mark publishes
    the very same event again, which consumers recognise and skip.
 3. **Tell the scheduler** (a timer, `notify_due`): once no message of the switch is
@@ -88,7 +89,8 @@ RELEASE_EVENT_NAMESPACE = uuid.UUID("6f0e5c1e-8d3f-4b8e-9a55-3c1c2b7a9d10")
 
 
 class Publisher(Protocol):
-    def publish(self, envelope: dict[str, Any]) -> None: ...
+    def publish_all(self, envelopes: list[dict[str, Any]]) -> list[bool]:
+        """Publish in order; for each, whether the broker confirmed it."""
 
 
 class SwitchReleases(Protocol):
@@ -194,27 +196,35 @@ class Release:
     # 2. Handing released messages to delivery -------------------------------------------
 
     def dispatch_due(self, publisher: Publisher, batch: int = DISPATCH_BATCH) -> int:
-        """Publish MessageReleased for each message whose release time has come."""
-        dispatched = 0
+        """Publish MessageReleased for each message whose release time has come, the whole
+        batch at once (its confirms awaited together)."""
+        ready: list[tuple[StoredMessage, dict[str, Any]]] = []
         for message in self.repo.due_dispatches(self.now, batch):
             claimed = self.repo.claim_dispatch(message, self.now + DISPATCH_LEASE)
             if claimed is None:
                 continue  # another dispatcher has it
-            dispatched += self._dispatch(publisher, claimed)
-        return dispatched
+            envelope = self._envelope(claimed)
+            if envelope is not None:
+                ready.append((claimed, envelope))
+        confirmed = publisher.publish_all([envelope for _, envelope in ready])
+        return sum(self._dispatched(message, ok)
+                   for (message, _), ok in zip(ready, confirmed, strict=True))
 
-    def _dispatch(self, publisher: Publisher, message: StoredMessage) -> int:
+    def _envelope(self, message: StoredMessage) -> dict[str, Any] | None:
+        """The message's MessageReleased, or None (looked at again later) if it cannot be
+        opened now."""
         try:
-            envelope = self.released_event(message)
+            return self.released_event(message)
         except (MissingDataKey, UnknownKek, DecryptionFailed) as exc:
             log.error("message %s cannot be opened for its release (%s); looking again in %s",
                       message.id, exc, RETRY_AFTER_UNREADABLE)
             self.repo.postpone_dispatch(message, self.now + RETRY_AFTER_UNREADABLE)
-            return 0
-        try:
-            publisher.publish(envelope)
-        except Exception:
-            log.exception("publishing the release of message %s failed; retrying", message.id)
+            return None
+
+    def _dispatched(self, message: StoredMessage, confirmed: bool) -> int:
+        if not confirmed:
+            log.error("the broker did not confirm the release of message %s; retrying",
+                      message.id)
             self.repo.postpone_dispatch(message, self.now + RETRY_AFTER_PUBLISH_FAILURE)
             return 0
         self.repo.finish_dispatch(message, self.now)

@@ -6,9 +6,10 @@ atomic write: `with_event(update, event, now=...)` pushes the envelope onto the 
 both, atomically on MongoDB and on SQLite alike, with no transaction. A crash after
 that write loses nothing: the relay finds the pending event and publishes it.
 
-The relay claims a due document with a lease (several processes of one service may
-relay at once), publishes its pending events with publisher confirms, then removes
-exactly those events. A crash between the confirm and the removal publishes them
+The relay claims the due documents with a lease (several processes of one service may
+relay at once), publishes all their pending events in one batch and waits for the
+broker's confirms of all of it (`shared/events/publisher.py`), then removes exactly the
+events that were confirmed. A crash between the confirm and the removal publishes them
 again later, which is why every consumer deduplicates by `event_id`.
 
 Whether anything is still pending is read from the outbox list itself, never from a
@@ -30,13 +31,12 @@ from typing import Any
 
 import eventlet
 from eventlet.event import Event as GreenEvent
-from nameko.amqp.publish import Publisher
 from nameko.extensions import DependencyProvider
 
 from shared.clock import CLOCK_CONFIG_KEY, SystemClock
 from shared.config import settings_of
-from shared.events.broadcast import BROADCAST_EXCHANGE, is_broadcast
-from shared.events.topology import EVENTS_EXCHANGE, Topology
+from shared.events.publisher import EventPublisher
+from shared.events.topology import Topology
 from shared.metrics import EVENTS_PUBLISHED, MetricsEndpoint, gauge
 from shared.storage import Collection, Index
 from shared.storage.provider import database_of
@@ -99,55 +99,40 @@ def strip_outbox(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: value for key, value in doc.items() if key not in (OUTBOX, SEQ, DUE_AT)}
 
 
-class EventPublisher:
-    """Publishes envelopes to the events exchange (a broadcast to the broadcast exchange):
-    durable, persistent, confirmed."""
-
-    def __init__(self, amqp_uri: str) -> None:
-        self._publisher = Publisher(amqp_uri, use_confirms=True, exchange=EVENTS_EXCHANGE)
-
-    def publish(self, envelope: dict[str, Any]) -> None:
-        headers = {"x-event-id": envelope["event_id"]}
-        if envelope.get("request_id"):
-            headers["nameko.request_id"] = envelope["request_id"]
-        self._publisher.publish(
-            envelope,
-            exchange=BROADCAST_EXCHANGE if is_broadcast(envelope["type"]) else EVENTS_EXCHANGE,
-            routing_key=envelope["type"],
-            headers=headers,
-            message_id=envelope["event_id"],
-        )
-
-
 def relay_due(collection: Collection, publisher: EventPublisher, now: datetime) -> int:
-    """Publish the pending events of every due document of `collection`. Returns how many."""
-    published = 0
+    """Publish the pending events of every due document of `collection`, all of them in
+    one batch of publisher confirms. Returns how many were published."""
+    claimed = []
     for doc in collection.find({DUE_AT: {"$lte": now}}, sort=[(DUE_AT, 1)], limit=BATCH):
-        claimed = collection.update_one(
+        claim = collection.update_one(
             {"_id": doc["_id"], DUE_AT: doc[DUE_AT]}, {"$set": {DUE_AT: now + LEASE}}
         )
-        if claimed is None:
-            continue  # another relay took it, or the document changed: next sweep
-        published += _relay_document(collection, publisher, claimed, now)
+        if claim is not None:  # else another relay took it, or it changed: next sweep
+            claimed.append(claim)
+    confirmed = publisher.publish_all(
+        [envelope for doc in claimed for envelope in doc.get(OUTBOX, [])])
+    published, start = 0, 0
+    for doc in claimed:
+        count = len(doc.get(OUTBOX, []))
+        published += _settle_document(collection, doc, confirmed[start:start + count], now)
+        start += count
     return published
 
 
-def _relay_document(
-    collection: Collection, publisher: EventPublisher, doc: dict[str, Any], now: datetime
-) -> int:
-    sent: list[str] = []
-    failed = False
-    for envelope in doc.get(OUTBOX, []):
-        try:
-            publisher.publish(envelope)
-        except Exception:
-            log.exception("publishing %s %s failed; will retry",
-                          envelope["type"], envelope["event_id"])
-            failed = True
-            break
-        sent.append(envelope["event_id"])
+def _settle_document(collection: Collection, doc: dict[str, Any], confirmed: list[bool],
+                     now: datetime) -> int:
+    """Forget the document's events the broker confirmed, in order up to the first it did
+    not: that one and those after it are published again later."""
+    envelopes = doc.get(OUTBOX, [])
+    failed = not all(confirmed)
+    published = envelopes[:confirmed.index(False)] if failed else envelopes
+    sent = [envelope["event_id"] for envelope in published]
+    for envelope in published:
         EVENTS_PUBLISHED.labels(envelope.get("producer", ""), envelope["type"]).inc()
-    if not failed and _forget_all(collection, doc, sent):
+    if failed:
+        log.error("%d event(s) of %s were not confirmed by the broker; will retry",
+                  len(envelopes) - len(sent), doc["_id"])
+    elif _forget_all(collection, doc, sent):
         return len(sent)
     left = _forget(collection, doc["_id"], sent)
     if failed:
@@ -248,6 +233,7 @@ class OutboxRelay(DependencyProvider):
     def stop(self) -> None:
         self._running = False
         self.wake()
+        self.publisher.close()
 
     def kill(self) -> None:
         self.stop()

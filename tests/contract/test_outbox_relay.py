@@ -42,6 +42,8 @@ class World:
         self.written: set[str] = set()
         self.published: list[str] = []
         self.during_publish: Callable[[dict[str, Any]], None] = lambda envelope: None
+        # Events the broker refuses to confirm (a nack), the others of the batch still go.
+        self.unconfirmed: set[str] = set()
 
     def write(self, doc_id: str) -> str:
         """A domain write that announces one event, through the document's outbox."""
@@ -55,9 +57,20 @@ class World:
         self.written.add(event_id)
         return event_id
 
-    def publish(self, envelope: dict[str, Any]) -> None:
-        self.during_publish(envelope)
-        self.published.append(envelope["event_id"])
+    def publish_all(self, envelopes: list[dict[str, Any]]) -> list[bool]:
+        """As the broker confirms a batch: each in order, until the connection fails."""
+        confirmed: list[bool] = []
+        for envelope in envelopes:
+            try:
+                self.during_publish(envelope)
+            except Exception:
+                return confirmed + [False] * (len(envelopes) - len(confirmed))
+            if envelope["event_id"] in self.unconfirmed:
+                confirmed.append(False)
+                continue
+            self.published.append(envelope["event_id"])
+            confirmed.append(True)
+        return confirmed
 
     def relay(self) -> int:
         try:
@@ -127,6 +140,21 @@ def test_a_failed_publish_is_retried(world):
         raise ConnectionError("broker down")
     world.during_publish = broker_down
     assert world.relay() == 0
+    world.drain()
+    assert world.written <= set(world.published)
+    assert world.stranded() == []
+
+
+def test_an_event_the_broker_did_not_confirm_stays_pending_while_the_batch_leaves(world):
+    refused = world.write("a")
+    after_it = world.write("a")
+    other = world.write("b")
+    world.unconfirmed = {refused}
+    assert world.relay() == 1, "of `a`, nothing from its unconfirmed event on counts"
+    assert other in world.published
+    assert [e["event_id"] for e in world.collection.get("a")["outbox"]] == [refused, after_it]
+    assert not is_pending(world.collection.get("b"))
+    world.unconfirmed = set()
     world.drain()
     assert world.written <= set(world.published)
     assert world.stranded() == []

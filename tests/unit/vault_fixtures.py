@@ -73,17 +73,23 @@ class Scheduler:
 
 
 class Published:
-    """A publisher that keeps every envelope; `fail` makes the next publishes raise."""
+    """A publisher that keeps every envelope; `fail` makes the broker confirm none of the
+    next that many envelopes."""
 
     def __init__(self) -> None:
         self.envelopes: list[dict] = []
         self.fail = 0
 
-    def publish(self, envelope: dict) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise ConnectionError("the broker went away")
-        self.envelopes.append(envelope)
+    def publish_all(self, envelopes: list[dict]) -> list[bool]:
+        confirmed = []
+        for envelope in envelopes:
+            if self.fail:
+                self.fail -= 1
+                confirmed.append(False)
+                continue
+            self.envelopes.append(envelope)
+            confirmed.append(True)
+        return confirmed
 
 
 class Vault:
