@@ -266,8 +266,9 @@ def _tick_all(repo: SchedulerRepository, moment: datetime, loop: LoopSettings,
 class _PublishedBefore:
     """An outbox relay's publisher for events that left before the measured run."""
 
-    def publish(self, envelope: dict[str, Any]) -> None:
-        """Nothing to do: the event counts as published."""
+    def publish_all(self, envelopes: list[dict[str, Any]]) -> list[bool]:
+        """Nothing to do: every event counts as published."""
+        return [True] * len(envelopes)
 
 
 class Mailbox:
