@@ -418,12 +418,13 @@ class Scheduler:
         """`mark_released` for each switch: by switch id, None once it is released, or why
         it cannot be (it did not fire in that cycle, or it does not exist)."""
         answers: dict[str, str | None] = {}
-        for release in releases:
-            try:
-                self.mark_released(release.switch_id, release.cycle)
-                answers[release.switch_id] = None
-            except (Conflict, NotFound) as refusal:
-                answers[release.switch_id] = f"{refusal.code}: {refusal}"
+        with self.repo.switches.group_writes():
+            for release in releases:
+                try:
+                    self.mark_released(release.switch_id, release.cycle)
+                    answers[release.switch_id] = None
+                except (Conflict, NotFound) as refusal:
+                    answers[release.switch_id] = f"{refusal.code}: {refusal}"
         return answers
 
     def mark_released(self, switch_id: str, cycle: int) -> dict[str, Any]:

@@ -257,15 +257,16 @@ class SchedulerRepository:
         """
         claimed = []
         due = self.switches.find({"due_at": {"$lte": now}}, sort=[("due_at", 1)], limit=limit)
-        for doc in due:
-            until = now + lease
-            doc = self.switches.update_one(
-                {"_id": doc["_id"], "due_at": doc["due_at"]},
-                {"$set": {"due_at": until,
-                          "claim": {"token": uuid.uuid4().hex, "by": instance, "until": until}}},
-            )
-            if doc is not None:
-                claimed.append(strip_outbox(doc))
+        until = now + lease
+        with self.switches.group_writes():
+            for doc in due:
+                doc = self.switches.update_one(
+                    {"_id": doc["_id"], "due_at": doc["due_at"]},
+                    {"$set": {"due_at": until, "claim": {"token": uuid.uuid4().hex,
+                                                         "by": instance, "until": until}}},
+                )
+                if doc is not None:
+                    claimed.append(strip_outbox(doc))
         return claimed
 
     def _held(self, claimed: dict[str, Any], state: str) -> dict[str, Any]:

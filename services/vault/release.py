@@ -135,12 +135,14 @@ class Release:
         Returns how many messages were released now. The record goes first: a message
         written at the same moment either is seen here, or sees the record (`Messages`).
         """
-        self.repo.record_release({
-            "_id": missed.switch_id, "user_id": missed.user_id, "cycle": missed.cycle,
-            "deadline": missed.deadline, "fired_at": missed.fired_at, "heard_at": self.now,
-            "state": RELEASING, "notify_due_at": self.now, "attempts": 0,
-        })
-        return self._release_sealed(missed)
+        with self.repo.grouped_writes():
+            self.repo.record_release({
+                "_id": missed.switch_id, "user_id": missed.user_id, "cycle": missed.cycle,
+                "deadline": missed.deadline, "fired_at": missed.fired_at,
+                "heard_at": self.now, "state": RELEASING, "notify_due_at": self.now,
+                "attempts": 0,
+            })
+            return self._release_sealed(missed)
 
     def _release_sealed(self, missed: CheckInMissed) -> int:
         """Mark released every message of the fired switch that is still sealed.
@@ -199,16 +201,18 @@ class Release:
         """Publish MessageReleased for each message whose release time has come, the whole
         batch at once (its confirms awaited together)."""
         ready: list[tuple[StoredMessage, dict[str, Any]]] = []
-        for message in self.repo.due_dispatches(self.now, batch):
-            claimed = self.repo.claim_dispatch(message, self.now + DISPATCH_LEASE)
-            if claimed is None:
-                continue  # another dispatcher has it
-            envelope = self._envelope(claimed)
-            if envelope is not None:
-                ready.append((claimed, envelope))
+        with self.repo.grouped_writes():
+            for message in self.repo.due_dispatches(self.now, batch):
+                claimed = self.repo.claim_dispatch(message, self.now + DISPATCH_LEASE)
+                if claimed is None:
+                    continue  # another dispatcher has it
+                envelope = self._envelope(claimed)
+                if envelope is not None:
+                    ready.append((claimed, envelope))
         confirmed = publisher.publish_all([envelope for _, envelope in ready])
-        return sum(self._dispatched(message, ok)
-                   for (message, _), ok in zip(ready, confirmed, strict=True))
+        with self.repo.grouped_writes():
+            return sum(self._dispatched(message, ok)
+                       for (message, _), ok in zip(ready, confirmed, strict=True))
 
     def _envelope(self, message: StoredMessage) -> dict[str, Any] | None:
         """The message's MessageReleased, or None (looked at again later) if it cannot be
@@ -277,22 +281,25 @@ class Release:
         """Tell the scheduler about every switch whose release is complete, all of them in
         one question. Returns how many it marked released."""
         complete = []
-        for release in self.repo.due_notifications(self.now, batch):
-            claimed = self.repo.claim_notification(release, self.now + NOTIFY_LEASE)
-            if claimed is None:
-                continue  # another vault process has it
-            if self._handed_over(claimed):
-                complete.append(claimed)
+        with self.repo.grouped_writes():
+            for release in self.repo.due_notifications(self.now, batch):
+                claimed = self.repo.claim_notification(release, self.now + NOTIFY_LEASE)
+                if claimed is None:
+                    continue  # another vault process has it
+                if self._handed_over(claimed):
+                    complete.append(claimed)
         if not complete:
             return 0
         try:
             refusals = scheduler.mark_released([(r.switch_id, r.cycle) for r in complete])
         except Unavailable as exc:
-            for release in complete:
-                self._tell_later(release, exc)
+            with self.repo.grouped_writes():
+                for release in complete:
+                    self._tell_later(release, exc)
             return 0
-        return sum(self._told(release, refusals.get(release.switch_id))
-                   for release in complete)
+        with self.repo.grouped_writes():
+            return sum(self._told(release, refusals.get(release.switch_id))
+                       for release in complete)
 
     def _handed_over(self, release: SwitchRelease) -> bool:
         """Whether every message of the claimed release left; if not, look again later."""

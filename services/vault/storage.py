@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +73,10 @@ class VaultRepository:
         self.throttle = Throttle(db.collection(THROTTLE))
         self.test_releases = db.collection(TEST_RELEASES)
         self.test_read_tokens = db.collection(TEST_READ_TOKENS)
+
+    def grouped_writes(self) -> AbstractContextManager[None]:
+        """The vault's writes of a block, durable together (`Collection.group_writes`)."""
+        return self.messages.group_writes()
 
     # Messages of an author ----------------------------------------------------------
 

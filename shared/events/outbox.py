@@ -103,19 +103,22 @@ def relay_due(collection: Collection, publisher: EventPublisher, now: datetime) 
     """Publish the pending events of every due document of `collection`, all of them in
     one batch of publisher confirms. Returns how many were published."""
     claimed = []
-    for doc in collection.find({DUE_AT: {"$lte": now}}, sort=[(DUE_AT, 1)], limit=BATCH):
-        claim = collection.update_one(
-            {"_id": doc["_id"], DUE_AT: doc[DUE_AT]}, {"$set": {DUE_AT: now + LEASE}}
-        )
-        if claim is not None:  # else another relay took it, or it changed: next sweep
-            claimed.append(claim)
+    due = collection.find({DUE_AT: {"$lte": now}}, sort=[(DUE_AT, 1)], limit=BATCH)
+    with collection.group_writes():
+        for doc in due:
+            claim = collection.update_one(
+                {"_id": doc["_id"], DUE_AT: doc[DUE_AT]}, {"$set": {DUE_AT: now + LEASE}}
+            )
+            if claim is not None:  # else another relay took it, or it changed: next sweep
+                claimed.append(claim)
     confirmed = publisher.publish_all(
         [envelope for doc in claimed for envelope in doc.get(OUTBOX, [])])
     published, start = 0, 0
-    for doc in claimed:
-        count = len(doc.get(OUTBOX, []))
-        published += _settle_document(collection, doc, confirmed[start:start + count], now)
-        start += count
+    with collection.group_writes():
+        for doc in claimed:
+            count = len(doc.get(OUTBOX, []))
+            published += _settle_document(collection, doc, confirmed[start:start + count], now)
+            start += count
     return published
 
 

@@ -8,7 +8,7 @@ too: bson Binary becomes bytes, datetimes become aware UTC whatever the client's
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,6 +114,10 @@ class MongoCollection:
     def __init__(self, collection: Any, expiries: list[tuple[str, int]]) -> None:
         self._collection = collection
         self._expiries = expiries
+
+    def group_writes(self) -> AbstractContextManager[None]:
+        """Nothing to group: every write stands alone and is durable when it returns."""
+        return nullcontext()
 
     def insert(self, doc: Document) -> Document:
         """Store a new document; DuplicateKeyError if its `_id` or a unique key is taken."""

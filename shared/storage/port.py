@@ -26,6 +26,7 @@ sort first ascending. Ties come back in an unspecified order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -130,6 +131,18 @@ class Collection(Protocol):
 
     def delete_many(self, filter: Filter) -> int:
         """Delete every matching document; return how many."""
+        ...
+
+    def group_writes(self) -> AbstractContextManager[None]:
+        """A block whose writes become durable together when it ends, sparing a commit per
+        write where the store has them (SQLite: one transaction for the whole file, each
+        write in a savepoint of its own; MongoDB: nothing changes, each write stands alone).
+
+        Each write inside is still its own compare-and-set, and one that fails undoes only
+        itself. Nothing may be acted on (published, answered, sent) before the block ends,
+        and each write must be safe on its own: a crash inside may keep all of them (MongoDB),
+        or none (SQLite). Nothing inside may wait on anything but the store.
+        """
         ...
 
     def purge_expired(self, now: datetime) -> int:

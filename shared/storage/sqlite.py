@@ -6,6 +6,10 @@ share it: every write runs in a `BEGIN IMMEDIATE` transaction, which takes the f
 lock before reading, so `update_one`'s read-modify-write is an atomic compare-and-set across
 processes as well as threads. Under eventlet the sqlite3 calls block the hub; they are short,
 and a busy file is waited for at most `busy_timeout` seconds before StorageError.
+
+A commit is most of what a small write costs (SQLite appends every page it touched to the
+WAL). `group_writes()` puts the writes of a block in one transaction, each in a savepoint
+of its own, so a loop of independent compare-and-sets pays for one commit.
 """
 
 # Statements here are f-strings only over table names and paths that `_rules` has checked
@@ -17,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,7 @@ class SqliteDatabase:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._grouping = False
         self._collections: dict[str, SqliteCollection] = {}
         self._expiries: dict[str, list[tuple[str, int]]] = {}
         with _translate_errors():
@@ -108,18 +113,54 @@ class SqliteDatabase:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding the file's write lock from its first statement."""
+        """A write transaction holding the file's write lock from its first statement;
+        inside `grouped()`, a savepoint of the group's transaction."""
         with self._lock, _translate_errors():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            if self._grouping:
+                with self._savepoint():
+                    yield self._conn
+                return
+            with self._transaction():
                 yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                # Also after a failed COMMIT: a transaction left open would make every
-                # later BEGIN on this shared connection fail.
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """One transaction for every write of the block (see `Collection.group_writes`)."""
+        with self._lock, _translate_errors():
+            if self._grouping:
+                yield  # already inside a group: part of it
+                return
+            with self._transaction():
+                self._grouping = True
+                try:
+                    yield
+                finally:
+                    self._grouping = False
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            # Also after a failed COMMIT: a transaction left open would make every
+            # later BEGIN on this shared connection fail.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        # A write that fails inside a group undoes itself alone, as it would outside one.
+        self._conn.execute("SAVEPOINT one_write")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK TO one_write")
+            raise
+        finally:
+            self._conn.execute("RELEASE one_write")
 
 
 @contextmanager
@@ -152,6 +193,10 @@ class SqliteCollection:
     def get(self, _id: str) -> Document | None:
         """The document with this `_id`, or None."""
         return self.find_one({"_id": _id})
+
+    def group_writes(self) -> AbstractContextManager[None]:
+        """Every write of the block, to any collection of this file, in one transaction."""
+        return self._db.grouped()
 
     def find(
         self, filter: Filter, *, sort: Sort | None = None, limit: int | None = None

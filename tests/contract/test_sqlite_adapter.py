@@ -181,3 +181,22 @@ def test_open_database_without_a_mongo_uri_keeps_a_file_per_service(tmp_path):
     assert (data_dir / "accounts.sqlite3").is_file()
     assert db.describe() == f"embedded SQLite at {data_dir / 'accounts.sqlite3'}"
     db.close()
+
+
+def test_a_group_of_writes_is_one_transaction_seen_whole_or_not_at_all(db_file):
+    db = open_database("s", mongo_uri=None, data_dir=db_file.parent)
+    reader = SqliteDatabase(db.path)
+    things, seen = db.collection("things"), reader.collection("things")
+    with things.group_writes():
+        things.insert({"_id": "a"})
+        things.insert({"_id": "b"})
+        assert seen.count({}) == 0, "another connection sees nothing before the group ends"
+    assert seen.count({}) == 2
+    with pytest.raises(RuntimeError), things.group_writes():
+        things.insert({"_id": "c"})
+        raise RuntimeError("the process died here")
+    assert things.get("c") is None, "nothing of a group that did not end is kept"
+    things.insert({"_id": "d"})
+    assert seen.count({}) == 3, "the connection is usable after"
+    reader.close()
+    db.close()

@@ -852,3 +852,33 @@ def test_it_describes_where_the_data_lives(database, backend):
 
     expected = "embedded SQLite at" if backend == "sqlite" else "MongoDB database jicm_"
     assert description.startswith(expected)
+
+
+# Grouped writes ------------------------------------------------------------------------------
+
+
+def test_grouped_writes_are_each_a_compare_and_set_and_all_kept(database, things):
+    others = database.collection("others")
+    things.insert({"_id": "a", "n": 1})
+    with things.group_writes():
+        assert things.update_one({"_id": "a", "n": 1}, {"$inc": {"n": 1}})["n"] == 2
+        assert things.update_one({"_id": "a", "n": 1}, {"$inc": {"n": 1}}) is None, "n is 2 now"
+        things.insert({"_id": "b"})
+        others.insert({"_id": "c"})
+        with things.group_writes():  # a group inside a group is part of it
+            things.delete_one({"_id": "b"})
+        assert things.get("a")["n"] == 2, "a group reads its own writes"
+    assert things.get("a")["n"] == 2
+    assert things.get("b") is None
+    assert others.get("c") == {"_id": "c"}
+
+
+def test_a_write_that_fails_in_a_group_undoes_only_itself(database, things):
+    things.insert({"_id": "a"})
+    with things.group_writes():
+        things.insert({"_id": "b"})
+        with pytest.raises(DuplicateKeyError):
+            things.insert({"_id": "a", "second": True})
+        things.insert({"_id": "c"})
+    assert sorted(ids(things.find({}))) == ["a", "b", "c"]
+    assert things.get("a") == {"_id": "a"}
