@@ -7,12 +7,12 @@ receiving systems recognise the copy.
 A message is built straight into the bytes that go over SMTP. When every address is
 plain ASCII (nearly always), it is built with the standard library's `email.mime`
 classes under the `compat32` policy: non-ASCII names and subjects become RFC 2047
-encoded words, the bodies quoted-printable UTF-8, and a header line is folded only
-when it holds encoded words. An address outside ASCII cannot be an
-encoded word, so such a message is built with the modern `EmailMessage` API instead and
-needs a server that takes SMTPUTF8 (RFC 6531). Both read the same in any mail program;
-the first costs a fraction of the second's CPU, which matters when thousands of
-releases leave at once.
+encoded words, a body outside ASCII quoted-printable UTF-8 (one within it goes as it
+is), and a header line is folded only when it holds encoded words. An address outside
+ASCII cannot be an encoded word, so such a message is built with the modern
+`EmailMessage` API instead and needs a server that takes SMTPUTF8 (RFC 6531). Both read
+the same in any mail program; the first costs a fraction of the second's CPU, which
+matters when thousands of releases leave at once.
 """
 
 from __future__ import annotations
@@ -131,10 +131,18 @@ def _ascii_message(mail_from: str, to: str, name: str, rendered: RenderedMail,
     for header, value in headers.items():
         msg[header] = value
     for body, subtype in ((rendered.text, "plain"), (rendered.html, "html")):
-        part = MIMEText(body, subtype, _UTF8_QP, policy=_ASCII_POLICY)
+        part = MIMEText(body, subtype, _body_charset(body), policy=_ASCII_POLICY)
         del part["MIME-Version"]  # said once, on the message itself
         msg.attach(part)
     return _flatten(msg, _ASCII_POLICY)
+
+
+def _body_charset(body: str) -> str | email.charset.Charset:
+    """Plain ASCII in lines SMTP takes as they are goes as it is (7bit); anything else as
+    quoted-printable UTF-8."""
+    if body.isascii() and all(len(line) <= LINE_MAX for line in body.splitlines()):
+        return "us-ascii"
+    return _UTF8_QP
 
 
 def _utf8_message(mail_from: str, to: str, name: str, rendered: RenderedMail,
