@@ -10,16 +10,17 @@ schedule set with `Scheduler.update`, which is what signing up and writing throu
 gateway come down to, without N password hashes.
 
 Grace counts from the moment the overdue notice was accepted by the mail server, when
-that is later than the deadline (docs/switch.md). N notices sent at one deadline leave
-over many seconds, so N switches can only reach the end of grace in the same second when
-their notices left before: the state after our own outage, the case this measures. The
-seeding therefore also runs the scheduler's loop (`DueSwitches`, at each reminder's
-moment and at the deadline, by the seed's clock) and records each reminder and the
-overdue notice as accepted at the moment it was due (`Scheduler.on_reminder_settled`,
-the handler of delivery's `ReminderSettled`); what those writes announced is taken out
-of the switches' outboxes by the outbox's own relay, as if published before the outage.
-Every switch is then overdue with its grace ending at the same instant, and the owners
-get no mail during the run.
+that is later than the deadline (docs/switch.md), so N switches reach the end of grace
+in the same second only if their notices were accepted in the same second, which no
+relay does for thousands. The seeding builds that state with the services' own code: it
+runs the scheduler's loop (`DueSwitches`, by the seed's clock) through each reminder's
+moment and the deadline, records each reminder as accepted when it was due, and every
+overdue notice as accepted at one instant a grace before the end of grace
+(`Scheduler.on_reminder_settled`, the handler of delivery's `ReminderSettled`, which
+restarts grace from a late notice as it does for real ones). What those writes announced
+is taken out of the switches' outboxes by the outbox's own relay, as if published and
+mailed before: the owners get no mail during the run. The end of grace is decided last,
+so the parts always have `startup` seconds to start, however long the seeding took.
 
 Each owner has one switch with one message for one recipient. The variant with
 reminders gives every switch five reminders before its deadline (bigger documents, more
@@ -33,13 +34,15 @@ last expected mail the sink is watched a little longer, so a late double is seen
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,14 +202,8 @@ def seed(environ: Mapping[str, str], switches: int, reminders: int, seeded: Seed
             messages.create(owner_id(n), owner_email(n), NewMessage.model_validate({
                 "subject": f"For you, from {n}", "body": f"The last word of owner {n}.",
                 "recipients": [{"name": f"Recipient {n}", "email": recipient_email(n)}]}))
-        # Whole seconds: the store keeps times to the millisecond, and a notice recorded as
-        # accepted a fraction after the deadline it was read back with would start grace
-        # again from that fraction.
-        end_of_grace = (datetime.now(UTC) + timedelta(seconds=plan.startup)).replace(
-            microsecond=0)
-        _seed_cycles(scheduler_repo, scheduler_at, settings, plan, end_of_grace)
+        seeded.end_of_grace = _seed_cycles(scheduler_repo, scheduler_at, settings, plan)
         seeded.plan = plan
-        seeded.end_of_grace = end_of_grace
     finally:
         scheduler_db.close()
         vault_db.close()
@@ -214,16 +211,16 @@ def seed(environ: Mapping[str, str], switches: int, reminders: int, seeded: Seed
 
 
 def _seed_cycles(repo: SchedulerRepository, scheduler_at: Callable[[datetime], Scheduler],
-                 settings: Settings, plan: Plan, end_of_grace: datetime) -> None:
-    """Set every schedule so that grace ends at `end_of_grace`, then move every switch
-    through its reminders and overdue notice with the loop's own code, each recorded as
-    accepted by the mail server the moment it was due."""
-    deadline = end_of_grace - timedelta(seconds=plan.grace)
-    set_at = deadline - timedelta(seconds=plan.interval)
+                 settings: Settings, plan: Plan) -> datetime:
+    """Move every switch through its reminders (each accepted the moment it was due) to
+    overdue, its deadline a grace ago; then record every overdue notice as accepted one
+    grace before the end of grace wanted, which starts grace again from there for all
+    (the notice left late). Returns that end of grace."""
+    deadline = datetime.now(UTC) - timedelta(seconds=plan.grace)
     schedule = SwitchSettings.model_validate({
         "interval_seconds": plan.interval, "grace_seconds": plan.grace,
         "reminders_seconds": plan.reminders_seconds})
-    scheduler = scheduler_at(set_at)
+    scheduler = scheduler_at(deadline - timedelta(seconds=plan.interval))
     for n in range(plan.switches):
         scheduler.update(owner_id(n), scheduler.default_switch_id(owner_id(n)), schedule)
     loop = LoopSettings(instance="bench-seed", batch=settings.scheduler_batch,
@@ -234,18 +231,41 @@ def _seed_cycles(repo: SchedulerRepository, scheduler_at: Callable[[datetime], S
     cycles = {n: repo.switch(scheduler.default_switch_id(owner_id(n)))["cycle"]
               for n in range(plan.switches)}
     moments = [deadline - timedelta(seconds=offset) for offset in plan.reminders_seconds]
-    for step, moment in enumerate([*moments, deadline]):
+    for step, moment in enumerate(moments):
         _tick_all(repo, moment, loop, plan.switches)
-        settle = scheduler_at(moment)
-        for n in range(plan.switches):
-            settle.on_reminder_settled(ReminderSettled(
-                user_id=owner_id(n), switch_id=scheduler.default_switch_id(owner_id(n)),
-                cycle=cycles[n], step=step, outcome="sent", settled_at=moment))
+        _settle_all(scheduler_at(moment), cycles, step, moment)
+    _tick_all(repo, deadline, loop, plan.switches)
+    # Decided last, so that however long the seeding took, the parts have `startup`
+    # seconds. Whole seconds: the store keeps times to the millisecond.
+    end_of_grace = (datetime.now(UTC) + timedelta(seconds=plan.startup)).replace(microsecond=0)
+    accepted_at = end_of_grace - timedelta(seconds=plan.grace)
+    with _quiet():  # the scheduler says, switch by switch, that grace starts again
+        _settle_all(scheduler_at(accepted_at), cycles, len(moments), accepted_at)
     # What those writes announced (the check-ins that set the schedules, the reminders and
     # notices) was published before the outage: nothing of it is part of this case.
     published = _PublishedBefore()
     while relay_due(repo.switches, published, end_of_grace):
         pass
+    return end_of_grace
+
+
+def _settle_all(scheduler: Scheduler, cycles: dict[int, int], step: int,
+                at: datetime) -> None:
+    """Every switch's reminder `step` accepted by the mail server `at`, as delivery's
+    `ReminderSettled` says it."""
+    for n, cycle in cycles.items():
+        scheduler.on_reminder_settled(ReminderSettled(
+            user_id=owner_id(n), switch_id=scheduler.default_switch_id(owner_id(n)),
+            cycle=cycle, step=step, outcome="sent", settled_at=at))
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _tick_all(repo: SchedulerRepository, moment: datetime, loop: LoopSettings,
@@ -353,6 +373,9 @@ def _run_variant(name: str, switches: int, reminders: int) -> Case:
 
     with running_system(PARTS, ENVIRONMENT, before_start=before_start) as system:
         assert seeded.plan is not None and seeded.end_of_grace is not None, "seeded first"
+        if datetime.now(UTC) > seeded.end_of_grace:
+            raise RuntimeError("grace ended before every part was ready: the figures would "
+                               "include their start; raise STARTUP_SECONDS")
         mailbox = Mailbox(Path(system.environ["JICM_MAILDIR"]))
         print(f"  seeded in {seeded.seconds:.1f} s; grace ends at "
               f"{seeded.end_of_grace.isoformat(timespec='seconds')}", file=sys.stderr, flush=True)

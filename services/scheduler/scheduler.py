@@ -300,7 +300,8 @@ class Scheduler:
         moved, skipped, refusals = [], [], []
         for doc in self.repo.switches_of(user_id):
             try:
-                moved.append(view(self._retrying(doc["_id"], self._check_in_refusing)))
+                moved.append(view(self._retrying(doc["_id"], self._check_in_refusing,
+                                                 read=doc)))
             except Conflict as refusal:
                 refusals.append(refusal)
                 # A busy switch's refusal names no state: it is the one just read.
@@ -344,11 +345,12 @@ class Scheduler:
             "deadline": deadline.isoformat(), "method": method,
         })
 
-    def _retrying(self, switch_id: str,
-                  write: Callable[[dict[str, Any]], dict | None]) -> dict[str, Any]:
-        """Read the switch and try `write` on it until its conditional update lands."""
+    def _retrying(self, switch_id: str, write: Callable[[dict[str, Any]], dict | None],
+                  read: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Read the switch and try `write` on it until its conditional update lands (the
+        first try on `read`, the switch as the caller has just read it, if given)."""
         for _ in range(CAS_ATTEMPTS):
-            doc = self.repo.switch(switch_id)
+            doc, read = read or self.repo.switch(switch_id), None
             if doc is None:
                 raise NotFound("there is no such switch", code="switch_not_found")
             written = write(doc)
