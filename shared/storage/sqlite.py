@@ -52,6 +52,8 @@ from shared.storage.port import (
 
 # `doc -> path` in the unique indexes needs SQLite 3.38 (Python 3.11 images ship 3.40).
 _MIN_SQLITE = (3, 38, 0)
+WAL_CHECKPOINT_PAGES = 10_000  # of 4 KiB
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class SqliteDatabase:
@@ -74,6 +76,13 @@ class SqliteDatabase:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # Copy the WAL back into the file every 40 MiB rather than SQLite's 4 MiB: a
+            # checkpoint copies each page changed since the last one (and syncs), and the
+            # same few pages (an index's, a busy document's) change in commit after commit;
+            # measured here, a write costs a quarter less CPU. The WAL file is cut back to
+            # at most 64 MiB after a checkpoint.
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
 
     def collection(self, name: str) -> SqliteCollection:
         """The collection `name`, its table created if need be."""

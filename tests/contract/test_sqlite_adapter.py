@@ -156,10 +156,12 @@ def test_data_survives_closing_and_reopening_the_file(db_file):
     reopened.close()
 
 
-def test_the_file_is_in_wal_mode(db_file):
+def test_the_file_is_in_wal_mode_checkpointed_every_forty_mebibytes(db_file):
     db = SqliteDatabase(db_file)
 
     assert db.read("PRAGMA journal_mode") == [("wal",)]
+    assert db.read("PRAGMA wal_autocheckpoint") == [(10_000,)]
+    assert db.read("PRAGMA journal_size_limit") == [(64 * 1024 * 1024,)]
     db.close()
 
 
