@@ -251,6 +251,9 @@ class Settings(BaseSettings):
     delivery_lease: Annotated[float, Field(gt=0)] = Field(
         150.0, validation_alias=_env("JICM_DELIVERY_LEASE")
     )
+    delivery_lanes: Annotated[int, Field(ge=1, le=64)] = Field(
+        8, validation_alias=_env("JICM_DELIVERY_LANES")
+    )
     delivery_retry_base: Annotated[float, Field(gt=0)] = Field(
         60.0, validation_alias=_env("JICM_DELIVERY_RETRY_BASE")
     )

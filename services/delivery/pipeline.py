@@ -1,8 +1,8 @@
 """The sending loop's work: claim due mail one record at a time, send it, record the outcome.
 
-A batch of due mail is shared out among a few *lanes* (`LANES`), each its own SMTP
-conversation, reused from one mail to the next: the server's round trips of one mail
-overlap with those of the others. A lane takes the next mail of the batch only when it
+A batch of due mail is shared out among a few *lanes* (`JICM_DELIVERY_LANES`), each its
+own SMTP conversation, reused from one mail to the next: the server's round trips of one
+mail overlap with those of the others. A lane takes the next mail of the batch only when it
 is done with its current one, so a slow or stalled conversation holds up its own mail
 and nobody else's (the batch ends when the last lane is done). Each mail is still claimed,
 sent and recorded on its own, exactly as below: a refusal fails only its own mail.
@@ -72,10 +72,8 @@ from shared.events.outbox import carries_events, with_event
 
 log = logging.getLogger(__name__)
 
-BATCH = 50
-# SMTP conversations a batch is shared among. Each costs the server one connection; a
-# handful already hides most of the round trips, and stays within what relays allow.
-LANES = 4
+# Mail read per look: large enough that lanes seldom wait for the slowest at its end.
+BATCH = 200
 # Room left in a claim after the attempt's deadline, to record its outcome.
 RECORDING_MARGIN_SECONDS = 10.0
 _random = random.SystemRandom()
@@ -144,7 +142,7 @@ class Pipeline:
         clock: Any,
         session: Callable[[], SmtpSession],
         fetch: Fetch = _nothing_to_fetch,
-        lanes: int = LANES,
+        lanes: int | None = None,
         relay: Callable[[], None] = lambda: None,
     ) -> None:
         self.repo = repo
@@ -153,7 +151,9 @@ class Pipeline:
         self.clock = clock
         self.session = session
         self.fetch = fetch
-        self.lanes = lanes
+        # Each lane costs the server one connection; a handful hides the round trips of
+        # one conversation behind the others' work, within what relays allow a client.
+        self.lanes = lanes or settings.delivery_lanes
         # Wakes the outbox relay: an outcome's event (a reminder settled, a delivery
         # failed) leaves as soon as it is written, not when the whole batch is done.
         self.relay = relay
