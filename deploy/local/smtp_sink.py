@@ -339,7 +339,9 @@ class SinkHandler:
             self._tls_mode(server, session),
             _auth_user(session),
         )
-        path = self.maildir.store(header + envelope.original_content)
+        # In a thread: the sync to disk must not hold up the other conversations, as it
+        # would not on a real server.
+        path = await asyncio.to_thread(self.maildir.store, header + envelope.original_content)
         log.info(
             "stored %s from %s to %s", path.name, envelope.mail_from, ", ".join(envelope.rcpt_tos)
         )
