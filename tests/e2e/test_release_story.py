@@ -54,9 +54,12 @@ def release_system(tmp_path, own_vhost) -> Iterator[Callable[..., System]]:
     started: list[System] = []
 
     def start(slow_data: str | None = None) -> System:
+        # With a slow sink, two conversations at a time: the six mails go in waves, so a
+        # kill can land after some were sent and while others are being sent.
+        lanes = {"JICM_DELIVERY_LANES": "2"} if slow_data else {}
         environ = system_environment(tmp_path, own_vhost, DEFAULT_SERVICES,
                                      JICM_STRIPE_STANDIN_PORT=str(free_port()),
-                                     **SECONDS_LONG, **SMTP)
+                                     **SECONDS_LONG, **SMTP, **lanes)
         specs = default_specs(environ)
         if slow_data:
             # A server busy with DATA: a kill can land in the middle of a conversation
