@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from shared.clock import FrozenClock
 from shared.events.envelope import new_event
 from shared.events.outbox import (
+    BATCH,
     DUE_AT,
     LEASE,
     is_pending,
     new_document_with_events,
     outbox_backlog,
+    relay_backlog,
     relay_due,
     with_event,
 )
@@ -157,6 +159,14 @@ def test_an_event_the_broker_did_not_confirm_stays_pending_while_the_batch_leave
     world.unconfirmed = set()
     world.drain()
     assert world.written <= set(world.published)
+    assert world.stranded() == []
+
+
+def test_a_backlog_larger_than_a_batch_leaves_in_one_sweep(world):
+    for n in range(2 * BATCH + 50):
+        world.write(f"d{n}")
+    assert relay_backlog(world.collection, world, world.clock.now()) == 2 * BATCH + 50
+    assert world.written == set(world.published)
     assert world.stranded() == []
 
 
