@@ -95,8 +95,8 @@ def run(result: BenchResult) -> None:
     }
     result.notes += [
         "check-in: wrk, each request as the next of many armed senders (own token, own "
-        "X-Forwarded-For with JICM_TRUSTED_PROXIES=1); today it is two RPCs "
-        "(accounts.authenticate, scheduler.check_in).",
+        "X-Forwarded-For with JICM_TRUSTED_PROXIES=1); one RPC (scheduler.check_in): "
+        "the session comes from the gateway worker's cache.",
         "rpc: accounts.health from threads of the bench process through one pool, "
         f"{POOL_SIZE} connections, as one gateway worker holds.",
         "noop: bench/noop_app.py under gateway/gunicorn_conf.py, the same wrk script.",

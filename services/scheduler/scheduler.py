@@ -291,8 +291,8 @@ class Scheduler:
         if client.ip:
             self.repo.throttle.consume(CHECKINS_PER_CLIENT, hashed_key(client.ip), self.now)
         if switch_id is not None:
-            self._owned(user_id, switch_id)
-            moved = self._retrying(switch_id, self._check_in_refusing)
+            doc = self._owned(user_id, switch_id)
+            moved = self._retrying(switch_id, self._check_in_refusing, read=doc)
             return CheckInResult(switches=[view(moved)])
         return self._check_in_all(user_id)
 

@@ -205,6 +205,38 @@ def test_checking_in_is_rate_limited_per_user_but_generously(world):
         world.check_in(user_id)
 
 
+def test_a_check_in_over_the_limit_moves_nothing(world):
+    user_id, switch_id = world.verified_user()
+    for _ in range(120):
+        world.check_in(user_id, switch_id)
+    cycle = world.switch(switch_id)["cycle"]
+    announced = len(world.events("CheckedIn", switch_id))
+    with pytest.raises(RateLimited):
+        world.check_in(user_id, switch_id)
+    assert world.switch(switch_id)["cycle"] == cycle
+    assert len(world.events("CheckedIn", switch_id)) == announced
+
+
+def test_check_ins_refused_for_another_users_switch_still_count_against_the_limit(world):
+    prober, _ = world.verified_user("prober")
+    _, someone_elses = world.verified_user("owner")
+    for _ in range(120):
+        with pytest.raises(NotFound):
+            world.check_in(prober, someone_elses)
+    with pytest.raises(RateLimited):
+        world.check_in(prober, someone_elses)
+
+
+def test_check_ins_of_a_fired_switch_still_count_against_the_limit(world):
+    user_id, switch_id = world.verified_user()
+    fire(world, user_id, switch_id)
+    for _ in range(120):
+        with pytest.raises(Conflict):
+            world.check_in(user_id, switch_id)
+    with pytest.raises(RateLimited):
+        world.check_in(user_id, switch_id)
+
+
 # --- settings ---------------------------------------------------------------------------
 
 
