@@ -222,11 +222,12 @@ class SchedulerService:
 
     # Privacy (services/scheduler/privacy.py) ----------------------------------------------
 
-    @event_handler("CheckedIn", unless_erased=True)
+    # One history record per event id: a redelivered check-in adds nothing by itself.
+    @event_handler("CheckedIn", unless_erased=True, keyed_by_event=True)
     def on_checked_in(self, event: Event) -> None:
-        CHECK_INS.labels(event.data.method).inc()
-        privacy.record_check_in(self.store, event.event_id, event.data, event.occurred_at,
-                                timedelta(days=self.settings.retention_checkin_days))
+        if privacy.record_check_in(self.store, event.event_id, event.data, event.occurred_at,
+                                   timedelta(days=self.settings.retention_checkin_days)):
+            CHECK_INS.labels(event.data.method).inc()
 
     @rpc
     def export_user(self, user_id: str) -> dict:

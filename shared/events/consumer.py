@@ -19,6 +19,11 @@ the fate of every message itself:
 Handlers must make their effect idempotent (conditional writes, deterministic ids): a
 crash after the effect and before the processed mark runs the handler again.
 
+`@event_handler("EventType", keyed_by_event=True)` declares a handler whose whole effect
+is one insert under the event's own id (a record kept per event): a second run, even
+alongside the first, changes nothing by itself, so the claim and the processed mark, two
+writes per event, are left out. Retries and dead letters are as for any handler.
+
 `@event_handler("EventType", unless_erased=True)` declares a handler for events about a
 user (`data.user_id`) that must change nothing once that user was erased here: such an
 event waited in a retry queue behind the erasure, or was replayed from a dead letter,
@@ -94,10 +99,11 @@ class EventHandler(Consumer):
     queue_consumer = EventQueueConsumer()
     topology = Topology()
 
-    def __init__(self, event_type: str, **kwargs: Any) -> None:
+    def __init__(self, event_type: str, *, claims: bool = True, **kwargs: Any) -> None:
         if event_type not in EVENT_SCHEMAS:
             raise ValueError(f"unknown event type {event_type!r}")
         self.event_type = event_type
+        self.claims = claims
         super().__init__(queue=None, requeue_on_error=False, **kwargs)
 
     def setup(self) -> None:
@@ -248,6 +254,8 @@ class EventHandler(Consumer):
 
     def _claim(self, event: Event) -> str:
         """CLAIMED if this worker may run the event, else DONE or BUSY."""
+        if not self.claims:
+            return CLAIMED
         now = self.clock.now()
         try:
             self._records().update_one(
@@ -267,11 +275,15 @@ class EventHandler(Consumer):
 
     def _release(self, event: Event) -> None:
         """Let the next attempt claim the event at once."""
+        if not self.claims:
+            return
         self._records().update_one(
             {"_id": self._processed_id(event)}, {"$set": {"lease_until": self.clock.now()}}
         )
 
     def _mark_processed(self, event: Event) -> None:
+        if not self.claims:
+            return
         now = self.clock.now()
         self._records().update_one(
             {"_id": self._processed_id(event)},
@@ -279,10 +291,11 @@ class EventHandler(Consumer):
         )
 
 
-def event_handler(event_type: str, *, unless_erased: bool = False,
+def event_handler(event_type: str, *, unless_erased: bool = False, keyed_by_event: bool = False,
                   **kwargs: Any) -> Callable[[Callable], Callable]:
-    """Declare a handler of `event_type` (see the module's docstring for `unless_erased`)."""
-    register = EventHandler.decorator(event_type, **kwargs)
+    """Declare a handler of `event_type` (see the module's docstring for `unless_erased`
+    and `keyed_by_event`)."""
+    register = EventHandler.decorator(event_type, claims=not keyed_by_event, **kwargs)
     if not unless_erased:
         return register
     return lambda handler: register(_skipping_erased_users(handler))

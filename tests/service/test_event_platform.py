@@ -5,6 +5,7 @@ UserRegistered and records what it saw."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -21,8 +22,8 @@ from shared.events import topology as topo
 from shared.events.consumer import DeadLetter
 from shared.events.deadletters import connect, replay
 from shared.events.outbox import is_pending
-from shared.storage import Index, open_database
-from shared.storage.provider import Storage, database_of
+from shared.storage import DuplicateKeyError, Index, open_database
+from shared.storage.provider import PROCESSED_EVENTS, Storage, database_of
 from tests.helpers import dead_letters as _dead_letters
 from tests.helpers import wait_for
 
@@ -70,6 +71,25 @@ class Listener:
             FAILURES[event.event_id] = seen + 1
             raise RuntimeError(f"temporary failure {seen + 1}")
         eventlet.sleep(BEHAVIOUR["slow"])
+        HANDLED.append(event.data.user_id)
+
+
+class KeyedListener:
+    """Keeps one record per event, under the event's id."""
+
+    name = "keyed_listener"
+    store = Storage({})
+
+    @event_handler("UserRegistered", keyed_by_event=True)
+    def on_user_registered(self, event) -> None:
+        seen = FAILURES.get(event.event_id, 0)
+        if seen < BEHAVIOUR["fail_times"]:
+            FAILURES[event.event_id] = seen + 1
+            raise RuntimeError(f"temporary failure {seen + 1}")
+        eventlet.sleep(BEHAVIOUR["slow"])
+        with contextlib.suppress(DuplicateKeyError):
+            self.store.collection("registrations").insert(
+                {"_id": event.event_id, "user_id": event.data.user_id})
         HANDLED.append(event.data.user_id)
 
 
@@ -137,6 +157,35 @@ def test_two_copies_in_flight_at_once_run_the_handler_once(listener, service_con
     wait_for(lambda: f"skipping UserRegistered {event['event_id']}" in caplog.text,
              what="the deferred copy to come back and be skipped")
     assert HANDLED == ["u-dup"]
+
+
+def test_a_handler_keyed_by_the_event_keeps_one_record_of_copies_in_flight_at_once(
+    container_factory, service_config
+):
+    keyed = container_factory(KeyedListener, service_config)
+    keyed.start()
+    BEHAVIOUR["slow"] = 0.5  # the first copy is still running when the second arrives
+    event = registered_event("u-keyed")
+    publish_raw(service_config["AMQP_URI"], event)
+    publish_raw(service_config["AMQP_URI"], event)
+    wait_for(lambda: HANDLED == ["u-keyed", "u-keyed"], what="both copies to run")
+    db = database_of(keyed)
+    assert db.collection("registrations").find({}) == [
+        {"_id": event["event_id"], "user_id": "u-keyed"}]
+    assert db.collection(PROCESSED_EVENTS).find({}) == [], "no claim, no processed mark"
+
+
+def test_a_failing_handler_keyed_by_the_event_is_retried_until_it_succeeds(
+    container_factory, service_config
+):
+    keyed = container_factory(KeyedListener, service_config)
+    keyed.start()
+    BEHAVIOUR["fail_times"] = 2
+    publish_raw(service_config["AMQP_URI"], registered_event("u-keyed-retry"))
+    wait_for(lambda: HANDLED == ["u-keyed-retry"], timeout=15,
+             what="the third attempt to succeed")
+    assert sum(FAILURES.values()) == 2
+    assert len(database_of(keyed).collection("registrations").find({})) == 1
 
 
 def test_a_failing_handler_is_retried_until_it_succeeds(listener, service_config):
