@@ -350,7 +350,8 @@ class Scheduler:
         """Read the switch and try `write` on it until its conditional update lands (the
         first try on `read`, the switch as the caller has just read it, if given)."""
         for _ in range(CAS_ATTEMPTS):
-            doc, read = read or self.repo.switch(switch_id), None
+            doc = read if read is not None else self.repo.switch(switch_id)
+            read = None  # a miss means the switch changed: read it again
             if doc is None:
                 raise NotFound("there is no such switch", code="switch_not_found")
             written = write(doc)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.scheduler.scheduler import switch_id_for
+from services.scheduler.scheduler import CHECKINS_PER_USER, switch_id_for
 from services.scheduler.schemas import ReleasedSwitch
 from services.scheduler.switches import ARMED, FIRED, OVERDUE, PAUSED, RELEASED, UNARMED
 from services.scheduler.tokens import LINK_MARGIN, issue
@@ -199,7 +199,7 @@ def test_checking_in_everything_moves_running_switches_and_skips_paused_ones(wor
 
 def test_checking_in_is_rate_limited_per_user_but_generously(world):
     user_id, _ = world.verified_user()
-    for _ in range(120):
+    for _ in range(CHECKINS_PER_USER.count):
         world.check_in(user_id)
     with pytest.raises(RateLimited):
         world.check_in(user_id)
@@ -207,7 +207,7 @@ def test_checking_in_is_rate_limited_per_user_but_generously(world):
 
 def test_a_check_in_over_the_limit_moves_nothing(world):
     user_id, switch_id = world.verified_user()
-    for _ in range(120):
+    for _ in range(CHECKINS_PER_USER.count):
         world.check_in(user_id, switch_id)
     cycle = world.switch(switch_id)["cycle"]
     announced = len(world.events("CheckedIn", switch_id))
@@ -217,24 +217,27 @@ def test_a_check_in_over_the_limit_moves_nothing(world):
     assert len(world.events("CheckedIn", switch_id)) == announced
 
 
+def refused_until_the_limit(world: World, user_id: str, switch_id: str,
+                            refusal: type[Exception]) -> None:
+    """Check in until the per-user limit, each try refused with `refusal`; the next one
+    is refused for the limit."""
+    for _ in range(CHECKINS_PER_USER.count):
+        with pytest.raises(refusal):
+            world.check_in(user_id, switch_id)
+    with pytest.raises(RateLimited):
+        world.check_in(user_id, switch_id)
+
+
 def test_check_ins_refused_for_another_users_switch_still_count_against_the_limit(world):
     prober, _ = world.verified_user("prober")
     _, someone_elses = world.verified_user("owner")
-    for _ in range(120):
-        with pytest.raises(NotFound):
-            world.check_in(prober, someone_elses)
-    with pytest.raises(RateLimited):
-        world.check_in(prober, someone_elses)
+    refused_until_the_limit(world, prober, someone_elses, NotFound)
 
 
 def test_check_ins_of_a_fired_switch_still_count_against_the_limit(world):
     user_id, switch_id = world.verified_user()
     fire(world, user_id, switch_id)
-    for _ in range(120):
-        with pytest.raises(Conflict):
-            world.check_in(user_id, switch_id)
-    with pytest.raises(RateLimited):
-        world.check_in(user_id, switch_id)
+    refused_until_the_limit(world, user_id, switch_id, Conflict)
 
 
 # --- settings ---------------------------------------------------------------------------
