@@ -21,6 +21,7 @@ import requests
 from deploy.local.smtp_sink import read_mail, wait_for_mail
 from deploy.local.supervisor import (
     DEFAULT_SERVICES,
+    NotReadyError,
     ProcessSpec,
     Supervisor,
     default_specs,
@@ -115,15 +116,32 @@ def start_system(tmp: Path, environ: dict[str, str],
     supervisor = Supervisor(specs, env=environ, log_dir=tmp / "logs")
     for spec in specs:
         supervisor.start(spec.name)
-    for spec in specs:
-        supervisor.wait_ready(spec.name)
+    base_url = f"http://{environ['JICM_GATEWAY_BIND']}"
+    try:
+        for spec in specs:
+            supervisor.wait_ready(spec.name)
+    except NotReadyError as exc:
+        # Say why, and leave no part running to slow down the tests after this one.
+        said = _last_words(supervisor, specs, base_url)
+        supervisor.stop_all()
+        raise NotReadyError(exc.name, f"{exc.reason}\n{said}", exc.tail) from exc
     return System(
         supervisor=supervisor,
-        base_url=f"http://{environ['JICM_GATEWAY_BIND']}",
+        base_url=base_url,
         maildir=Path(environ["JICM_MAILDIR"]),
         data_dir=Path(environ["JICM_DATA_DIR"]),
         environ=environ,
     )
+
+
+def _last_words(supervisor: Supervisor, specs: list[ProcessSpec], base_url: str) -> str:
+    """Each part's last lines and, if the gateway answers, its readiness report."""
+    lines = [f"{spec.name} | {line}" for spec in specs for line in supervisor.tail(spec.name)]
+    try:
+        lines.append(f"GET /readyz: {requests.get(base_url + '/readyz', timeout=10).text}")
+    except requests.RequestException as exc:
+        lines.append(f"GET /readyz: {exc!r}")
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
